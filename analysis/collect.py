@@ -1,0 +1,389 @@
+"""Read every grid cell of a study into two tidy tables.
+
+    python -m analysis.collect results/<study> \\
+        --runs results/<study>/runs.csv --epochs results/<study>/epochs.csv
+
+runs: one row per cell directory (results/<study>/cells/<cell>/) with its grid
+values, parameters, status and derived metrics. epochs: one row per finished
+epoch per cell. A cell is "complete" or "diverged" as its summary.json says,
+"failed" without summary.json (crashed or still running) and "broken" when
+summary.json or metrics.jsonl is unreadable, corrupt or missing; the reason is
+in the ``problem`` column. Nothing in one cell stops the others from being read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from analysis.metrics import speedup_and_efficiency, steady_state_throughput, time_to_accuracy
+
+DEFAULT_GRID_AXES = ("batch_size", "gpus")
+FINISHED_STATUSES = ("complete", "diverged")
+
+# Columns that come before the remaining parameters, in this order; the grid axes
+# are inserted after "stop_reason".
+LEADING_COLUMNS = ("cell", "study", "status", "stop_reason")
+RESULT_COLUMNS = (
+    "world_size",
+    "nodes",
+    "global_batch",
+    "epochs_run",
+    "throughput",
+    "throughput_ci95",
+    "time_to_target_s",
+    "best_val_accuracy",
+    "final_val_accuracy",
+    "train_time_s",
+    "speedup",
+    "efficiency",
+    "startup_s",
+    "queue_time_s",
+    "restarts",
+    "job_id",
+    "problem",
+)
+GRID_AXES_COLUMN = "grid_axes"
+"""Space-separated grid axes of the study, so runs.csv describes itself."""
+
+EPOCH_FIELDS = (
+    "epoch",
+    "train_time_s",
+    "epoch_time_s",
+    "samples",
+    "samples_per_s",
+    "train_loss",
+    "val_loss",
+    "val_accuracy",
+    "lr",
+    "world_size",
+)
+STARTUP_EPOCH_COLUMN = "startup_epoch"
+"""True for epochs run right after a (re)start; left out of steady-state throughput."""
+
+
+@dataclass
+class MetricsLog:
+    """What could be read from one metrics.jsonl."""
+
+    metas: list[dict[str, Any]] = field(default_factory=list)
+    epochs: list[dict[str, Any]] = field(default_factory=list)
+    problem: str | None = None
+
+
+def read_metrics(path: Path) -> MetricsLog:
+    """Parse metrics.jsonl, keeping every valid line and noting the first bad one.
+
+    Epochs are returned in epoch order, the last record of a repeated epoch
+    winning. An epoch record that directly follows a "meta" line (a fresh start
+    or a resume after requeue) is flagged ``startup_epoch``.
+    """
+    log = MetricsLog()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        log.problem = f"{path.name} missing"
+        return log
+    except (OSError, UnicodeDecodeError) as error:
+        log.problem = f"{path.name} unreadable: {error}"
+        return log
+
+    epochs_by_number: dict[int, dict[str, Any]] = {}
+    after_meta = True
+    for line_number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        record, problem = _parse_record(line)
+        if problem is not None:
+            log.problem = log.problem or f"{path.name} line {line_number}: {problem}"
+            continue
+        if record["type"] == "meta":
+            log.metas.append(record)
+            after_meta = True
+        elif record["type"] == "epoch":
+            epochs_by_number[record["epoch"]] = {**record, STARTUP_EPOCH_COLUMN: after_meta}
+            after_meta = False
+    log.epochs = [epochs_by_number[number] for number in sorted(epochs_by_number)]
+    if log.problem is None and not log.metas and log.epochs:
+        log.problem = f"{path.name} has no meta line"
+    return log
+
+
+def _parse_record(line: str) -> tuple[dict[str, Any], str | None]:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return {}, "not valid JSON (truncated or corrupt)"
+    if not isinstance(record, dict) or record.get("type") not in ("meta", "epoch"):
+        return {}, "not a meta or epoch record"
+    if record["type"] == "epoch" and not _is_integer(record.get("epoch")):
+        return {}, "epoch record without an integer epoch"
+    return record, None
+
+
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def read_summary(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """(summary, problem): (None, None) when the cell has not finished."""
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None, None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        return None, f"{path.name} unreadable: {error}"
+    if not isinstance(summary, dict):
+        return None, f"{path.name} is not a JSON object"
+    if summary.get("status") not in FINISHED_STATUSES:
+        return summary, f"{path.name} has unknown status {summary.get('status')!r}"
+    return summary, None
+
+
+@dataclass
+class Cell:
+    """One grid cell as found on disk."""
+
+    name: str
+    summary: dict[str, Any] | None
+    log: MetricsLog
+    problem: str | None
+
+    @property
+    def status(self) -> str:
+        if self.problem is not None:
+            return "broken"
+        if self.summary is None:
+            return "failed"
+        return str(self.summary["status"])
+
+    @property
+    def params(self) -> dict[str, Any]:
+        if self.summary is not None and isinstance(self.summary.get("params"), dict):
+            return self.summary["params"]
+        for meta in reversed(self.log.metas):
+            if isinstance(meta.get("params"), dict):
+                return meta["params"]
+        return {}
+
+    @property
+    def last_meta(self) -> dict[str, Any]:
+        return self.log.metas[-1] if self.log.metas else {}
+
+
+def read_cell(cell_dir: Path) -> Cell:
+    metrics_path = cell_dir / "metrics.jsonl"
+    summary, problem = read_summary(cell_dir / "summary.json")
+    log = read_metrics(metrics_path)
+    never_started = summary is None and problem is None and not metrics_path.exists()
+    if never_started:
+        return Cell(name=cell_dir.name, summary=None, log=MetricsLog(), problem=None)
+    problem = problem or log.problem
+    if problem is None and summary is not None and not log.epochs:
+        problem = "summary.json exists but metrics.jsonl has no epoch records"
+    return Cell(name=cell_dir.name, summary=summary, log=log, problem=problem)
+
+
+def study_grid_axes(cells: Iterable[Cell]) -> list[str]:
+    """Batch size and workers first, then every other axis any summary declares."""
+    axes = list(DEFAULT_GRID_AXES)
+    for cell in cells:
+        declared = (cell.summary or {}).get("grid_axes") or []
+        axes.extend(axis for axis in declared if isinstance(axis, str) and axis not in axes)
+    return axes
+
+
+def _scalar(value: Any) -> Any:
+    """Lists and dicts in params become JSON text so they fit in one CSV cell."""
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, sort_keys=True)
+    return value
+
+
+def _first_known(*values: Any) -> Any:
+    for value in values:
+        if value is not None and not (isinstance(value, float) and math.isnan(value)):
+            return value
+    return None
+
+
+def _product(left: Any, right: Any) -> Any:
+    try:
+        return left * right if left is not None and right is not None else None
+    except TypeError:
+        return None
+
+
+def _world_size(cell: Cell) -> Any:
+    from_epochs = [epoch.get("world_size") for epoch in reversed(cell.log.epochs)]
+    summary = cell.summary or {}
+    return _first_known(*from_epochs, cell.last_meta.get("world_size"), summary.get("world_size"))
+
+
+def run_row(cell: Cell, grid_axes: list[str], study: str) -> dict[str, Any]:
+    """The runs-table row of one cell (speed-up and efficiency are added later)."""
+    summary = cell.summary or {}
+    params = cell.params
+    epochs = pd.DataFrame(cell.log.epochs, columns=[*EPOCH_FIELDS, STARTUP_EPOCH_COLUMN])
+    accuracies = pd.to_numeric(epochs["val_accuracy"], errors="coerce")
+    samples_per_s = pd.to_numeric(epochs["samples_per_s"], errors="coerce").fillna(
+        pd.to_numeric(epochs["samples"], errors="coerce") / pd.to_numeric(epochs["epoch_time_s"], errors="coerce")
+    )
+    throughput = steady_state_throughput(
+        samples_per_s.tolist(),
+        startup=epochs[STARTUP_EPOCH_COLUMN].astype(bool).tolist(),
+    )
+    time_to_target = time_to_accuracy(
+        pd.to_numeric(epochs["train_time_s"], errors="coerce").tolist(),
+        accuracies.tolist(),
+        target=params.get("target_accuracy"),
+        patience=params.get("patience"),
+    )
+    world_size = _world_size(cell)
+    workers = _first_known(world_size, params.get("gpus"))
+    batch_size = params.get("batch_size")
+    hosts = cell.last_meta.get("hosts")
+
+    row: dict[str, Any] = {
+        "cell": cell.name,
+        "study": summary.get("study") or study,
+        "status": cell.status,
+        "stop_reason": summary.get("stop_reason"),
+    }
+    row.update({axis: _scalar(params.get(axis)) for axis in grid_axes})
+    row.update(
+        {
+            "world_size": world_size,
+            "nodes": len(set(hosts)) if isinstance(hosts, list) and hosts else None,
+            "global_batch": _product(batch_size, workers),
+            "epochs_run": _first_known(summary.get("epochs_run"), len(epochs)),
+            "throughput": throughput.mean,
+            "throughput_ci95": throughput.ci95,
+            "time_to_target_s": time_to_target,
+            "best_val_accuracy": _first_known(accuracies.max(), summary.get("best_val_accuracy")),
+            "final_val_accuracy": accuracies.iloc[-1] if len(accuracies) else None,
+            "train_time_s": _first_known(
+                summary.get("train_time_s"),
+                epochs["train_time_s"].iloc[-1] if len(epochs) else None,
+            ),
+            "speedup": None,
+            "efficiency": None,
+            "startup_s": _first_known(summary.get("startup_s"), cell.last_meta.get("startup_s")),
+            "queue_time_s": summary.get("queue_time_s"),
+            "restarts": _first_known(summary.get("restarts"), len(cell.log.metas) - 1 if cell.log.metas else None),
+            "job_id": _first_known(summary.get("job_id"), cell.last_meta.get("job_id")),
+            "problem": cell.problem,
+        }
+    )
+    for name, value in params.items():
+        if name in grid_axes:
+            continue
+        # A parameter named like a result column keeps both, the parameter prefixed.
+        column = f"param_{name}" if name in row or name == GRID_AXES_COLUMN else name
+        row[column] = _scalar(value)
+    row[GRID_AXES_COLUMN] = " ".join(grid_axes)
+    return row
+
+
+def epoch_rows(cell: Cell, grid_axes: list[str]) -> list[dict[str, Any]]:
+    grid_values = {axis: _scalar(cell.params.get(axis)) for axis in grid_axes}
+    return [
+        {
+            "cell": cell.name,
+            **grid_values,
+            **{name: value for name, value in record.items() if name != "type" and name not in grid_values},
+        }
+        for record in cell.log.epochs
+    ]
+
+
+def collect_study(study_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(runs, epochs) for every directory under ``study_dir``/cells, sorted by cell."""
+    cells_dir = Path(study_dir) / "cells"
+    cell_dirs = sorted(path for path in cells_dir.iterdir() if path.is_dir()) if cells_dir.is_dir() else []
+    cells = [read_cell(cell_dir) for cell_dir in cell_dirs]
+    grid_axes = study_grid_axes(cells)
+    study = Path(study_dir).name
+
+    run_columns = [*LEADING_COLUMNS, *grid_axes, *RESULT_COLUMNS]
+    run_rows = [run_row(cell, grid_axes, study) for cell in cells]
+    runs = _with_integer_columns(pd.DataFrame(run_rows), run_rows)
+    runs = runs.reindex(columns=_ordered(run_columns, runs.columns, last=GRID_AXES_COLUMN))
+    if len(runs):
+        scaling = speedup_and_efficiency(runs, grid_axes)
+        runs["speedup"] = scaling["speedup"]
+        runs["efficiency"] = scaling["efficiency"]
+    runs = _sort_by_grid(runs, grid_axes)
+
+    epoch_columns = ["cell", *grid_axes, *EPOCH_FIELDS, STARTUP_EPOCH_COLUMN]
+    all_epoch_rows = [row for cell in cells for row in epoch_rows(cell, grid_axes)]
+    epochs = _with_integer_columns(pd.DataFrame(all_epoch_rows), all_epoch_rows)
+    epochs = epochs.reindex(columns=_ordered(epoch_columns, epochs.columns))
+    epochs = _sort_by_grid(epochs, grid_axes, then=["epoch"])
+    runs.attrs["grid_axes"] = grid_axes
+    epochs.attrs["grid_axes"] = grid_axes
+    return runs, epochs
+
+
+def _with_integer_columns(frame: pd.DataFrame, rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Columns whose known values are all integers stay integers (nullable), not 64.0."""
+    for column in frame.columns:
+        known = [row[column] for row in rows if row.get(column) is not None]
+        if known and all(_is_integer(value) for value in known):
+            frame[column] = frame[column].astype("Int64")
+    return frame
+
+
+def _ordered(first: list[str], present: Iterable[str], last: str | None = None) -> list[str]:
+    """``first`` then any other present column in its order, ``last`` at the end."""
+    rest = [column for column in present if column not in first and column != last]
+    return [*first, *rest, *([last] if last else [])]
+
+
+def _sort_by_grid(frame: pd.DataFrame, grid_axes: list[str], then: list[str] | None = None) -> pd.DataFrame:
+    keys = [axis for axis in grid_axes if frame[axis].notna().any()] + ["cell"] + (then or [])
+    try:
+        return frame.sort_values(keys, na_position="last", kind="stable", ignore_index=True)
+    except TypeError:  # an axis mixing numbers and text cannot be ordered
+        return frame.sort_values(["cell", *(then or [])], kind="stable", ignore_index=True)
+
+
+def write_tables(study_dir: Path, runs_csv: Path, epochs_csv: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    runs, epochs = collect_study(study_dir)
+    for path, table in ((runs_csv, runs), (epochs_csv, epochs)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(path, index=False)
+    return runs, epochs
+
+
+def _summarize(runs: pd.DataFrame) -> str:
+    counts: Mapping[str, int] = runs["status"].value_counts().to_dict() if len(runs) else {}
+    parts = [f"{counts.get(status, 0)} {status}" for status in (*FINISHED_STATUSES, "failed", "broken")]
+    return f"{len(runs)} cells: " + ", ".join(parts)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Collect a study's cell logs into runs.csv and epochs.csv.")
+    parser.add_argument("study_dir", type=Path, help="results/<study>, holding cells/<cell>/")
+    parser.add_argument("--runs", type=Path, help="output CSV, one row per cell (default: <study_dir>/runs.csv)")
+    parser.add_argument("--epochs", type=Path, help="output CSV, one row per epoch (default: <study_dir>/epochs.csv)")
+    args = parser.parse_args(argv)
+    runs, _ = write_tables(
+        args.study_dir,
+        args.runs or args.study_dir / "runs.csv",
+        args.epochs or args.study_dir / "epochs.csv",
+    )
+    print(_summarize(runs))
+    for cell, problem in runs.loc[runs["problem"].notna(), ["cell", "problem"]].itertuples(index=False):
+        print(f"  {cell}: {problem}")
+
+
+if __name__ == "__main__":
+    main()

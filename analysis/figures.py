@@ -1,0 +1,419 @@
+"""Seaborn figures of a scaling study, each saved as PNG and SVG.
+
+    python -m analysis.figures results/<study>/runs.csv results/<study>/epochs.csv \\
+        --out results/<study>/figures --target 0.9
+
+Only cells that finished (status complete or diverged) are drawn; failed and
+broken cells are left out, and a study with none of the former still gets every
+figure, with a note on empty axes. Grid axes other than batch size and workers
+(warm-up, lr scaling, ...) become one panel each, so distinct runs are never
+averaged together. Figures are built on matplotlib Figure objects, which render
+with the Agg backend whatever pyplot's backend is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator, NullLocator, PercentFormatter
+
+PLOTTED_STATUSES = ("complete", "diverged")
+FIGURE_NAMES = ("throughput", "scaling_efficiency", "time_to_accuracy", "accuracy_vs_time")
+FIGURE_FORMATS = ("png", "svg")
+BATCH_AXIS, WORKERS_AXIS = "batch_size", "gpus"
+DEFAULT_GRID_AXES = (BATCH_AXIS, WORKERS_AXIS)
+NUMERIC_RESULTS = ("throughput", "throughput_ci95", "efficiency", "time_to_target_s")
+
+BATCH_LEGEND_TITLE = "Per-worker batch size (samples)"
+WORKERS_LABEL = "Workers (GPUs / Horovod processes)"
+WORKER_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "<", ">")
+REFERENCE_COLOR = "0.35"
+PANEL_WIDTH_IN, PANEL_HEIGHT_IN, MAX_PANEL_COLUMNS = 5.5, 4.0, 3
+LEGEND_ENTRY_WIDTH_IN = 1.2
+
+
+def make_all_figures(
+    runs: pd.DataFrame,
+    epochs: pd.DataFrame,
+    out_dir: Path,
+    target_accuracy: float | None = None,
+) -> list[Path]:
+    """Draw every figure into ``out_dir`` as <name>.png and <name>.svg; return the paths.
+
+    ``target_accuracy`` draws the target line; when None, the runs' own
+    ``target_accuracy`` parameter is used if they agree on one.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    grid_axes = grid_axes_of(runs)
+    finished = finished_runs(runs, grid_axes)
+    curves = _accuracy_curves(epochs, finished)
+    run_target = _common_value(runs, "target_accuracy")
+    line_target = target_accuracy if target_accuracy is not None else run_target
+    paths: list[Path] = []
+    # A fixed SVG hash salt keeps element ids, and so the files, identical across reruns.
+    with sns.axes_style("whitegrid"), sns.plotting_context("notebook"), matplotlib.rc_context({"svg.hashsalt": "scaling-study"}):
+        figures = {
+            "throughput": throughput_figure(finished),
+            "scaling_efficiency": scaling_efficiency_figure(finished),
+            # time_to_target_s was computed against each run's own target: name that one.
+            "time_to_accuracy": time_to_accuracy_figure(
+                finished, run_target if run_target is not None else line_target, _common_value(runs, "patience")
+            ),
+            "accuracy_vs_time": accuracy_vs_time_figure(curves, finished, line_target),
+        }
+        for name, figure in figures.items():
+            paths.extend(save_figure(figure, out_dir, name))
+    return paths
+
+
+def save_figure(figure: Figure, out_dir: Path, name: str) -> list[Path]:
+    paths = [out_dir / f"{name}.{extension}" for extension in FIGURE_FORMATS]
+    for path in paths:
+        metadata = {"Date": None} if path.suffix == ".svg" else {}
+        figure.savefig(path, dpi=150, metadata=metadata)
+    return paths
+
+
+# ---- preparing the tables ---------------------------------------------------
+
+
+def grid_axes_of(runs: pd.DataFrame) -> list[str]:
+    """The study's grid axes, from runs.attrs or the ``grid_axes`` column of runs.csv."""
+    if runs.attrs.get("grid_axes"):
+        return list(runs.attrs["grid_axes"])
+    if "grid_axes" in runs.columns and runs["grid_axes"].notna().any():
+        return str(runs["grid_axes"].dropna().iloc[0]).split()
+    return list(DEFAULT_GRID_AXES)
+
+
+def finished_runs(runs: pd.DataFrame, grid_axes: Sequence[str]) -> pd.DataFrame:
+    """Complete and diverged runs with integer batch size and workers, and a ``panel`` label."""
+    finished = runs.loc[runs["status"].isin(PLOTTED_STATUSES)].copy()
+    for column in (*DEFAULT_GRID_AXES, *NUMERIC_RESULTS):
+        finished[column] = pd.to_numeric(finished.get(column), errors="coerce")
+    finished = finished.dropna(subset=list(DEFAULT_GRID_AXES))
+    finished[list(DEFAULT_GRID_AXES)] = finished[list(DEFAULT_GRID_AXES)].astype(int)
+    other_axes = [axis for axis in grid_axes if axis not in DEFAULT_GRID_AXES and axis in finished.columns]
+    finished["panel"] = [
+        ", ".join(f"{axis}={_format_value(value)}" for axis, value in zip(other_axes, values))
+        for values in finished[other_axes].itertuples(index=False)
+    ] if other_axes else ""
+    finished = _sort_values_safely(finished, [*other_axes, BATCH_AXIS, WORKERS_AXIS])
+    return finished.reset_index(drop=True)
+
+
+def _accuracy_curves(epochs: pd.DataFrame, finished: pd.DataFrame) -> pd.DataFrame:
+    needed = ["cell", "epoch", "train_time_s", "val_accuracy"]
+    if finished.empty or not set(needed) <= set(epochs.columns):
+        return pd.DataFrame(columns=[*needed, "status", BATCH_AXIS, WORKERS_AXIS, "panel"])
+    curves = epochs[needed].merge(finished[["cell", "status", BATCH_AXIS, WORKERS_AXIS, "panel"]], on="cell")
+    for column in ("train_time_s", "val_accuracy"):
+        curves[column] = pd.to_numeric(curves[column], errors="coerce")
+    return curves.dropna(subset=["train_time_s", "val_accuracy"]).sort_values(["cell", "epoch"])
+
+
+def _format_value(value: object) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _sort_values_safely(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    try:
+        return frame.sort_values(keys, kind="stable")
+    except TypeError:  # an axis mixing numbers and text
+        return frame.sort_values([BATCH_AXIS, WORKERS_AXIS], kind="stable")
+
+
+def _common_value(runs: pd.DataFrame, column: str) -> float | None:
+    values = pd.to_numeric(runs.get(column, pd.Series(dtype=float)), errors="coerce").dropna().unique()
+    return float(values[0]) if len(values) == 1 else None
+
+
+# ---- layout helpers ---------------------------------------------------------
+
+
+def _panels(finished: pd.DataFrame) -> list[str]:
+    return list(dict.fromkeys(finished["panel"])) or [""]
+
+
+def _new_figure(panel_count: int) -> tuple[Figure, list[Axes]]:
+    columns = min(panel_count, MAX_PANEL_COLUMNS)
+    rows = math.ceil(panel_count / columns)
+    figure = Figure(figsize=(PANEL_WIDTH_IN * columns + 1.0, PANEL_HEIGHT_IN * rows + 1.8), layout="constrained")
+    grid = figure.subplots(rows, columns, sharex=True, sharey=True, squeeze=False)
+    axes = list(grid.flat)
+    for unused in axes[panel_count:]:
+        unused.remove()
+    # Panels above a removed one sit at the bottom of their column: give back their x labels.
+    for index in range(max(panel_count - columns, 0), panel_count):
+        axes[index].xaxis.set_tick_params(labelbottom=True)
+    return figure, axes[:panel_count]
+
+
+def _label(axes: list[Axes], columns: int, xlabel: str, ylabel: str, panels: list[str]) -> None:
+    for index, (ax, panel) in enumerate(zip(axes, panels)):
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel if index % columns == 0 else "")
+        if panel:
+            ax.set_title(panel, fontsize="medium")
+
+
+def _batch_palette(batch_sizes: Sequence[int]) -> dict[int, tuple[float, float, float]]:
+    levels = sorted(set(batch_sizes))
+    colors = sns.color_palette("colorblind" if len(levels) <= 10 else "viridis", max(len(levels), 1))
+    return dict(zip(levels, colors))
+
+
+def _batch_legend(figure: Figure, palette: dict[int, tuple[float, float, float]], bars: bool = False) -> None:
+    handles: list[Line2D | Patch] = [
+        Patch(color=color, label=str(batch)) if bars else Line2D([], [], color=color, marker="o", lw=2, label=str(batch))
+        for batch, color in palette.items()
+    ]
+    if handles:
+        fitting_columns = max(3, int(figure.get_figwidth() / LEGEND_ENTRY_WIDTH_IN))
+        figure.legend(handles=handles, title=BATCH_LEGEND_TITLE, loc="outside lower center",
+                      ncols=min(len(handles), fitting_columns))
+
+
+def _reference_legend(ax: Axes, handles: list[Line2D | Patch], title: str) -> None:
+    if handles:
+        ax.legend(handles=handles, title=title, loc="best", fontsize="small", title_fontsize="small")
+
+
+def _worker_ticks(ax: Axes, workers: Sequence[int]) -> bool:
+    """Integer ticks at the worker counts used; base-2 log scale (returns True) when they span 8x or more."""
+    levels = sorted(set(int(worker) for worker in workers))
+    if not levels:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        return False
+    logarithmic = levels[-1] / levels[0] >= 8
+    if logarithmic:
+        ax.set_xscale("log", base=2)
+    ax.set_xticks(levels, [str(level) for level in levels])
+    ax.xaxis.set_minor_locator(NullLocator())
+    return logarithmic
+
+
+def _title(figure: Figure, headline: str, detail: str) -> None:
+    figure.suptitle(f"{headline}\n{detail}", fontsize="medium")
+
+
+def _note_empty(ax: Axes, message: str) -> None:
+    ax.text(0.5, 0.5, message, transform=ax.transAxes, ha="center", va="center", color=REFERENCE_COLOR)
+
+
+def _diverged_marks(ax: Axes, rows: pd.DataFrame, x: str, y: pd.Series) -> bool:
+    diverged = rows["status"] == "diverged"
+    ax.scatter(rows.loc[diverged, x], y[diverged], marker="x", s=80, color="black", zorder=5)
+    return bool(diverged.any())
+
+
+# (reached the target, diverged) -> what the time-to-accuracy figure shows.
+TTA_OUTCOMES = {
+    (True, False): "reached",
+    (True, True): "reached, then diverged",
+    (False, False): "not reached",
+    (False, True): "diverged",
+}
+TTA_MARKERS = {"not reached": "x", "diverged": "v"}
+MAX_ANNOTATED_BATCH_SIZES = 4
+
+DIVERGED_HANDLE = Line2D([], [], color="black", marker="x", ls="none", label="diverged run")
+NO_FINISHED_CELLS = "no finished cells to plot"
+
+
+# ---- the figures ------------------------------------------------------------
+
+
+def throughput_figure(finished: pd.DataFrame) -> Figure:
+    """Steady-state samples/s vs workers, one line per batch size, with ideal N·X_1 lines."""
+    panels = _panels(finished)
+    figure, axes = _new_figure(len(panels))
+    palette = _batch_palette(finished[BATCH_AXIS])
+    measured = finished[np.isfinite(finished["throughput"])]
+    any_diverged = False
+    any_ideal = False
+    for ax, panel in zip(axes, panels):
+        rows = measured[measured["panel"] == panel]
+        if rows.empty:
+            _note_empty(ax, NO_FINISHED_CELLS)
+        else:
+            sns.lineplot(data=rows, x=WORKERS_AXIS, y="throughput", hue=BATCH_AXIS, palette=palette,
+                         marker="o", errorbar=None, legend=False, ax=ax)
+            for batch, group in rows.groupby(BATCH_AXIS):
+                ax.errorbar(group[WORKERS_AXIS], group["throughput"], yerr=group["throughput_ci95"].fillna(0),
+                            fmt="none", ecolor=palette[batch], capsize=4)
+                baseline = group.loc[(group[WORKERS_AXIS] == 1) & (group["status"] == "complete"), "throughput"]
+                if not baseline.empty:
+                    workers = np.array(sorted(rows[WORKERS_AXIS].unique()))
+                    ax.plot(workers, workers * baseline.iloc[0], ls="--", color=palette[batch], alpha=0.7)
+                    any_ideal = True
+            any_diverged |= _diverged_marks(ax, rows, WORKERS_AXIS, rows["throughput"])
+        # Over a wide range of workers, log-log keeps small counts readable and ideal lines straight.
+        if _worker_ticks(ax, finished[WORKERS_AXIS]) and not measured.empty:
+            ax.set_yscale("log")
+        else:
+            ax.set_ylim(bottom=0)
+    _label(axes, min(len(panels), MAX_PANEL_COLUMNS), WORKERS_LABEL, "Throughput (samples/s)", panels)
+    _title(figure, "Steady-state training throughput", "first epoch left out; error bars: 95 % CI of the mean")
+    _batch_legend(figure, palette)
+    references = [Line2D([], [], color=REFERENCE_COLOR, ls="--", label="ideal linear scaling (N × 1-worker)")] if any_ideal else []
+    _reference_legend(axes[-1], references + ([DIVERGED_HANDLE] if any_diverged else []), "Reference")
+    return figure
+
+
+def scaling_efficiency_figure(finished: pd.DataFrame) -> Figure:
+    """Weak-scaling efficiency X_N / (N·X_1) in % vs workers, one line per batch size."""
+    panels = _panels(finished)
+    figure, axes = _new_figure(len(panels))
+    palette = _batch_palette(finished[BATCH_AXIS])
+    efficiency_percent = 100 * finished["efficiency"]
+    highest = efficiency_percent.max() if efficiency_percent.notna().any() else 100
+    any_diverged = False
+    for ax, panel in zip(axes, panels):
+        in_panel = (finished["panel"] == panel) & efficiency_percent.notna()
+        rows = finished[in_panel].assign(efficiency_percent=efficiency_percent[in_panel])
+        ax.axhline(100, color=REFERENCE_COLOR, ls="--", lw=1.2)
+        if rows.empty:
+            _note_empty(ax, "no cell with a complete 1-worker baseline" if len(finished) else NO_FINISHED_CELLS)
+        else:
+            sns.lineplot(data=rows, x=WORKERS_AXIS, y="efficiency_percent", hue=BATCH_AXIS, palette=palette,
+                         marker="o", errorbar=None, legend=False, ax=ax)
+            any_diverged |= _diverged_marks(ax, rows, WORKERS_AXIS, rows["efficiency_percent"])
+        _worker_ticks(ax, finished[WORKERS_AXIS])
+        ax.set_ylim(0, max(110, highest * 1.1))
+    _label(axes, min(len(panels), MAX_PANEL_COLUMNS), WORKERS_LABEL, "Weak-scaling efficiency (%)", panels)
+    _title(figure, "Weak-scaling efficiency", "X_N / (N · X_1), per-worker batch size fixed")
+    _batch_legend(figure, palette)
+    references = [Line2D([], [], color=REFERENCE_COLOR, ls="--", label="ideal (100 %)")]
+    _reference_legend(axes[-1], references + ([DIVERGED_HANDLE] if any_diverged else []), "Reference")
+    return figure
+
+
+def time_to_accuracy_figure(finished: pd.DataFrame, target: float | None, patience: float | None) -> Figure:
+    """Bars of time to target accuracy per cell; cells that never got there get a mark at zero."""
+    panels = _panels(finished)
+    figure, axes = _new_figure(len(panels))
+    palette = _batch_palette(finished[BATCH_AXIS])
+    worker_levels = sorted(finished[WORKERS_AXIS].unique())
+    batch_levels = list(palette)
+    bar_width = 0.8 / max(len(batch_levels), 1)
+    # Rotated words only fit beside a few bars per group; otherwise the marks and legend say it.
+    annotate = len(batch_levels) <= MAX_ANNOTATED_BATCH_SIZES
+    tta = finished["time_to_target_s"]
+    highest = tta.max() if tta.notna().any() else 1.0
+    outcomes: set[str] = set()
+    for ax, panel in zip(axes, panels):
+        rows = finished[finished["panel"] == panel]
+        if rows.empty:
+            _note_empty(ax, NO_FINISHED_CELLS)
+        elif tta[rows.index].isna().all():
+            _note_empty(ax, "no cell reached the target")
+        for index, row in rows.iterrows():
+            slot = batch_levels.index(row[BATCH_AXIS]) - (len(batch_levels) - 1) / 2
+            position = worker_levels.index(row[WORKERS_AXIS]) + slot * bar_width
+            outcome = TTA_OUTCOMES[(bool(np.isfinite(tta[index])), row["status"] == "diverged")]
+            outcomes.add(outcome)
+            color = palette[row[BATCH_AXIS]]
+            height = tta[index] if np.isfinite(tta[index]) else 0.0
+            if outcome in ("reached", "reached, then diverged"):
+                diverged = outcome != "reached"
+                ax.bar(position, height, bar_width * 0.9, color=color,
+                       edgecolor="black" if diverged else color, hatch="//" if diverged else None)
+            else:
+                ax.plot(position, 0, marker=TTA_MARKERS[outcome], ms=10, mew=2.5 if outcome == "not reached" else 1,
+                        color=color, markeredgecolor=color if outcome == "not reached" else "black", clip_on=False, zorder=5)
+            if annotate and outcome != "reached":
+                ax.annotate(outcome.split(", ")[-1], (position, height), xytext=(0, 8), textcoords="offset points",
+                            rotation=90, ha="center", va="bottom", fontsize="small", color=REFERENCE_COLOR)
+        ax.set_xticks(range(len(worker_levels)), [str(level) for level in worker_levels])
+        ax.grid(False, axis="x")
+        ax.set_xlim(-0.6, max(len(worker_levels), 1) - 0.4)
+        # Headroom for the rotated labels.
+        ax.set_ylim(0, highest * 1.35)
+    _label(axes, min(len(panels), MAX_PANEL_COLUMNS), WORKERS_LABEL, "Time to target accuracy (s)", panels)
+    target_text = f"{target:.0%}" if target is not None else "target"
+    patience_text = f", held for {int(patience)} consecutive epochs" if patience and patience > 1 else ""
+    _title(figure, "Time to target accuracy", f"training time until validation accuracy ≥ {target_text}{patience_text}")
+    _batch_legend(figure, palette, bars=True)
+    references: list[Line2D | Patch] = []
+    if "reached, then diverged" in outcomes:
+        references.append(Patch(facecolor="white", edgecolor="black", hatch="//", label="reached, then diverged"))
+    if "not reached" in outcomes:
+        references.append(Line2D([], [], color=REFERENCE_COLOR, marker="x", mew=2.5, ls="none", label="target not reached"))
+    if "diverged" in outcomes:
+        references.append(Line2D([], [], color=REFERENCE_COLOR, marker="v", markeredgecolor="black", ls="none",
+                                 label="diverged before the target"))
+    _reference_legend(axes[-1], references, "Marks")
+    return figure
+
+
+def accuracy_vs_time_figure(curves: pd.DataFrame, finished: pd.DataFrame, target: float | None) -> Figure:
+    """Validation accuracy vs training time, one curve per cell, diverged cells dashed."""
+    panels = _panels(finished)
+    figure, axes = _new_figure(len(panels))
+    palette = _batch_palette(finished[BATCH_AXIS])
+    worker_levels = sorted(finished[WORKERS_AXIS].unique())
+    markers = {workers: WORKER_MARKERS[index % len(WORKER_MARKERS)] for index, workers in enumerate(worker_levels)}
+    any_diverged = False
+    for ax, panel in zip(axes, panels):
+        in_panel = curves[curves["panel"] == panel]
+        if in_panel.empty:
+            _note_empty(ax, NO_FINISHED_CELLS)
+        for _, curve in in_panel.groupby("cell", sort=False):
+            first = curve.iloc[0]
+            diverged = first["status"] == "diverged"
+            any_diverged |= diverged
+            sns.lineplot(x=curve["train_time_s"].to_numpy(), y=curve["val_accuracy"].to_numpy(), ax=ax,
+                         color=palette[first[BATCH_AXIS]], marker=markers[first[WORKERS_AXIS]],
+                         linestyle="--" if diverged else "-", estimator=None, sort=False)
+        if target is not None:
+            ax.axhline(target, color=REFERENCE_COLOR, ls=":", lw=1.5)
+        ax.set_ylim(0, 1.02)
+        ax.set_xlim(left=0)
+        ax.yaxis.set_major_formatter(PercentFormatter(xmax=1))
+    _label(axes, min(len(panels), MAX_PANEL_COLUMNS), "Training wall-clock time (s, start-up excluded)",
+           "Validation accuracy (%)", panels)
+    _title(figure, "Validation accuracy vs training time", "one curve per cell")
+    _batch_legend(figure, palette)
+    references: list[Line2D | Patch] = [
+        Line2D([], [], color=REFERENCE_COLOR, marker=marker, ls="none", label=f"{workers} worker{'s' if workers != 1 else ''}")
+        for workers, marker in markers.items()
+    ]
+    if any_diverged:
+        references.append(Line2D([], [], color=REFERENCE_COLOR, ls="--", label="diverged run"))
+    if target is not None:
+        references.append(Line2D([], [], color=REFERENCE_COLOR, ls=":", label=f"target ({target:.0%})"))
+    _reference_legend(axes[-1], references, "Workers / marks")
+    return figure
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Draw a study's figures from runs.csv and epochs.csv.")
+    parser.add_argument("runs_csv", type=Path)
+    parser.add_argument("epochs_csv", type=Path)
+    parser.add_argument("--out", type=Path, help="output directory (default: figures/ beside runs.csv)")
+    parser.add_argument("--target", type=float, help="target validation accuracy (default: the runs' own)")
+    args = parser.parse_args(argv)
+    runs = pd.read_csv(args.runs_csv)
+    epochs = pd.read_csv(args.epochs_csv)
+    out_dir = args.out or args.runs_csv.parent / "figures"
+    for path in make_all_figures(runs, epochs, out_dir, args.target):
+        print(path)
+
+
+if __name__ == "__main__":
+    main()

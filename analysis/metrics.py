@@ -1,0 +1,146 @@
+"""The numbers a scaling study reports, as pure functions.
+
+- steady-state throughput (samples/s) with a 95 % interval,
+- time to a target validation accuracy with the course's patience rule,
+- speed-up and weak-scaling efficiency against the 1-worker run.
+
+Definitions follow /work/shared/COURSE.md ("Definitions the analysis uses").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+Z_95 = 1.96
+"""Two-sided 95 % quantile of the normal distribution."""
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """Steady-state throughput of one run.
+
+    mean: mean of the per-epoch samples/s that were kept.
+    ci95: half-width of the 95 % interval of that mean (samples/s); NaN when only
+        one epoch was kept, because one value says nothing about the spread.
+    epochs: how many epochs the mean is over.
+    """
+
+    mean: float
+    ci95: float
+    epochs: int
+
+
+def steady_state_throughput(
+    samples_per_s: Sequence[float | None],
+    startup: Sequence[bool] | None = None,
+) -> Throughput:
+    """Mean per-epoch throughput leaving out the epochs that carry start-up costs.
+
+    By default only the first epoch is a start-up epoch (data loader warm-up, first
+    allreduce, allocator growth); pass ``startup`` to also flag, e.g., the first
+    epoch after a requeued job resumed. Start-up epochs are dropped only while at
+    least one other epoch remains, so a 1-epoch run still gets a number.
+    Non-finite values (None, NaN) are ignored.
+
+    The interval is mean ± 1.96·s/√n with s the sample standard deviation
+    (ddof=1) of the kept per-epoch values: the normal approximation of a 95 %
+    confidence interval of the mean. Horovod's synthetic benchmark reports
+    mean ± 1.96·std of per-iteration rates, i.e. the spread of single
+    measurements; dividing by √n makes it an interval for the mean instead. With
+    few epochs it is optimistic: Student's t would use 4.30 instead of 1.96 for
+    n = 3.
+    """
+    rates = np.asarray(samples_per_s, dtype=float)
+    if startup is None:
+        is_startup = np.arange(rates.size) == 0
+    else:
+        is_startup = np.asarray(startup, dtype=bool)
+        if is_startup.shape != rates.shape:
+            raise ValueError("startup flags must match samples_per_s in length")
+    measured = np.isfinite(rates)
+    kept = measured & ~is_startup
+    if not kept.any():
+        kept = measured
+    values = rates[kept]
+    if values.size == 0:
+        return Throughput(mean=float("nan"), ci95=float("nan"), epochs=0)
+    if values.size == 1:
+        return Throughput(mean=float(values[0]), ci95=float("nan"), epochs=1)
+    half_width = Z_95 * values.std(ddof=1) / np.sqrt(values.size)
+    return Throughput(mean=float(values.mean()), ci95=float(half_width), epochs=int(values.size))
+
+
+def time_to_accuracy(
+    train_time_s: Sequence[float],
+    val_accuracy: Sequence[float | None],
+    target: float | None,
+    patience: int | None = 1,
+) -> float | None:
+    """Training time (s) at which the run is known to hold the target accuracy.
+
+    Both sequences are per epoch, in epoch order; ``train_time_s`` is cumulative
+    training wall time (start-up excluded). The run reaches the target at the
+    first epoch e whose validation accuracy is ≥ target at e, e+1, …, e+p-1
+    (p = ``patience`` consecutive epochs; p ≤ 1 or None means the first epoch at
+    or above target). The returned time is ``train_time_s`` at epoch e+p-1.
+
+    This is the course's convention (Lab 1 stops once the accuracy stayed above
+    the target for ``patience`` epochs and reports the cumulative time then), not
+    DAWNBench/MLPerf's, which stop the clock at epoch e itself. With p = 1 the
+    two agree. Returns None when the criterion is never met or no target is set;
+    a missing (None/NaN) accuracy counts as below target.
+    """
+    if target is None or not np.isfinite(target):
+        return None
+    times = np.asarray(train_time_s, dtype=float)
+    accuracies = np.asarray(val_accuracy, dtype=float)
+    if times.shape != accuracies.shape:
+        raise ValueError("train_time_s and val_accuracy must have the same length")
+    needed = max(1, int(patience or 1))
+    streak = 0
+    for time_s, at_target in zip(times, accuracies >= target):
+        streak = streak + 1 if at_target else 0
+        if streak >= needed:
+            return float(time_s)
+    return None
+
+
+def speedup_and_efficiency(
+    runs: pd.DataFrame,
+    grid_axes: Sequence[str],
+    workers: str = "gpus",
+    throughput: str = "throughput",
+    status: str = "status",
+) -> pd.DataFrame:
+    """Speed-up S = X_N / X_1 and weak-scaling efficiency E = X_N / (N·X_1) per row.
+
+    X_1 is the throughput of the row with ``workers`` == 1 and the same value of
+    every other grid axis (per-worker batch size, warm-up, lr scaling, ...), so
+    the per-worker batch is fixed: weak scaling, which is what data-parallel
+    training does. N is the row's ``workers`` value. S and E are NaN when that
+    1-worker baseline is missing or did not finish with status "complete".
+    Should two baseline rows match (repeats of one cell), their mean is used.
+
+    Returns a frame with columns ``speedup`` and ``efficiency`` on ``runs.index``.
+    """
+    if workers not in runs.columns:
+        raise KeyError(f"runs has no {workers!r} column")
+    match_on = [axis for axis in grid_axes if axis != workers and axis in runs.columns]
+    worker_count = pd.to_numeric(runs[workers], errors="coerce").astype(float)
+    own_throughput = pd.to_numeric(runs[throughput], errors="coerce").astype(float)
+    is_baseline = (worker_count == 1) & (runs[status] == "complete")
+    baselines = runs.loc[is_baseline, match_on].assign(baseline=own_throughput[is_baseline])
+
+    if match_on:
+        baseline_per_key = baselines.groupby(match_on, dropna=False, as_index=False)["baseline"].mean()
+        matched = runs[match_on].merge(baseline_per_key, how="left", on=match_on)
+        baseline = pd.Series(matched["baseline"].to_numpy(), index=runs.index)
+    else:
+        baseline = pd.Series(baselines["baseline"].mean(), index=runs.index, dtype=float)
+
+    speedup = own_throughput / baseline
+    return pd.DataFrame({"speedup": speedup, "efficiency": speedup / worker_count}, index=runs.index)

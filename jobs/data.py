@@ -1,0 +1,253 @@
+"""The data sets a grid cell can train on, loaded by name, offline.
+
+    from jobs.data import load_dataset
+    splits = load_dataset("fashion_mnist", Path("data"), seed=0, train_subset=10_000)
+    print(splits.input_shape, splits.num_classes, len(splits.train), len(splits.val))
+
+Nothing here downloads: Fashion-MNIST is fetched beforehand by
+workflow/scripts/download_fashion_mnist.py (on a node with internet).
+"""
+from __future__ import annotations
+
+import gzip
+import math
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, TensorDataset
+
+DATASETS = ("linear", "digits", "fashion_mnist", "synthetic_images")
+
+Task = Literal["classification", "regression"]
+
+
+@dataclass(frozen=True)
+class DatasetSplits:
+    train: Dataset
+    val: Dataset
+    input_shape: tuple[int, ...]  # one example, no batch dimension
+    num_classes: int  # 0 for regression
+    task: Task
+
+
+def load_dataset(name: str, data_dir: Path, *, seed: int, train_subset: int | None = None) -> DatasetSplits:
+    """Train and validation splits of data set `name`; the same seed gives the same tensors."""
+    if train_subset is not None and train_subset < 1:
+        raise ValueError(f"train_subset must be a positive number of examples or None, got {train_subset}")
+    if name == "linear":
+        return load_linear(seed=seed, num_train=train_subset or LINEAR_NUM_POINTS)
+    if name == "digits":
+        return load_digits(seed=seed, train_subset=train_subset)
+    if name == "fashion_mnist":
+        return load_fashion_mnist(Path(data_dir) / "fashion_mnist", train_subset=train_subset)
+    if name == "synthetic_images":
+        return load_synthetic_images(seed=seed, num_train=train_subset or SYNTHETIC_NUM_TRAIN)
+    raise ValueError(f"unknown dataset {name!r}: expected one of {', '.join(DATASETS)}")
+
+
+def _take_first(dataset_name: str, train_subset: int | None, num_available: int) -> int:
+    if train_subset is None:
+        return num_available
+    if train_subset > num_available:
+        raise ValueError(
+            f"train_subset={train_subset} is more than the {num_available} training examples of {dataset_name}"
+        )
+    return train_subset
+
+
+# ----------------------------------------------------------------------------- linear (Lab 1)
+
+LINEAR_NUM_POINTS = 100
+LINEAR_W_GEN = 10.0
+LINEAR_B_GEN = 2.0
+
+
+def linear_points(rng: np.random.Generator, num_points: int) -> tuple[np.ndarray, np.ndarray]:
+    """Lab 1's points: x ~ U(0, 10), y = w_gen * (x + N(0, 1)) + b_gen; the noise is on x, before scaling."""
+    x = rng.uniform(0.0, 10.0, size=num_points)
+    y = LINEAR_W_GEN * (x + rng.normal(0.0, 1.0, size=num_points)) + LINEAR_B_GEN
+    return x, y
+
+
+def _float32_column(values: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(values.astype(np.float32)).reshape(-1, 1)
+
+
+def load_linear(*, seed: int, num_train: int = LINEAR_NUM_POINTS) -> DatasetSplits:
+    # Separate streams, so the validation points do not change with the number of training points.
+    train_rng, val_rng = np.random.default_rng(seed).spawn(2)
+
+    def as_dataset(x: np.ndarray, y: np.ndarray) -> TensorDataset:
+        return TensorDataset(_float32_column(x), _float32_column(y))
+
+    return DatasetSplits(
+        train=as_dataset(*linear_points(train_rng, num_train)),
+        val=as_dataset(*linear_points(val_rng, LINEAR_NUM_POINTS)),
+        input_shape=(1,),
+        num_classes=0,
+        task="regression",
+    )
+
+
+# ----------------------------------------------------------------------------- digits (scikit-learn, bundled)
+
+DIGITS_VAL_FRACTION = 0.2
+
+
+def load_digits(*, seed: int, train_subset: int | None = None) -> DatasetSplits:
+    from sklearn.datasets import load_digits as sklearn_load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = sklearn_load_digits()
+    images = (digits.images / 16.0).astype(np.float32)[:, None, :, :]  # N x 1 x 8 x 8, in [0, 1]
+    labels = digits.target.astype(np.int64)
+    train_images, val_images, train_labels, val_labels = train_test_split(
+        images, labels, test_size=DIGITS_VAL_FRACTION, random_state=seed, stratify=labels
+    )
+    num_train = _take_first("digits", train_subset, len(train_labels))
+    return DatasetSplits(
+        train=TensorDataset(torch.from_numpy(train_images[:num_train]), torch.from_numpy(train_labels[:num_train])),
+        val=TensorDataset(torch.from_numpy(val_images), torch.from_numpy(val_labels)),
+        input_shape=tuple(images.shape[1:]),
+        num_classes=10,
+        task="classification",
+    )
+
+
+# ----------------------------------------------------------------------------- Fashion-MNIST (IDX files)
+
+IDX_IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions
+IDX_LABELS_MAGIC = 0x00000801  # unsigned bytes, 1 dimension
+FASHION_MNIST_FILES = {
+    "train_images": "train-images-idx3-ubyte.gz",
+    "train_labels": "train-labels-idx1-ubyte.gz",
+    "val_images": "t10k-images-idx3-ubyte.gz",
+    "val_labels": "t10k-labels-idx1-ubyte.gz",
+}
+FASHION_MNIST_NUM_CLASSES = 10
+GZIP_SIGNATURE = b"\x1f\x8b"
+
+
+class IdxFormatError(ValueError):
+    """A file that is not the IDX file it should be (wrong magic number, truncated, corrupt gzip)."""
+
+
+def idx_magic_for(file_name: str) -> int:
+    """The magic number an MNIST-style file name promises: idx3 for images, idx1 for labels."""
+    if "idx3" in file_name:
+        return IDX_IMAGES_MAGIC
+    if "idx1" in file_name:
+        return IDX_LABELS_MAGIC
+    raise ValueError(f"cannot tell from its name whether {file_name} holds IDX images (idx3) or labels (idx1)")
+
+
+def read_idx(path: Path, expected_magic: int) -> np.ndarray:
+    """The uint8 array in an IDX file, gzipped or not (told apart by content, not by name)."""
+    path = Path(path)
+    raw = path.read_bytes()
+    if raw[:2] == GZIP_SIGNATURE:
+        try:
+            raw = gzip.decompress(raw)
+        except (EOFError, OSError, zlib.error) as error:
+            raise IdxFormatError(f"{path}: not a complete gzip file ({error})") from None
+    return parse_idx(raw, expected_magic, source=str(path))
+
+
+def parse_idx(raw: bytes, expected_magic: int, *, source: str = "IDX data") -> np.ndarray:
+    """Parse IDX bytes: a big-endian magic (0x0000 08 ndim for unsigned bytes), ndim big-endian uint32 dims, data."""
+    if len(raw) < 4:
+        raise IdxFormatError(f"{source}: truncated: {len(raw)} bytes, expected at least a 4-byte IDX magic number")
+    magic = int.from_bytes(raw[:4], "big")
+    if magic != expected_magic:
+        raise IdxFormatError(f"{source}: IDX magic number 0x{magic:08x}, expected 0x{expected_magic:08x}")
+    num_dims = magic & 0xFF
+    header_size = 4 + 4 * num_dims
+    if len(raw) < header_size:
+        raise IdxFormatError(
+            f"{source}: truncated: {len(raw)} bytes, expected a {header_size}-byte header with {num_dims} dimensions"
+        )
+    dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=num_dims, offset=4))
+    expected_size = header_size + math.prod(dims)
+    if len(raw) != expected_size:
+        problem = "truncated" if len(raw) < expected_size else "trailing bytes"
+        raise IdxFormatError(
+            f"{source}: {problem}: {len(raw)} bytes, expected {expected_size} for dimensions {'x'.join(map(str, dims))}"
+        )
+    return np.frombuffer(raw, dtype=np.uint8, offset=header_size).reshape(dims)
+
+
+def find_idx_file(directory: Path, gz_name: str) -> Path | None:
+    """The file itself, or its uncompressed twin (same name without .gz), whichever exists."""
+    for candidate in (directory / gz_name, directory / gz_name.removesuffix(".gz")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_fashion_mnist(directory: Path, *, train_subset: int | None = None) -> DatasetSplits:
+    """Train = the first `train_subset` train images (all by default), val = the 10,000 t10k images."""
+    directory = Path(directory)
+    paths = {role: find_idx_file(directory, name) for role, name in FASHION_MNIST_FILES.items()}
+    missing = [FASHION_MNIST_FILES[role] for role, path in paths.items() if path is None]
+    if missing:
+        raise FileNotFoundError(
+            f"Fashion-MNIST not found in {directory} (missing {', '.join(missing)}): "
+            "run `snakemake download_fashion_mnist` on a node with internet, or copy the IDX files there"
+        )
+
+    def split(images_role: str, labels_role: str, limit: int | None) -> TensorDataset:
+        images = read_idx(paths[images_role], IDX_IMAGES_MAGIC)
+        labels = read_idx(paths[labels_role], IDX_LABELS_MAGIC)
+        if len(images) != len(labels):
+            raise IdxFormatError(
+                f"{paths[images_role]} holds {len(images)} images but {paths[labels_role]} holds {len(labels)} labels"
+            )
+        count = _take_first("fashion_mnist", limit, len(labels))
+        pixels = images[:count].astype(np.float32)
+        pixels /= 255.0
+        return TensorDataset(
+            torch.from_numpy(pixels).unsqueeze(1),  # N x 1 x H x W
+            torch.from_numpy(labels[:count].astype(np.int64)),
+        )
+
+    train = split("train_images", "train_labels", train_subset)
+    val = split("val_images", "val_labels", None)
+    return DatasetSplits(
+        train=train,
+        val=val,
+        input_shape=tuple(train.tensors[0].shape[1:]),
+        num_classes=FASHION_MNIST_NUM_CLASSES,
+        task="classification",
+    )
+
+
+# ----------------------------------------------------------------------------- synthetic images (throughput only)
+
+SYNTHETIC_NUM_TRAIN = 2048
+SYNTHETIC_NUM_VAL = 256
+SYNTHETIC_IMAGE_SHAPE = (3, 32, 32)
+SYNTHETIC_NUM_CLASSES = 10
+
+
+def load_synthetic_images(*, seed: int, num_train: int = SYNTHETIC_NUM_TRAIN) -> DatasetSplits:
+    """Standard-normal images with random labels: nothing to learn, only samples per second to measure."""
+
+    def random_split(generator_seed: int, count: int) -> TensorDataset:
+        generator = torch.Generator().manual_seed(generator_seed)
+        images = torch.randn((count, *SYNTHETIC_IMAGE_SHAPE), generator=generator, dtype=torch.float32)
+        labels = torch.randint(0, SYNTHETIC_NUM_CLASSES, (count,), generator=generator, dtype=torch.int64)
+        return TensorDataset(images, labels)
+
+    # Seeds derived with SeedSequence so that train and val never share a stream, whatever the seed.
+    train_seed, val_seed = (int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(2))
+    return DatasetSplits(
+        train=random_split(train_seed, num_train),
+        val=random_split(val_seed, SYNTHETIC_NUM_VAL),
+        input_shape=SYNTHETIC_IMAGE_SHAPE,
+        num_classes=SYNTHETIC_NUM_CLASSES,
+        task="classification",
+    )

@@ -1,0 +1,88 @@
+"""The parameters of one training run (one grid cell) and of its submission.
+
+config/config.schema.yaml says which values are allowed; this module holds the
+defaults and the checks that span several parameters.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    batch_size: int = 32
+    gpus: int = 1
+    dataset: Literal["linear", "digits", "fashion_mnist", "synthetic_images"] = "digits"
+    model: Literal["linear", "cnn", "wide_resnet"] = "cnn"
+    epochs: int = 5
+    lr: float = 0.05
+    lr_scaling: Literal["none", "linear", "sqrt"] = "linear"
+    warmup_epochs: float = 0.0
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    seed: int = 0
+    width: int = 1
+    depth: int = 16
+    train_subset: int | None = None
+    target_accuracy: float = 0.9
+    patience: int = 2
+    stop_at_target: bool = False
+    fail_at_epoch: int | None = None
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainParams":
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def scaled_lr(self) -> float:
+        """The learning rate after warmup, scaled with the number of workers."""
+        factor = {"none": 1.0, "linear": float(self.gpus), "sqrt": math.sqrt(self.gpus)}
+        return self.lr * factor[self.lr_scaling]
+
+    def problems(self) -> list[str]:
+        """Combinations the schema cannot express, one message each."""
+        found = []
+        if self.model == "wide_resnet" and (self.depth - 4) % 6 != 0:
+            found.append(f"depth = {self.depth}: a Wide ResNet's depth must be 6n+4 (10, 16, 22, 28, ...)")
+        if self.dataset == "linear" and self.model != "linear":
+            found.append(
+                f"model = {self.model!r} with dataset 'linear': the linear (regression) dataset "
+                "needs model 'linear'"
+            )
+        if self.fail_at_epoch is not None and self.fail_at_epoch > self.epochs:
+            found.append(f"fail_at_epoch = {self.fail_at_epoch}: must be at most epochs = {self.epochs}")
+        return found
+
+
+PARAM_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(TrainParams))
+
+
+@dataclass(frozen=True)
+class LauncherSettings:
+    """How a cell is submitted through submitit. Profiles override these."""
+
+    executor: Literal["local", "slurm"] = "local"
+    gpus_per_node: int = 2
+    cpus_per_task: int = 1
+    timeout_min: int = 60
+    poll_interval_s: float = 2.0
+    slurm: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "LauncherSettings":
+        return cls(**values)
+
+    def nodes_for(self, gpus: int) -> int:
+        if self.executor == "local":
+            return 1  # submitit's local executor runs every task on this machine
+        return math.ceil(gpus / self.gpus_per_node)
+
+    def tasks_per_node_for(self, gpus: int) -> int:
+        return gpus // self.nodes_for(gpus)

@@ -1,0 +1,170 @@
+"""Horovod's Gloo rendezvous, built from submitit's JobEnvironment instead of horovodrun.
+
+Rank 0 hosts Horovod's own rendezvous server and writes its address into the cell
+directory; every task then sets the HOROVOD_* variables horovodrun would have set
+(see horovod/runner/gloo_run.py) and calls hvd.init().
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+RENDEZVOUS_FILE = "rendezvous.json"
+
+
+@dataclass(frozen=True)
+class TaskPlacement:
+    """Where one task of a job runs: what submitit's JobEnvironment tells it."""
+
+    rank: int
+    local_rank: int
+    node: int
+    num_tasks: int
+    hostnames: tuple[str, ...]  # one per node, in node order
+    job_id: str
+    attempt: int  # Slurm's restart count: a requeued job is a new rendezvous
+
+    @property
+    def num_nodes(self) -> int:
+        return len(self.hostnames)
+
+    @property
+    def local_size(self) -> int:
+        return self.num_tasks // self.num_nodes
+
+    @property
+    def hostname(self) -> str:
+        return self.hostnames[self.node]
+
+
+def placement_from_submitit() -> TaskPlacement:
+    import submitit
+
+    env = submitit.JobEnvironment()
+    hostnames = tuple(env.hostnames) if env.num_nodes > 1 else (node_name(),)
+    return TaskPlacement(
+        rank=env.global_rank,
+        local_rank=env.local_rank,
+        node=env.node,
+        num_tasks=env.num_tasks,
+        hostnames=hostnames,
+        job_id=str(env.job_id),
+        attempt=int(os.environ.get("SLURM_RESTART_COUNT", "0")),
+    )
+
+
+def node_name() -> str:
+    # Slurm's node name tells apart two slurmd on one host; the host name does elsewhere.
+    return os.environ.get("SLURMD_NODENAME") or socket.gethostname()
+
+
+def slot_environment(placement: TaskPlacement) -> dict[str, str]:
+    """The per-task variables horovodrun's create_slot_env_vars would set."""
+    if placement.num_tasks % placement.num_nodes:
+        raise ValueError(
+            f"{placement.num_tasks} tasks on {placement.num_nodes} nodes: "
+            "Horovod needs the same number of tasks on every node"
+        )
+    if placement.rank // placement.local_size != placement.node:
+        raise ValueError(
+            f"rank {placement.rank} runs on node {placement.node}, but Horovod expects ranks "
+            "in blocks per node: submit with Slurm's default --distribution=block"
+        )
+    return {
+        "HOROVOD_HOSTNAME": placement.hostname,
+        "HOROVOD_RANK": str(placement.rank),
+        "HOROVOD_SIZE": str(placement.num_tasks),
+        "HOROVOD_LOCAL_RANK": str(placement.local_rank),
+        "HOROVOD_LOCAL_SIZE": str(placement.local_size),
+        "HOROVOD_CROSS_RANK": str(placement.node),
+        "HOROVOD_CROSS_SIZE": str(placement.num_nodes),
+    }
+
+
+def rendezvous_environment(addr: str, port: int, iface: str) -> dict[str, str]:
+    """The job-wide variables horovodrun's create_run_envs would set."""
+    return {
+        "HOROVOD_GLOO_RENDEZVOUS_ADDR": addr,
+        "HOROVOD_GLOO_RENDEZVOUS_PORT": str(port),
+        "HOROVOD_CONTROLLER": "gloo",
+        "HOROVOD_CPU_OPERATIONS": "gloo",
+        "HOROVOD_GLOO_IFACE": iface,
+        "NCCL_SOCKET_IFNAME": iface,
+    }
+
+
+def rendezvous_address(placement: TaskPlacement) -> str:
+    if "SCALING_STUDY_RENDEZVOUS_ADDR" in os.environ:
+        return os.environ["SCALING_STUDY_RENDEZVOUS_ADDR"]
+    if placement.num_nodes == 1:
+        return "127.0.0.1"
+    return socket.gethostbyname(socket.gethostname())
+
+
+def interface_towards(addr: str) -> str:
+    """The network interface this host uses to reach addr (Gloo binds to it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect((addr, 9))  # UDP connect sends nothing; it only picks a route
+        local_ip = probe.getsockname()[0]
+    for iface, addresses in psutil.net_if_addrs().items():
+        if any(a.family == socket.AF_INET and a.address == local_ip for a in addresses):
+            return iface
+    raise RuntimeError(f"no network interface holds {local_ip}, the route to {addr}")
+
+
+def host_plan(placement: TaskPlacement):
+    """Horovod's slot plan for the whole job, as horovodrun makes it."""
+    from horovod.runner.common.util.hosts import get_host_assignments, parse_hosts
+
+    hosts = ",".join(f"{name}:{placement.local_size}" for name in placement.hostnames)
+    return get_host_assignments(parse_hosts(hosts), placement.num_tasks)
+
+
+def start_server(placement: TaskPlacement, cell_dir: Path) -> object:
+    """On rank 0: start Horovod's rendezvous server and publish its address."""
+    from horovod.runner.http.http_server import RendezvousServer
+
+    server = RendezvousServer(verbose=0)
+    port = server.start()
+    server.init(host_plan(placement))
+    record = {
+        "job_id": placement.job_id,
+        "attempt": placement.attempt,
+        "addr": rendezvous_address(placement),
+        "port": port,
+    }
+    tmp = cell_dir / f".{RENDEZVOUS_FILE}.tmp"
+    tmp.write_text(json.dumps(record))
+    os.replace(tmp, cell_dir / RENDEZVOUS_FILE)
+    return server
+
+
+def wait_for_address(placement: TaskPlacement, cell_dir: Path, timeout_s: float = 300.0) -> tuple[str, int]:
+    """On every rank: read the address rank 0 published for this job and attempt."""
+    path = cell_dir / RENDEZVOUS_FILE
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            record = json.loads(path.read_text())
+            if record["job_id"] == placement.job_id and record["attempt"] == placement.attempt:
+                return record["addr"], int(record["port"])
+        except (FileNotFoundError, json.JSONDecodeError, KeyError):
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"rank 0 did not publish a rendezvous address in {path} within {timeout_s:.0f} s")
+
+
+def join(placement: TaskPlacement, cell_dir: Path) -> object | None:
+    """Set this task's Horovod environment; returns the server on rank 0 (keep it alive)."""
+    server = start_server(placement, cell_dir) if placement.rank == 0 else None
+    addr, port = wait_for_address(placement, cell_dir)
+    os.environ.update(slot_environment(placement))
+    os.environ.update(rendezvous_environment(addr, port, interface_towards(addr)))
+    return server

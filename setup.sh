@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# Create (or refresh) the project's environment in .venv at the repository root.
+#
+#   bash setup.sh            # idempotent: a second run with nothing changed takes seconds
+#
+# Versions come from pyproject.toml only. Horovod 0.28.1 is built from its PyPI source
+# with PyTorch + Gloo and the C++17 change torch >= 2.1 needs; the wheel is cached in
+# $SCALING_STUDY_CACHE (default ~/.cache/scaling-study) keyed by Horovod, torch and
+# Python versions, so the ~8 minute build happens once per machine.
+#
+# On a GPU cluster pick a CUDA build of torch before running this script, e.g.
+#   TORCH_INDEX_URL=https://download.pytorch.org/whl/cu126 bash setup.sh
+# and build Horovod with NCCL by exporting HOROVOD_GPU_OPERATIONS=NCCL.
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+cd "$repo"
+venv="$repo/.venv"
+python_bin=${PYTHON:-python3}
+cache_root=${SCALING_STUDY_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/scaling-study}
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+ensure_build_tools() {
+    local missing=()
+    command -v g++ >/dev/null || missing+=(g++)
+    command -v cmake >/dev/null || missing+=(cmake)
+    command -v make >/dev/null || missing+=(make)
+    if [ ${#missing[@]} -gt 0 ]; then
+        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+            log "installing Debian packages: ${missing[*]}"
+            apt-get update -qq
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" python3-dev >/dev/null
+        else
+            log "missing build tools: ${missing[*]} (install them, or 'module load' them on a cluster)"
+            exit 1
+        fi
+    fi
+}
+
+pin() {  # pin NAME -> the exact version pyproject.toml pins for NAME
+    "$python_bin" - "$1" <<'PY'
+import re, sys, tomllib
+deps = tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]
+for dep in deps:
+    name, _, version = dep.partition("==")
+    if name.strip().lower() == sys.argv[1]:
+        print(version.strip())
+        break
+else:
+    sys.exit(f"pyproject.toml pins no {sys.argv[1]}")
+PY
+}
+
+stamp_of_inputs() {
+    cat pyproject.toml setup.sh | sha256sum | cut -d' ' -f1
+}
+
+stamp_file="$venv/.setup-stamp"
+if [ -f "$stamp_file" ] && [ "$(cat "$stamp_file")" = "$(stamp_of_inputs)" ] \
+    && "$venv/bin/python" -c "import horovod.torch, snakemake, submitit" 2>/dev/null; then
+    log "environment in .venv is up to date"
+    exit 0
+fi
+
+ensure_build_tools
+[ -x "$venv/bin/python" ] || { log "creating .venv"; "$python_bin" -m venv "$venv"; }
+pip=("$venv/bin/python" -m pip install --quiet --disable-pip-version-check)
+
+torch_version=$(pin torch)
+horovod_version=$(pin horovod)
+py_tag=$("$venv/bin/python" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
+
+log "installing torch==$torch_version and Horovod's build requirements"
+torch_args=()
+[ -n "${TORCH_INDEX_URL:-}" ] && torch_args=(--index-url "$TORCH_INDEX_URL")
+"${pip[@]}" "${torch_args[@]}" "torch==$torch_version"
+"${pip[@]}" setuptools wheel packaging "psutil==$(pin psutil)" "pyyaml==$(pin pyyaml)" "cloudpickle==$(pin cloudpickle)"
+
+wheel_dir="$cache_root/wheels/horovod-$horovod_version-torch-$torch_version-$py_tag"
+if ! ls "$wheel_dir"/horovod-*.whl >/dev/null 2>&1; then
+    log "building Horovod $horovod_version for torch $torch_version (once per machine, ~8 minutes on 2 cores)"
+    build_dir=$(mktemp -d)
+    trap 'rm -rf "$build_dir"' EXIT
+    "$venv/bin/python" -m pip download --quiet --no-deps --no-binary :all: \
+        -d "$build_dir" "horovod==$horovod_version"
+    tar -xzf "$build_dir"/horovod-*.tar.gz -C "$build_dir"
+    src=$(echo "$build_dir"/horovod-"$horovod_version")
+    # torch >= 2.1 headers need C++17; Horovod's upstream fix is merged but unreleased.
+    sed -i 's/CMAKE_CXX_STANDARD 14/CMAKE_CXX_STANDARD 17/' \
+        "$src/CMakeLists.txt" "$src/horovod/torch/CMakeLists.txt"
+    grep -q 'CMAKE_CXX_STANDARD 17' "$src/horovod/torch/CMakeLists.txt"
+    mkdir -p "$wheel_dir.partial"
+    HOROVOD_WITH_PYTORCH=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_MPI=${HOROVOD_WITHOUT_MPI:-1} \
+        HOROVOD_WITHOUT_TENSORFLOW=1 HOROVOD_WITHOUT_MXNET=1 \
+        "$venv/bin/python" -m pip wheel --no-build-isolation --no-deps \
+        -w "$wheel_dir.partial" "$src" > "$build_dir/build.log" 2>&1 \
+        || { tail -40 "$build_dir/build.log" >&2; log "Horovod build failed"; exit 1; }
+    rm -rf "$wheel_dir"
+    mv "$wheel_dir.partial" "$wheel_dir"  # the cache holds only finished wheels
+    log "cached $(ls "$wheel_dir")"
+fi
+"${pip[@]}" --no-deps --force-reinstall "$wheel_dir"/horovod-*.whl
+
+log "installing the project and its pinned dependencies"
+"${pip[@]}" -e ".[test]"
+
+if ! "$venv/bin/horovodrun" --check-build | tee /dev/stderr | grep -q '\[X\] PyTorch'; then
+    log "Horovod was built without PyTorch support"; exit 1
+fi
+"$venv/bin/horovodrun" --check-build | grep -q '\[X\] Gloo' || { log "Horovod lacks Gloo"; exit 1; }
+
+stamp_of_inputs > "$stamp_file"
+log "done: the environment is in .venv"

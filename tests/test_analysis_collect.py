@@ -1,0 +1,349 @@
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from analysis.collect import collect_study, main as collect_main, read_metrics
+from analysis.figures import make_all_figures, main as figures_main
+
+TARGET = 0.9
+
+
+def params(batch_size: int, gpus: int, **overrides: Any) -> dict[str, Any]:
+    return {
+        "batch_size": batch_size,
+        "gpus": gpus,
+        "lr": 0.05,
+        "lr_scaling": "linear",
+        "warmup_epochs": 0,
+        "optimizer": "sgd",
+        "epochs": 4,
+        "target_accuracy": TARGET,
+        "patience": 2,
+        "model": "cnn",
+        "dataset": "digits",
+        "seed": 0,
+        **overrides,
+    }
+
+
+def meta(cell_params: dict[str, Any], world_size: int, **extra: Any) -> dict[str, Any]:
+    return {
+        "type": "meta",
+        "world_size": world_size,
+        "hosts": ["node1"] * world_size,
+        "versions": {"torch": "2.13.0"},
+        "job_id": "4242",
+        "params": cell_params,
+        "startup_s": 3.0,
+        **extra,
+    }
+
+
+def epoch(number: int, time_s: float, rate: float, accuracy: float | None, world_size: int, loss: float | None = 0.5) -> dict[str, Any]:
+    return {
+        "type": "epoch",
+        "epoch": number,
+        "train_time_s": time_s,
+        "epoch_time_s": 1437 / rate,
+        "samples": 1437,
+        "samples_per_s": rate,
+        "train_loss": loss,
+        "val_loss": loss,
+        "val_accuracy": accuracy,
+        "lr": 0.05 * world_size,
+        "world_size": world_size,
+    }
+
+
+def write_cell(
+    study_dir: Path,
+    name: str,
+    records: list[dict[str, Any]] | None,
+    summary: dict[str, Any] | None,
+    tail: str = "",
+) -> None:
+    cell_dir = study_dir / "cells" / name
+    cell_dir.mkdir(parents=True)
+    if records is not None:
+        text = "".join(json.dumps(record) + "\n" for record in records) + tail
+        (cell_dir / "metrics.jsonl").write_text(text)
+    if summary is not None:
+        (cell_dir / "summary.json").write_text(json.dumps(summary))
+
+
+def summary(name: str, cell_params: dict[str, Any], status: str, epochs_run: int, train_time_s: float, best: float) -> dict[str, Any]:
+    return {
+        "cell": name,
+        "study": "default",
+        "status": status,
+        "stop_reason": "diverged" if status == "diverged" else "epochs",
+        "params": cell_params,
+        "grid_axes": ["batch_size", "gpus"],
+        "world_size": cell_params["gpus"],
+        "epochs_run": epochs_run,
+        "train_time_s": train_time_s,
+        "startup_s": 3.0,
+        "queue_time_s": 0.5,
+        "restarts": 0,
+        "job_id": "4242",
+        "best_val_accuracy": best,
+    }
+
+
+@pytest.fixture
+def study_dir(tmp_path: Path) -> Path:
+    study = tmp_path / "results" / "default"
+
+    one = params(64, 1)
+    write_cell(
+        study,
+        "bs64-gpus1",
+        [meta(one, 1), epoch(1, 10.0, 50.0, 0.70, 1), epoch(2, 18.0, 100.0, 0.91, 1),
+         epoch(3, 26.0, 100.0, 0.93, 1), epoch(4, 34.0, 100.0, 0.94, 1)],
+        summary("bs64-gpus1", one, "complete", 4, 34.0, 0.94),
+    )
+
+    two = params(64, 2)
+    # Epoch 2 is logged twice (requeue): the last record wins. Epoch 3 follows a resume.
+    write_cell(
+        study,
+        "bs64-gpus2",
+        [meta(two, 2), epoch(1, 6.0, 90.0, 0.60, 2), epoch(2, 10.0, 999.0, 0.10, 2),
+         epoch(2, 10.0, 190.0, 0.92, 2), meta(two, 2, resumed_from_epoch=2),
+         epoch(3, 15.0, 120.0, 0.88, 2), epoch(4, 19.0, 170.0, 0.95, 2)],
+        summary("bs64-gpus2", two, "complete", 4, 19.0, 0.95),
+    )
+
+    diverged = params(32, 2, lr=0.6)
+    write_cell(
+        study,
+        "bs32-gpus2",
+        [meta(diverged, 2), epoch(1, 5.0, 80.0, 0.30, 2), epoch(2, 9.0, 160.0, 0.10, 2, loss=None)],
+        summary("bs32-gpus2", diverged, "diverged", 2, 9.0, 0.30),
+    )
+
+    truncated = params(32, 1)
+    write_cell(
+        study,
+        "bs32-gpus1",
+        [meta(truncated, 1), epoch(1, 10.0, 40.0, 0.5, 1), epoch(2, 20.0, 45.0, 0.6, 1)],
+        summary("bs32-gpus1", truncated, "complete", 3, 30.0, 0.7),
+        tail='{"type": "epoch", "epoch": 3, "train_ti',
+    )
+
+    unfinished = params(128, 1)
+    write_cell(study, "bs128-gpus1", [meta(unfinished, 1), epoch(1, 12.0, 60.0, 0.4, 1)], None)
+    return study
+
+
+@pytest.fixture
+def runs(study_dir: Path) -> pd.DataFrame:
+    return collect_study(study_dir)[0].set_index("cell")
+
+
+def test_one_row_per_cell_with_its_status(runs: pd.DataFrame) -> None:
+    assert runs["status"].to_dict() == {
+        "bs32-gpus1": "broken",
+        "bs32-gpus2": "diverged",
+        "bs64-gpus1": "complete",
+        "bs64-gpus2": "complete",
+        "bs128-gpus1": "failed",
+    }
+    assert "line 4" in runs.loc["bs32-gpus1", "problem"]
+    assert pd.isna(runs.loc["bs64-gpus1", "problem"])
+
+
+def test_rows_are_ordered_by_grid(runs: pd.DataFrame) -> None:
+    assert list(runs.index) == ["bs32-gpus1", "bs32-gpus2", "bs64-gpus1", "bs64-gpus2", "bs128-gpus1"]
+
+
+def test_throughput_leaves_out_startup_epochs(runs: pd.DataFrame) -> None:
+    assert runs.loc["bs64-gpus1", "throughput"] == pytest.approx(100.0)
+    assert runs.loc["bs64-gpus1", "throughput_ci95"] == pytest.approx(0.0)
+    # Epoch 1 (start) and epoch 3 (first after the resume) are left out: 190 and 170 remain.
+    assert runs.loc["bs64-gpus2", "throughput"] == pytest.approx(180.0)
+    assert runs.loc["bs64-gpus2", "throughput_ci95"] == pytest.approx(1.96 * math.sqrt(200) / math.sqrt(2))
+
+
+def test_scaling_against_the_one_worker_run(runs: pd.DataFrame) -> None:
+    assert runs.loc["bs64-gpus2", "speedup"] == pytest.approx(1.8)
+    assert runs.loc["bs64-gpus2", "efficiency"] == pytest.approx(0.9)
+    assert runs.loc["bs64-gpus1", "efficiency"] == pytest.approx(1.0)
+    # The 32-sample baseline is broken, so nothing is compared with it.
+    assert pd.isna(runs.loc["bs32-gpus2", "efficiency"])
+
+
+def test_time_to_target_with_patience_two(runs: pd.DataFrame) -> None:
+    assert runs.loc["bs64-gpus1", "time_to_target_s"] == pytest.approx(26.0)
+    # 0.92 at epoch 2, lost at epoch 3, only epoch 4 above target: not confirmed.
+    assert pd.isna(runs.loc["bs64-gpus2", "time_to_target_s"])
+    assert pd.isna(runs.loc["bs32-gpus2", "time_to_target_s"])
+
+
+def test_sizes_and_accuracies(runs: pd.DataFrame) -> None:
+    row = runs.loc["bs64-gpus2"]
+    assert (row["world_size"], row["global_batch"], row["nodes"], row["epochs_run"]) == (2, 128, 1, 4)
+    assert row["best_val_accuracy"] == pytest.approx(0.95)
+    assert row["final_val_accuracy"] == pytest.approx(0.95)
+    assert row["train_time_s"] == pytest.approx(19.0)
+    assert row["restarts"] == 0
+    assert runs.loc["bs32-gpus2", "final_val_accuracy"] == pytest.approx(0.10)
+
+
+def test_failed_cell_is_read_from_its_meta_line(runs: pd.DataFrame) -> None:
+    row = runs.loc["bs128-gpus1"]
+    assert (row["batch_size"], row["gpus"], row["epochs_run"], row["world_size"]) == (128, 1, 1, 1)
+    assert row["train_time_s"] == pytest.approx(12.0)
+    assert row["throughput"] == pytest.approx(60.0)
+    assert pd.isna(row["throughput_ci95"])
+    assert row["job_id"] == "4242"
+
+
+def test_parameters_are_columns(runs: pd.DataFrame) -> None:
+    assert runs.loc["bs32-gpus2", "lr"] == pytest.approx(0.6)
+    assert runs.loc["bs64-gpus1", "optimizer"] == "sgd"
+    assert runs.loc["bs64-gpus1", "grid_axes"] == "batch_size gpus"
+
+
+def test_epochs_table_is_tidy(study_dir: Path) -> None:
+    epochs = collect_study(study_dir)[1]
+    two = epochs[epochs["cell"] == "bs64-gpus2"]
+    assert list(two["epoch"]) == [1, 2, 3, 4]
+    assert two.loc[two["epoch"] == 2, "samples_per_s"].item() == 190.0
+    assert list(two["startup_epoch"]) == [True, False, True, False]
+    assert set(two["batch_size"]) == {64} and set(two["gpus"]) == {2}
+    assert "type" not in epochs.columns
+    # The truncated last line is dropped; the two good epochs stay.
+    assert len(epochs[epochs["cell"] == "bs32-gpus1"]) == 2
+
+
+def test_other_grid_axes_become_columns_and_keep_baselines_apart(tmp_path: Path) -> None:
+    study = tmp_path / "warmup"
+    for warmup, rates in ((0, (100.0, 150.0)), (2, (100.0, 190.0))):
+        for gpus, rate in zip((1, 2), rates):
+            name = f"bs32-gpus{gpus}-warmup{warmup}"
+            cell_params = params(32, gpus, warmup_epochs=warmup)
+            cell_summary = summary(name, cell_params, "complete", 2, 2.0, 0.5) | {"grid_axes": ["batch_size", "gpus", "warmup_epochs"]}
+            baseline = 100.0 if gpus == 1 else rate
+            write_cell(study, name, [meta(cell_params, gpus), epoch(1, 1.0, 1.0, 0.5, gpus), epoch(2, 2.0, baseline, 0.5, gpus)], cell_summary)
+    runs, _ = collect_study(study)
+    assert list(runs.columns[4:7]) == ["batch_size", "gpus", "warmup_epochs"]
+    efficiency = runs.set_index("cell")["efficiency"]
+    assert efficiency["bs32-gpus2-warmup0"] == pytest.approx(0.75)
+    assert efficiency["bs32-gpus2-warmup2"] == pytest.approx(0.95)
+
+
+def test_unreadable_files_mark_the_cell_broken(tmp_path: Path) -> None:
+    study = tmp_path / "study"
+    good = params(16, 1)
+    write_cell(study, "garbage-summary", [meta(good, 1), epoch(1, 1.0, 10.0, 0.5, 1)], None)
+    (study / "cells" / "garbage-summary" / "summary.json").write_text("{not json")
+    write_cell(study, "no-metrics", None, summary("no-metrics", good, "complete", 1, 1.0, 0.5))
+    write_cell(study, "binary-metrics", None, None)
+    (study / "cells" / "binary-metrics" / "metrics.jsonl").write_bytes(b"\xff\xfe\x00garbage")
+    write_cell(study, "never-started", None, None)
+    runs = collect_study(study)[0].set_index("cell")
+    assert runs["status"].to_dict() == {
+        "binary-metrics": "broken",
+        "garbage-summary": "broken",
+        "never-started": "failed",
+        "no-metrics": "broken",
+    }
+    assert "missing" in runs.loc["no-metrics", "problem"]
+    # The never-started cell has no batch size; the others' stay integers in the CSV.
+    runs.to_csv(tmp_path / "runs.csv")
+    assert "garbage-summary,study,broken,,16,1,1,1,16," in (tmp_path / "runs.csv").read_text()
+
+
+def test_throughput_from_samples_and_epoch_time_when_rate_is_missing(tmp_path: Path) -> None:
+    study = tmp_path / "study"
+    cell_params = params(16, 1)
+    records = [meta(cell_params, 1), epoch(1, 1.0, 10.0, 0.5, 1), epoch(2, 2.0, 10.0, 0.5, 1)]
+    records[2] = {**records[2], "samples": 300, "epoch_time_s": 2.0, "samples_per_s": None}
+    write_cell(study, "bs16-gpus1", records, summary("bs16-gpus1", cell_params, "complete", 2, 2.0, 0.5))
+    runs = collect_study(study)[0]
+    assert runs.loc[0, "throughput"] == pytest.approx(150.0)
+
+
+def test_read_metrics_notes_the_first_bad_line(tmp_path: Path) -> None:
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"type": "meta", "params": {}}\n[1, 2]\n{"type": "epoch", "epoch": 1}\ngarbage\n')
+    log = read_metrics(path)
+    assert [record["epoch"] for record in log.epochs] == [1]
+    assert log.problem is not None and "line 2" in log.problem
+
+
+def test_empty_study(tmp_path: Path) -> None:
+    runs, epochs = collect_study(tmp_path / "nothing-here")
+    assert runs.empty and epochs.empty
+    assert {"cell", "status", "batch_size", "gpus", "throughput", "efficiency"} <= set(runs.columns)
+
+
+def test_clis_write_tables_and_figures(study_dir: Path) -> None:
+    runs_csv, epochs_csv, figures_dir = study_dir / "runs.csv", study_dir / "epochs.csv", study_dir / "figures"
+    collect_main([str(study_dir), "--runs", str(runs_csv), "--epochs", str(epochs_csv)])
+    runs = pd.read_csv(runs_csv)
+    assert len(runs) == 5
+    assert list(runs.columns[:6]) == ["cell", "study", "status", "stop_reason", "batch_size", "gpus"]
+    row = runs.set_index("cell").loc["bs64-gpus2"]
+    assert (row["throughput"], row["efficiency"]) == (pytest.approx(180.0), pytest.approx(0.9))
+    assert pd.isna(row["time_to_target_s"])
+
+    figures_main([str(runs_csv), str(epochs_csv), "--out", str(figures_dir), "--target", str(TARGET)])
+    assert_all_figures(figures_dir)
+
+
+def assert_all_figures(figures_dir: Path) -> None:
+    expected = {f"{name}.{extension}" for name in ("throughput", "scaling_efficiency", "time_to_accuracy", "accuracy_vs_time") for extension in ("png", "svg")}
+    assert {path.name for path in figures_dir.iterdir()} == expected
+    for path in figures_dir.iterdir():
+        assert path.stat().st_size > 1000, path
+    assert (figures_dir / "throughput.png").read_bytes().startswith(b"\x89PNG")
+    assert b"<svg" in (figures_dir / "throughput.svg").read_bytes()
+
+
+def test_make_all_figures_returns_the_eight_files(study_dir: Path, tmp_path: Path) -> None:
+    runs, epochs = collect_study(study_dir)
+    paths = make_all_figures(runs, epochs, tmp_path / "figures", TARGET)
+    assert len(paths) == 8 and all(path.exists() for path in paths)
+    assert_all_figures(tmp_path / "figures")
+
+
+def test_figures_of_a_study_where_every_cell_failed(tmp_path: Path) -> None:
+    study = tmp_path / "failed"
+    write_cell(study, "bs64-gpus1", [meta(params(64, 1), 1)], None)
+    write_cell(study, "bs64-gpus2", None, None)
+    runs, epochs = collect_study(study)
+    assert set(runs["status"]) == {"failed"}
+    make_all_figures(runs, epochs, tmp_path / "figures", TARGET)
+    assert_all_figures(tmp_path / "figures")
+
+
+def test_figures_of_an_empty_study_from_csv(tmp_path: Path) -> None:
+    study = tmp_path / "empty"
+    collect_main([str(study), "--runs", str(tmp_path / "runs.csv"), "--epochs", str(tmp_path / "epochs.csv")])
+    figures_main([str(tmp_path / "runs.csv"), str(tmp_path / "epochs.csv"), "--out", str(tmp_path / "figures")])
+    assert_all_figures(tmp_path / "figures")
+
+
+def test_figures_with_an_extra_grid_axis_from_csv(tmp_path: Path) -> None:
+    study = tmp_path / "warmup"
+    for warmup in (0, 2):
+        for batch in (32, 64, 128):
+            for gpus in (1, 2, 4):
+                name = f"bs{batch}-gpus{gpus}-warmup{warmup}"
+                cell_params = params(batch, gpus, warmup_epochs=warmup)
+                status = "diverged" if (warmup, gpus) == (0, 4) else "complete"
+                cell_summary = summary(name, cell_params, status, 3, 3.0, 0.9) | {"grid_axes": ["batch_size", "gpus", "warmup_epochs"]}
+                rate = 100.0 * gpus * (0.9 if gpus > 1 else 1.0)
+                records = [meta(cell_params, gpus)] + [epoch(e, e * 100 / gpus, rate + e, 0.3 * e, gpus) for e in (1, 2, 3)]
+                write_cell(study, name, records, cell_summary)
+    runs, epochs = collect_study(study)
+    runs.to_csv(tmp_path / "runs.csv", index=False)
+    epochs.to_csv(tmp_path / "epochs.csv", index=False)
+    figures_main([str(tmp_path / "runs.csv"), str(tmp_path / "epochs.csv"), "--out", str(tmp_path / "figures")])
+    assert_all_figures(tmp_path / "figures")

@@ -1,0 +1,54 @@
+import sys
+from pathlib import Path
+
+from jobs.config import ConfigError
+from jobs.grid import CELL_ID_PATTERN, make_plan
+from jobs.params import LauncherSettings
+
+try:
+    PLAN = make_plan(config)
+except ConfigError as error:
+    # One line naming the key, the value and what is allowed; nothing has started.
+    sys.exit(str(error))
+
+RESULTS = PLAN.results_dir
+FIGURE_NAMES = ("throughput", "scaling_efficiency", "time_to_accuracy", "accuracy_vs_time")
+
+
+wildcard_constraints:
+    study="|".join(PLAN.studies),
+    cell=CELL_ID_PATTERN,
+
+
+def get_final_outputs():
+    outputs = []
+    for study in PLAN.studies:
+        outputs.append(f"{RESULTS}/{study}/runs.csv")
+        outputs += [f"{RESULTS}/{study}/figures/{name}.{ext}" for name in FIGURE_NAMES for ext in ("png", "svg")]
+    return outputs
+
+
+def get_cell_summaries(wildcards):
+    study = PLAN.studies[wildcards.study]
+    return [f"{RESULTS}/{wildcards.study}/cells/{cell}/summary.json" for cell in study.cells]
+
+
+def get_cell(wildcards):
+    study = PLAN.studies[wildcards.study]
+    if wildcards.cell not in study.cells:
+        raise ValueError(f"study {wildcards.study} has no cell {wildcards.cell}; cells: {', '.join(study.cells)}")
+    return {"params": study.cells[wildcards.cell].to_dict(), "grid_axes": list(study.axes)}
+
+
+def get_cell_threads(wildcards):
+    # Locally the workers share this machine's cores; on Slurm the rule only waits.
+    if PLAN.launcher.executor != "local":
+        return 1
+    return PLAN.studies[wildcards.study].cells[wildcards.cell].gpus * PLAN.launcher.cpus_per_task
+
+
+def get_dataset_files(wildcards):
+    params = PLAN.studies[wildcards.study].cells[wildcards.cell]
+    if params.dataset == "fashion_mnist":
+        return FASHION_MNIST_FILES
+    return []

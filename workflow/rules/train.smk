@@ -1,0 +1,15 @@
+# One rule job per grid cell. It submits the cell through submitit and waits; the
+# cell's summary.json, written last by the training job, is its only output, so a
+# cell without one (failed, killed) is exactly what the next run executes again.
+rule train_cell:
+    input:
+        get_dataset_files,
+    output:
+        f"{RESULTS}/{{study}}/cells/{{cell}}/summary.json",
+    params:
+        cell=get_cell,
+    threads: get_cell_threads
+    log:
+        f"{RESULTS}/{{study}}/logs/train/{{cell}}.log",
+    script:
+        "../scripts/train_cell.py"

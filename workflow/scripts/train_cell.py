@@ -1,0 +1,46 @@
+"""Snakemake script of rule train_cell: submit one grid cell and wait for it."""
+
+import sys
+from pathlib import Path
+
+from jobs.grid import make_plan
+from jobs.launch import CellFailed, run_cell
+from jobs.params import TrainParams
+
+smk = snakemake  # noqa: F821  (injected by Snakemake)
+plan = make_plan(smk.config)
+summary_path = Path(smk.output[0])
+cell = smk.params.cell
+
+
+class Tee:
+    """Progress goes to the terminal and to the rule's log."""
+
+    def __init__(self, *streams):
+        self.streams = streams
+
+    def write(self, text):
+        for stream in self.streams:
+            stream.write(text)
+
+    def flush(self):
+        for stream in self.streams:
+            stream.flush()
+
+
+with open(smk.log[0], "a") as log:
+    out = Tee(sys.stderr, log)
+    try:
+        run_cell(
+            cell_dir=summary_path.parent,
+            study=smk.wildcards.study,
+            cell=smk.wildcards.cell,
+            grid_axes=tuple(cell["grid_axes"]),
+            params=TrainParams.from_dict(cell["params"]),
+            launcher=plan.launcher,
+            data_dir=Path(plan.data_dir),
+            out=out,
+        )
+    except CellFailed as error:
+        print(error, file=out, flush=True)
+        sys.exit(1)
