@@ -7,6 +7,8 @@ import itertools
 from dataclasses import dataclass
 from typing import Any
 
+import yaml
+
 from jobs.config import ConfigError, validate_config
 from jobs.params import LauncherSettings, TrainParams
 
@@ -92,7 +94,21 @@ def launcher_problems(launcher: LauncherSettings, gpus: int) -> list[str]:
     return []
 
 
+def typed(value: Any) -> Any:
+    """Snakemake passes a profile's `config:` values as strings: read them as YAML."""
+    if isinstance(value, dict):
+        return {key: typed(item) for key, item in value.items()}
+    if isinstance(value, str):
+        try:
+            return yaml.safe_load(value)
+        except yaml.YAMLError:
+            return value
+    return value
+
+
 def make_plan(config: dict[str, Any]) -> Plan:
+    if "launcher" in config:
+        config = {**config, "launcher": typed(config["launcher"])}
     validate_config(config)
     launcher = LauncherSettings.from_dict(config.get("launcher", {}) or {})
     studies = {name: expand_study(name, spec, launcher) for name, spec in config["studies"].items()}

@@ -100,15 +100,32 @@ def wait_for_cell(job: submitit.Job, cell_dir: Path, cell: str, params: TrainPar
     records, seen = epoch_records(cell_dir / METRICS_FILE, seen)
     for record in records:
         print(describe_epoch(cell, params.epochs, record), file=out, flush=True)
-    try:
-        job.results()
-    except Exception as error:  # submitit re-raises the task's exception or reports the job state
-        reason = first_line(str(error))
-        raise CellFailed(f"cell {cell} failed: {reason} (log: {job.paths.stderr})") from error
+    failure = root_failure(job)
+    if failure is not None:
+        reason, log_path = failure
+        raise CellFailed(f"cell {cell} failed: {reason} (log: {log_path})")
     summary_path = cell_dir / SUMMARY_FILE
     if not summary_path.exists():
         raise CellFailed(f"cell {cell} finished without writing {summary_path} (log: {job.paths.stderr})")
     return json.loads(summary_path.read_text())
+
+
+def root_failure(job: submitit.Job) -> tuple[str, Path] | None:
+    """The error that made the job fail, and the log of the task that raised it.
+
+    When one rank raises, Horovod shuts down and every other rank raises too; the
+    interesting error is the one that is not Horovod's shutdown notice."""
+    failures = []
+    for task_id in range(job.num_tasks):
+        task = job.task(task_id)
+        try:
+            error = task.exception()
+        except Exception as unreadable:  # a task killed before writing its result
+            error = unreadable
+        if error is not None:
+            failures.append((first_line(str(error)), task.paths.stderr))
+    causes = [f for f in failures if "Horovod has been shut down" not in f[0]]
+    return (causes or failures or [None])[0]
 
 
 def first_line(text: str) -> str:

@@ -29,7 +29,7 @@ def build_model(
     if name == "linear":
         return build_linear(input_shape, num_classes)
     if name == "cnn":
-        return SmallCNN(_image_shape(name, input_shape), _output_size(num_classes))
+        return SmallCNN(_image_shape(name, input_shape), _output_size(num_classes), channels=16 * width)
     if name == "wide_resnet":
         return WideResNet(_image_shape(name, input_shape), _output_size(num_classes), width=width, depth=depth)
     raise ValueError(f"unknown model {name!r}: expected one of {', '.join(MODELS)}")

@@ -4,9 +4,8 @@ Every task of a cell's submitit job runs `TrainingJob.__call__`. It follows Horo
 PyTorch recipe, in Horovod's order (each distributed line is marked `# Horovod:`):
 init, pin the local rank's GPU, shard the data, scale the learning rate, broadcast the
 initial state from rank 0, wrap the optimizer, average metrics with allreduce, and let
-rank 0 alone write. Run by hand on one machine for debugging:
-
-    python -c "from jobs.train import ..."   # normally launched by jobs/launch.py
+rank 0 alone write. jobs/launch.py submits it; a NaN or infinite loss ends the run as `diverged`, a
+result like any other.
 """
 
 from __future__ import annotations
@@ -114,7 +113,7 @@ def run_training(job: TrainingJob, placement: rendezvous.TaskPlacement, started:
     progress = Progress()
     checkpoint_path = cell_dir / CHECKPOINT_FILE
     if checkpoint_path.exists():
-        progress = load_checkpoint(checkpoint_path, model, optimizer)
+        progress = load_checkpoint(checkpoint_path, model, optimizer, params)
     progress = hvd.broadcast_object(progress, root_rank=0)
     # Horovod: every worker starts from rank 0's parameters and optimizer state.
     hvd.broadcast_parameters(model.state_dict(), root_rank=0)
@@ -198,12 +197,12 @@ def run_training(job: TrainingJob, placement: rendezvous.TaskPlacement, started:
             "world_size": hvd.size(),
         }
         progress.last_record = record
-        diverged = not math.isfinite(train_loss)
+        diverged = not (math.isfinite(train_loss) and math.isfinite(val_loss))
         if val_accuracy is not None and not diverged:
             progress.best_val_accuracy = max(progress.best_val_accuracy or 0.0, val_accuracy)
             progress.epochs_above_target = progress.epochs_above_target + 1 if val_accuracy >= params.target_accuracy else 0
         if is_writer:
-            save_checkpoint(checkpoint_path, model, optimizer, progress)
+            save_checkpoint(checkpoint_path, model, optimizer, progress, params)
             append_record(cell_dir / METRICS_FILE, record)
             acc = "n/a" if val_accuracy is None else f"{val_accuracy:.3f}"
             print(f"[{job.cell}] epoch {epoch}/{params.epochs}: loss {train_loss:.4g}, val acc {acc}, "
@@ -266,18 +265,23 @@ def evaluate(model: Any, loader: Any, loss_fn: Any, device: Any, num_classes: in
     return loss_sum, correct, count
 
 
-def save_checkpoint(path: Path, model: Any, optimizer: Any, progress: Progress) -> None:
+def save_checkpoint(path: Path, model: Any, optimizer: Any, progress: Progress, params: TrainParams) -> None:
     import torch
 
     tmp = path.with_name(f".{path.name}.tmp")
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "progress": progress}, tmp)
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "progress": progress,
+                "params": params.to_dict()}, tmp)
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: Path, model: Any, optimizer: Any) -> Progress:
+def load_checkpoint(path: Path, model: Any, optimizer: Any, params: TrainParams) -> Progress:
+    """Resume from the cell's checkpoint, unless it was made with other parameters."""
     import torch
 
     state = torch.load(path, map_location="cpu", weights_only=False)
+    if state.get("params") != params.to_dict():
+        print(f"ignoring {path}: it was saved with other parameters", flush=True)
+        return Progress()
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     return state["progress"]

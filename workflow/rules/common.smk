@@ -3,7 +3,6 @@ from pathlib import Path
 
 from jobs.config import ConfigError
 from jobs.grid import CELL_ID_PATTERN, make_plan
-from jobs.params import LauncherSettings
 
 try:
     PLAN = make_plan(config)
@@ -23,14 +22,20 @@ wildcard_constraints:
 def get_final_outputs():
     outputs = []
     for study in PLAN.studies:
+        # Every cell is a target itself: a cell whose summary.json went missing runs
+        # again even though the study's table and figures still exist.
+        outputs += cell_summaries(study)
         outputs.append(f"{RESULTS}/{study}/runs.csv")
         outputs += [f"{RESULTS}/{study}/figures/{name}.{ext}" for name in FIGURE_NAMES for ext in ("png", "svg")]
     return outputs
 
 
+def cell_summaries(study):
+    return [f"{RESULTS}/{study}/cells/{cell}/summary.json" for cell in PLAN.studies[study].cells]
+
+
 def get_cell_summaries(wildcards):
-    study = PLAN.studies[wildcards.study]
-    return [f"{RESULTS}/{wildcards.study}/cells/{cell}/summary.json" for cell in study.cells]
+    return cell_summaries(wildcards.study)
 
 
 def get_cell(wildcards):

@@ -9,6 +9,10 @@ rule train_cell:
     params:
         cell=get_cell,
     threads: get_cell_threads
+    resources:
+        # profiles/default allows one at a time, so cells do not share cores and skew
+        # each other's throughput; profiles/slurm allows as many as may be in flight.
+        cells_in_flight=1,
     log:
         f"{RESULTS}/{{study}}/logs/train/{{cell}}.log",
     script:

@@ -1,0 +1,116 @@
+"""Grid expansion and the one-line errors for bad configs."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from jobs.config import ConfigError
+from jobs.grid import cell_id, make_plan
+
+
+def with_study(config: dict[str, Any], study: dict[str, Any]) -> dict[str, Any]:
+    config = copy.deepcopy(config)
+    config["studies"] = {"s": study}
+    return config
+
+
+def test_default_config_expands_to_four_readable_cells(config):
+    plan = make_plan(config)
+    cells = plan.studies["default"].cells
+    assert sorted(cells) == ["bs16-gpus1", "bs16-gpus2", "bs64-gpus1", "bs64-gpus2"]
+    assert cells["bs64-gpus2"].batch_size == 64 and cells["bs64-gpus2"].gpus == 2
+    assert cells["bs16-gpus1"].dataset == config["studies"]["default"]["fixed"]["dataset"]
+
+
+def test_any_training_parameter_can_be_an_axis(config):
+    study = {"grid": {"gpus": [1, 2], "batch_size": [32], "warmup_epochs": [0, 2.5], "lr_scaling": ["linear", "sqrt"]},
+             "fixed": {"epochs": 3}}
+    plan = make_plan(with_study(config, study))
+    stud = plan.studies["s"]
+    assert stud.axes == ("batch_size", "gpus", "warmup_epochs", "lr_scaling")
+    assert len(stud.cells) == 8
+    assert "bs32-gpus2-warmup2.5-scale_sqrt" in stud.cells
+    cell = stud.cells["bs32-gpus2-warmup2.5-scale_sqrt"]
+    assert (cell.warmup_epochs, cell.lr_scaling, cell.epochs) == (2.5, "sqrt", 3)
+
+
+def test_cell_ids_are_distinct_for_distinct_values():
+    assert cell_id({"batch_size": 8, "gpus": 1}) != cell_id({"batch_size": 8, "gpus": 11})
+    assert cell_id({"lr": 0.1}) == "lr0.1"
+    assert cell_id({"optimizer": "adam"}) == "opt_adam"
+
+
+def test_learning_rate_scaling_rules(config):
+    study = {"grid": {"batch_size": [32], "gpus": [4], "lr_scaling": ["none", "linear", "sqrt"]},
+             "fixed": {"lr": 0.1}}
+    cells = make_plan(with_study(config, study)).studies["s"].cells
+    assert cells["bs32-gpus4-scale_none"].scaled_lr() == pytest.approx(0.1)
+    assert cells["bs32-gpus4-scale_linear"].scaled_lr() == pytest.approx(0.4)
+    assert cells["bs32-gpus4-scale_sqrt"].scaled_lr() == pytest.approx(0.2)
+
+
+BAD_INPUTS = [
+    # (where in the study, value, words the one-line error must contain)
+    ({"grid": {"batch_size": [-8], "gpus": [1]}}, ["batch_size[0]", "-8", ">= 1"]),
+    ({"grid": {"batch_size": [8], "gpus": [0]}}, ["gpus[0]", "0", ">= 1"]),
+    ({"grid": {"batch_size": [8], "gpus": [1]}, "fixed": {"model": "resnet9000"}},
+     ["model", "resnet9000", "'cnn'", "'wide_resnet'"]),
+    ({"grid": {"batch_size": [8], "gpus": [1]}, "fixed": {"target_accuracy": 1.5}},
+     ["target_accuracy", "1.5", "<= 1"]),
+    ({"grid": {"batch_size": [8], "gpus": [1], "colour": ["red"]}},
+     ["grid", "'colour'", "not a training parameter", "warmup_epochs"]),
+    ({"grid": {"batch_size": [8], "gpus": [1]}, "fixed": {"dataset": "imagenet"}},
+     ["dataset", "imagenet", "'digits'"]),
+    ({"grid": {"batch_size": [8, 8], "gpus": [1]}}, ["batch_size", "repeats"]),
+    ({"grid": {"batch_size": [8]}}, ["grid", "missing", "'gpus'"]),
+    ({"grid": {"batch_size": ["big"], "gpus": [1]}}, ["batch_size[0]", "'big'", "integer"]),
+    ({"grid": {"batch_size": [8], "gpus": [1]}, "fixed": {"model": "wide_resnet", "depth": 15}},
+     ["depth = 15", "6n+4"]),
+    ({"grid": {"batch_size": [8], "gpus": [1]}, "fixed": {"dataset": "linear", "model": "cnn"}},
+     ["dataset 'linear'", "model 'linear'"]),
+    ({"grid": {"batch_size": [8], "gpus": [1], "lr": [0.1]}, "fixed": {"lr": 0.2}},
+     ["'lr'", "both a grid axis and fixed"]),
+]
+
+
+@pytest.mark.parametrize("study, expected_words", BAD_INPUTS)
+def test_bad_input_is_one_clear_line(config, study, expected_words):
+    with pytest.raises(ConfigError) as caught:
+        make_plan(with_study(config, study))
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith("config error:")
+    for word in expected_words:
+        assert word in message, f"{word!r} missing from: {message}"
+
+
+def test_bad_launcher_and_study_names(config):
+    bad_executor = copy.deepcopy(config)
+    bad_executor["launcher"]["executor"] = "kubernetes"
+    with pytest.raises(ConfigError, match=r"launcher.executor = 'kubernetes' is not allowed; use one of 'local', 'slurm'"):
+        make_plan(bad_executor)
+    bad_name = copy.deepcopy(config)
+    bad_name["studies"]["no spaces"] = bad_name["studies"]["default"]
+    with pytest.raises(ConfigError, match="no spaces"):
+        make_plan(bad_name)
+
+
+def test_slurm_multi_node_cells_must_fill_whole_nodes(config):
+    config["launcher"].update(executor="slurm", gpus_per_node=4)
+    with pytest.raises(ConfigError, match=r"gpus = 6 spans more than one node but is not a multiple of launcher.gpus_per_node = 4"):
+        make_plan(with_study(config, {"grid": {"batch_size": [8], "gpus": [1, 6]}}))
+    ok = make_plan(with_study(config, {"grid": {"batch_size": [8], "gpus": [3, 8]}}))
+    assert ok.launcher.nodes_for(8) == 2 and ok.launcher.tasks_per_node_for(8) == 4
+    assert ok.launcher.nodes_for(3) == 1 and ok.launcher.tasks_per_node_for(3) == 3
+
+
+def test_profile_config_strings_are_read_as_values(config):
+    """Snakemake hands a profile's `config:` entries over as strings."""
+    config["launcher"] = {"executor": "slurm", "gpus_per_node": "4", "timeout_min": "90",
+                          "slurm": {"partition": "gpu"}}
+    plan = make_plan(with_study(config, {"grid": {"batch_size": [8], "gpus": [8]}}))
+    assert (plan.launcher.gpus_per_node, plan.launcher.timeout_min) == (4, 90)
+    assert plan.launcher.nodes_for(8) == 2 and plan.launcher.slurm == {"partition": "gpu"}

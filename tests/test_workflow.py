@@ -1,0 +1,119 @@
+"""The whole workflow on this machine: real Snakemake, submitit's local executor and
+Horovod across real worker processes."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import default_config, run_snakemake, tiny_study, write_config
+
+pytestmark = pytest.mark.workflow
+FIGURES = ("throughput", "scaling_efficiency", "time_to_accuracy", "accuracy_vs_time")
+
+
+def study_config() -> dict:
+    config = default_config()
+    config["studies"] = {
+        "tiny": tiny_study(),
+        # Lab 1's linear regression with far too large a learning rate: the loss overflows.
+        "diverge": {"grid": {"batch_size": [16], "gpus": [1]},
+                    "fixed": {"dataset": "linear", "model": "linear", "lr": 0.5, "epochs": 4}},
+        "broken": {"grid": {"batch_size": [32], "gpus": [2]},
+                   "fixed": {"epochs": 3, "fail_at_epoch": 2, "train_subset": 200}},
+    }
+    return config
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("study")
+    write_config(workdir, study_config())
+    result = run_snakemake(workdir)
+    return workdir, result
+
+
+def test_tiny_grid_produces_table_and_figures(first_run):
+    workdir, result = first_run
+    runs = pd.read_csv(workdir / "results/tiny/runs.csv")
+    assert sorted(runs["cell"]) == ["bs32-gpus1", "bs32-gpus2", "bs64-gpus1", "bs64-gpus2"], result.stderr[-3000:]
+    assert (runs["status"] == "complete").all()
+    assert (runs["world_size"] == runs["gpus"]).all()
+    assert (runs["global_batch"] == runs["batch_size"] * runs["gpus"]).all()
+    assert (runs["throughput"] > 0).all()
+    assert runs["best_val_accuracy"].between(0, 1).all()
+    assert (runs["epochs_run"] == 3).all()
+    two_workers = runs[runs["gpus"] == 2]
+    assert two_workers["efficiency"].notna().all() and (two_workers["efficiency"] > 0).all()
+    for name in FIGURES:
+        for ext in ("png", "svg"):
+            figure = workdir / f"results/tiny/figures/{name}.{ext}"
+            assert figure.stat().st_size > 1000, figure
+
+
+def test_each_rank_ran_as_its_own_horovod_process(first_run):
+    workdir, _ = first_run
+    cell_dir = workdir / "results/tiny/cells/bs64-gpus2"
+    meta = json.loads((cell_dir / "metrics.jsonl").read_text().splitlines()[0])
+    assert meta["type"] == "meta" and meta["world_size"] == 2 and len(meta["hosts"]) == 2
+    job_id = json.loads((cell_dir / "job.json").read_text())["job_id"]
+    task_logs = sorted(p.name for p in (cell_dir / "submitit").glob(f"{job_id}_*_log.out"))
+    assert task_logs == [f"{job_id}_0_log.out", f"{job_id}_1_log.out"]
+    epochs = [json.loads(line) for line in (cell_dir / "metrics.jsonl").read_text().splitlines()[1:]]
+    assert [e["epoch"] for e in epochs] == [1, 2, 3]
+    assert all(e["world_size"] == 2 and e["samples_per_s"] > 0 for e in epochs)
+
+
+def test_diverged_run_is_a_recorded_result(first_run):
+    workdir, _ = first_run
+    runs = pd.read_csv(workdir / "results/diverge/runs.csv")
+    assert list(runs["status"]) == ["diverged"]
+    summary = json.loads((workdir / "results/diverge/cells/bs16-gpus1/summary.json").read_text())
+    assert summary["stop_reason"] == "diverged" and summary["epochs_run"] < 4
+    assert (workdir / "results/diverge/figures/accuracy_vs_time.png").exists()
+
+
+def test_failed_cell_names_its_reason_and_log_and_leaves_no_summary(first_run):
+    workdir, result = first_run
+    assert result.returncode != 0
+    cell_dir = workdir / "results/broken/cells/bs32-gpus2"
+    assert not (cell_dir / "summary.json").exists()
+    match = re.search(r"cell bs32-gpus2 failed: RuntimeError: fail_at_epoch = 2: rank 1 fails on purpose "
+                      r"\(testing switch\) \(log: (\S+)\)", result.stderr)
+    assert match, result.stderr[-3000:]
+    assert Path(match.group(1)).exists() and "fails on purpose" in Path(match.group(1)).read_text()
+
+
+def test_rerun_executes_exactly_the_cell_without_summary(first_run):
+    workdir, _ = first_run
+    config = study_config()
+    del config["studies"]["broken"]
+    write_config(workdir, config)
+    cells = workdir / "results/tiny/cells"
+    job_ids = {c.name: json.loads((c / "job.json").read_text())["job_id"] for c in cells.iterdir()}
+    (cells / "bs32-gpus2" / "summary.json").unlink()
+
+    result = run_snakemake(workdir)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    ran = re.findall(r"rule train_cell:\n(?:\s+\w+: .*\n)*?\s+wildcards: study=(\w+), cell=(\S+)", result.stderr)
+    assert ran == [("tiny", "bs32-gpus2")]
+    new_ids = {c.name: json.loads((c / "job.json").read_text())["job_id"] for c in cells.iterdir()}
+    assert {c for c in job_ids if new_ids[c] != job_ids[c]} == {"bs32-gpus2"}
+    assert (cells / "bs32-gpus2" / "summary.json").exists()
+    assert len(pd.read_csv(workdir / "results/tiny/runs.csv")) == 4
+
+
+def test_bad_config_stops_before_anything_runs(tmp_path):
+    config = default_config()
+    config["studies"]["default"]["grid"]["batch_size"] = [-5, 64]
+    write_config(tmp_path, config)
+    result = run_snakemake(tmp_path)
+    assert result.returncode != 0
+    errors = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("config error")]
+    assert errors == ["config error: studies.default.grid.batch_size[0] = -5 is too small; it must be >= 1"]
+    assert not (tmp_path / "results").exists()
