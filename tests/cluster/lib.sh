@@ -72,3 +72,15 @@ program_of() {
         *) return 1 ;;
     esac
 }
+
+# stepd_is_ours PID: a slurmstepd of this cluster. slurmstepd rewrites its command
+# line over its environment, so it is told by the slurmd log under $LOG it keeps open.
+stepd_is_ours() {
+    local pid=$1 fd
+    pid_alive "$pid" || return 1
+    [[ $(cat "/proc/$pid/comm" 2>/dev/null) == slurmstepd ]] || return 1
+    for fd in /proc/"$pid"/fd/*; do
+        [[ $(readlink "$fd" 2>/dev/null) == "$LOG"/* ]] && return 0
+    done
+    return 1
+}

@@ -17,7 +17,7 @@ rule collect_study:
     log:
         f"{RESULTS}/{{study}}/logs/collect.log",
     shell:
-        "python -m analysis.collect {RESULTS}/{wildcards.study}"
+        "{PYTHON} -m analysis.collect {RESULTS}/{wildcards.study}"
         " --runs {output.runs} --epochs {output.epochs} > {log} 2>&1"
 
 
@@ -39,5 +39,5 @@ rule plot_study:
     log:
         f"{RESULTS}/{{study}}/logs/plot.log",
     shell:
-        "python -m analysis.figures {input.runs} {input.epochs}"
+        "{PYTHON} -m analysis.figures {input.runs} {input.epochs}"
         " --out {RESULTS}/{wildcards.study}/figures > {log} 2>&1"

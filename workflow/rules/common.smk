@@ -11,6 +11,9 @@ except ConfigError as error:
     sys.exit(str(error))
 
 RESULTS = PLAN.results_dir
+# Shell rules use the interpreter Snakemake runs in (the project's .venv), whether or
+# not that environment is activated.
+PYTHON = sys.executable
 FIGURE_NAMES = ("throughput", "scaling_efficiency", "time_to_accuracy", "accuracy_vs_time")
 
 
