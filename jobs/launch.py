@@ -2,31 +2,74 @@
 
 The same code serves every executor: `local` runs the tasks as processes on this
 machine, `slurm` as one sbatch job with nodes = ceil(gpus / gpus_per_node). The
-launcher waits for the job, printing each finished epoch, and succeeds only when the
-training job has written the cell's summary.json.
+launcher waits for the job, printing each finished epoch, and publishes the training
+job's result.json as the cell's summary.json (the Snakemake output) once it has
+checked that it belongs to this job and these parameters.
+
+A restarted launcher (after the login session dropped, say) reads the job id recorded
+in the cell directory: a Slurm job still pending or running is reattached to, a job
+that finished meanwhile is collected, and only otherwise is a new job submitted.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
 import submitit
+from submitit.core.utils import FailedJobError, JobPaths
 
 from jobs.params import LauncherSettings, TrainParams
-from jobs.train import JOB_FILE, METRICS_FILE, SUMMARY_FILE, TrainingJob, write_json_atomically
+from jobs.scheduler import JobState, SharedSlurmView, query_sacct
+from jobs.train import CHECKPOINT_FILE, JOB_FILE, METRICS_FILE, RESULT_FILE, TrainingJob, write_json_atomically
+
+SUMMARY_FILE = "summary.json"
+SUBMITIT_DIR = "submitit"
 
 
 class CellFailed(RuntimeError):
-    """A cell's job ended without a summary; the message names the reason and the log."""
+    """A cell's job ended without a result; the message names the reason and the log."""
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """What job.json in the cell directory says about the cell's current job."""
+
+    job_id: str
+    executor: str
+    submitted_at: float
+    collected: bool = False  # its result was published as summary.json
+
+    @classmethod
+    def read(cls, cell_dir: Path) -> "JobRecord | None":
+        try:
+            data = json.loads((cell_dir / JOB_FILE).read_text())
+            return cls(str(data["job_id"]), data["executor"], float(data["submitted_at"]),
+                       bool(data.get("collected", False)))
+        except (FileNotFoundError, KeyError, ValueError):
+            return None
+
+    def write(self, cell_dir: Path) -> None:
+        write_json_atomically(cell_dir / JOB_FILE, {
+            "job_id": self.job_id,
+            "executor": self.executor,
+            "submitted_at": self.submitted_at,
+            "collected": self.collected,
+        })
+
+    def stderr(self, cell_dir: Path, task: int = 0) -> Path:
+        return JobPaths(cell_dir / SUBMITIT_DIR, job_id=self.job_id, task_id=task).stderr
 
 
 def make_executor(cell_dir: Path, study: str, cell: str, params: TrainParams,
                   launcher: LauncherSettings) -> submitit.Executor:
-    executor = submitit.AutoExecutor(folder=cell_dir / "submitit", cluster=launcher.executor)
+    executor = submitit.AutoExecutor(folder=cell_dir / SUBMITIT_DIR, cluster=launcher.executor)
     executor.update_parameters(
         name=f"{study}.{cell}",
         timeout_min=launcher.timeout_min,
@@ -43,9 +86,10 @@ def make_executor(cell_dir: Path, study: str, cell: str, params: TrainParams,
 
 
 def submit_cell(cell_dir: Path, study: str, cell: str, grid_axes: tuple[str, ...], params: TrainParams,
-                launcher: LauncherSettings, data_dir: Path) -> submitit.Job:
+                launcher: LauncherSettings, data_dir: Path) -> tuple[JobRecord, submitit.Job | None]:
     cell_dir.mkdir(parents=True, exist_ok=True)
-    job = make_executor(cell_dir, study, cell, params, launcher).submit(TrainingJob(
+    executor = make_executor(cell_dir, study, cell, params, launcher)
+    training = TrainingJob(
         cell_dir=str(cell_dir.resolve()),
         study=study,
         cell=cell,
@@ -53,24 +97,53 @@ def submit_cell(cell_dir: Path, study: str, cell: str, grid_axes: tuple[str, ...
         params=params.to_dict(),
         data_dir=str(data_dir.resolve()),
         threads_per_worker=launcher.cpus_per_task,
-    ))
-    write_json_atomically(cell_dir / JOB_FILE, {
-        "job_id": job.job_id,
-        "executor": launcher.executor,
-        "submitted_at": time.time(),
-        "stdout": str(job.paths.stdout),
-        "stderr": str(job.paths.stderr),
-    })
-    return job
+    )
+    try:
+        job = executor.submit(training)
+    except (FailedJobError, subprocess.CalledProcessError) as error:
+        raise CellFailed(f"cell {cell}: sbatch refused the job: {scheduler_message(error)}") from error
+    record = JobRecord(job_id=str(job.job_id), executor=launcher.executor, submitted_at=time.time())
+    record.write(cell_dir)
+    return record, job
+
+
+def scheduler_message(error: Exception) -> str:
+    output = getattr(error, "stderr", None) or getattr(error, "output", None) or str(error)
+    if isinstance(output, bytes):
+        output = output.decode(errors="replace")
+    lines = [line.strip() for line in str(output).splitlines() if "error" in line.lower()]
+    return lines[-1] if lines else first_line(str(output))
+
+
+def collect_result(cell_dir: Path, record: JobRecord, params: TrainParams) -> dict[str, Any] | None:
+    """Publish the job's result.json as summary.json if it is this job's, for these parameters."""
+    try:
+        result = json.loads((cell_dir / RESULT_FILE).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    if str(result.get("job_id")) != record.job_id or result.get("params") != params.to_dict():
+        return None
+    write_json_atomically(cell_dir / SUMMARY_FILE, result)
+    dataclasses.replace(record, collected=True).write(cell_dir)
+    return result
+
+
+def clear_finished_run(cell_dir: Path) -> None:
+    """A cell whose published summary was deleted is asked to run again from scratch."""
+    for name in (RESULT_FILE, CHECKPOINT_FILE, METRICS_FILE):
+        (cell_dir / name).unlink(missing_ok=True)
 
 
 def epoch_records(path: Path, seen: int) -> tuple[list[dict[str, Any]], int]:
-    """Epoch records appended to metrics.jsonl since `seen` lines were read."""
+    """Epoch records appended to metrics.jsonl since `seen` complete lines were read."""
     try:
-        lines = path.read_text().splitlines()
+        text = path.read_text()
     except FileNotFoundError:
         return [], seen
-    complete = lines if path.read_text().endswith("\n") else lines[:-1]
+    lines = text.splitlines()
+    complete = lines if text.endswith("\n") else lines[:-1]
+    if len(complete) < seen:  # a resumed job rewrote the file
+        seen = 0
     records = []
     for line in complete[seen:]:
         try:
@@ -89,60 +162,121 @@ def describe_epoch(cell: str, epochs: int, record: dict[str, Any]) -> str:
             f"{record['samples_per_s']:.0f} samples/s, {record['train_time_s']:.1f} s training")
 
 
-def wait_for_cell(job: submitit.Job, cell_dir: Path, cell: str, params: TrainParams,
-                  launcher: LauncherSettings, out: TextIO) -> dict[str, Any]:
-    seen = 0
-    while not job.done():
-        records, seen = epoch_records(cell_dir / METRICS_FILE, seen)
-        for record in records:
-            print(describe_epoch(cell, params.epochs, record), file=out, flush=True)
-        time.sleep(launcher.poll_interval_s)
-    records, seen = epoch_records(cell_dir / METRICS_FILE, seen)
-    for record in records:
-        print(describe_epoch(cell, params.epochs, record), file=out, flush=True)
-    failure = root_failure(job)
-    if failure is not None:
-        reason, log_path = failure
-        raise CellFailed(f"cell {cell} failed: {reason} (log: {log_path})")
-    summary_path = cell_dir / SUMMARY_FILE
-    if not summary_path.exists():
-        raise CellFailed(f"cell {cell} finished without writing {summary_path} (log: {job.paths.stderr})")
-    return json.loads(summary_path.read_text())
-
-
-def root_failure(job: submitit.Job) -> tuple[str, Path] | None:
+def root_failure(cell_dir: Path, record: JobRecord, num_tasks: int) -> tuple[str, Path] | None:
     """The error that made the job fail, and the log of the task that raised it.
 
     When one rank raises, Horovod shuts down and every other rank raises too; the
     interesting error is the one that is not Horovod's shutdown notice."""
     failures = []
-    for task_id in range(job.num_tasks):
-        task = job.task(task_id)
+    for task in range(num_tasks):
+        paths = JobPaths(cell_dir / SUBMITIT_DIR, job_id=record.job_id, task_id=task)
         try:
-            error = task.exception()
-        except Exception as unreadable:  # a task killed before writing its result
-            error = unreadable
-        if error is not None:
-            failures.append((first_line(str(error)), task.paths.stderr))
+            outcome, payload = submitit.core.utils.pickle_load(paths.result_pickle)
+        except (FileNotFoundError, EOFError, ValueError):
+            continue  # the task was killed before it could write its outcome
+        if outcome == "error":
+            failures.append((last_error_line(str(payload)), paths.stderr))
     causes = [f for f in failures if "Horovod has been shut down" not in f[0]]
     return (causes or failures or [None])[0]
 
 
+def last_error_line(traceback_text: str) -> str:
+    lines = [line.strip() for line in traceback_text.splitlines() if line.strip()]
+    return lines[-1] if lines else "unknown error"
+
+
 def first_line(text: str) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    # submitit puts the task's traceback in the message; its last line is the error itself.
-    errors = [line for line in lines if "Error" in line or "Exception" in line]
-    return errors[-1] if errors else (lines[0] if lines else "unknown error")
+    return lines[0] if lines else "unknown error"
+
+
+class JobWatch:
+    """Tells whether a cell's job has ended: submitit's own check for local jobs, the
+    shared Slurm view (one sacct call for all cells) for Slurm jobs."""
+
+    def __init__(self, record: JobRecord, job: submitit.Job | None, view: SharedSlurmView | None) -> None:
+        self.record, self.job, self.view = record, job, view
+        self.last_state: JobState | None = None
+        if view is not None:
+            view.watch(record.job_id)
+
+    def ended(self) -> bool:
+        if self.view is None:
+            assert self.job is not None
+            return self.job.done()
+        self.last_state = self.view.state(self.record.job_id) or self.last_state
+        return self.last_state is not None and not self.last_state.active
+
+    def describe_end(self) -> str:
+        if self.last_state is None:
+            return "the job ended"
+        reason = f" ({self.last_state.reason})" if self.last_state.reason not in ("", "None") else ""
+        return f"Slurm job {self.record.job_id} ended {self.last_state.state}{reason}"
+
+    def close(self) -> None:
+        if self.view is not None:
+            self.view.unwatch(self.record.job_id)
+
+
+def still_running_job(cell_dir: Path, launcher: LauncherSettings) -> JobRecord | None:
+    """The cell's recorded Slurm job, if it is still pending or running."""
+    record = JobRecord.read(cell_dir)
+    if record is None or record.executor != "slurm" or launcher.executor != "slurm":
+        return None  # a local job dies with the launcher that started it
+    state = query_sacct([record.job_id]).get(record.job_id)
+    return record if state is not None and state.active else None
+
+
+def wait_for_cell(cell_dir: Path, cell: str, params: TrainParams, launcher: LauncherSettings,
+                  watch: JobWatch, out: TextIO) -> dict[str, Any]:
+    seen, ended_at = 0, None
+    while True:
+        records, seen = epoch_records(cell_dir / METRICS_FILE, seen)
+        for record in records:
+            print(describe_epoch(cell, params.epochs, record), file=out, flush=True)
+        summary = collect_result(cell_dir, watch.record, params)
+        if summary is not None:
+            return summary
+        if ended_at is None and watch.ended():
+            ended_at = time.monotonic()
+        # The result file may reach a shared filesystem a moment after the job ends.
+        if ended_at is not None and time.monotonic() - ended_at > launcher.result_grace_s:
+            failure = root_failure(cell_dir, watch.record, params.gpus)
+            if failure is not None:
+                reason, log_path = failure
+                raise CellFailed(f"cell {cell} failed: {reason} (log: {log_path})")
+            raise CellFailed(f"cell {cell} failed: {watch.describe_end()} without a result "
+                             f"(log: {watch.record.stderr(cell_dir)})")
+        time.sleep(launcher.poll_interval_s)
 
 
 def run_cell(cell_dir: Path, study: str, cell: str, grid_axes: tuple[str, ...], params: TrainParams,
-             launcher: LauncherSettings, data_dir: Path, out: TextIO = sys.stderr) -> dict[str, Any]:
-    nodes = launcher.nodes_for(params.gpus)
-    print(f"{cell}: submitting {params.gpus} worker(s) on {nodes} node(s) via submitit ({launcher.executor})",
-          file=out, flush=True)
-    job = submit_cell(cell_dir, study, cell, grid_axes, params, launcher, data_dir)
-    print(f"{cell}: job {job.job_id}, logs in {job.paths.folder}", file=out, flush=True)
-    summary = wait_for_cell(job, cell_dir, cell, params, launcher, out)
+             launcher: LauncherSettings, data_dir: Path, scheduler_dir: Path,
+             out: TextIO = sys.stderr) -> dict[str, Any]:
+    previous = JobRecord.read(cell_dir)
+    if previous is not None and previous.collected:
+        clear_finished_run(cell_dir)
+    elif previous is not None and (summary := collect_result(cell_dir, previous, params)) is not None:
+        print(f"{cell}: collected the result of job {previous.job_id}, which finished meanwhile",
+              file=out, flush=True)
+        return summary
+    job = None
+    record = still_running_job(cell_dir, launcher)
+    if record is not None:
+        print(f"{cell}: reattached to Slurm job {record.job_id}, still in the queue or running",
+              file=out, flush=True)
+    else:
+        nodes = launcher.nodes_for(params.gpus)
+        print(f"{cell}: submitting {params.gpus} worker(s) on {nodes} node(s) via submitit ({launcher.executor})",
+              file=out, flush=True)
+        record, job = submit_cell(cell_dir, study, cell, grid_axes, params, launcher, data_dir)
+        print(f"{cell}: job {record.job_id}, logs in {cell_dir / SUBMITIT_DIR}", file=out, flush=True)
+    view = SharedSlurmView(scheduler_dir, launcher.scheduler_refresh_s) if launcher.executor == "slurm" else None
+    watch = JobWatch(record, job, view)
+    try:
+        summary = wait_for_cell(cell_dir, cell, params, launcher, watch, out)
+    finally:
+        watch.close()
     print(f"{cell}: {summary['status']} after {summary['epochs_run']} epoch(s), "
           f"world size {summary['world_size']}", file=out, flush=True)
     return summary

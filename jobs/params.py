@@ -73,6 +73,10 @@ class LauncherSettings:
     cpus_per_task: int = 1
     timeout_min: int = 60
     poll_interval_s: float = 2.0
+    # Slurm: seconds between two sacct calls, shared by every waiting cell.
+    scheduler_refresh_s: float = 10.0
+    # Seconds a result may take to appear on a shared filesystem after its job ended.
+    result_grace_s: float = 5.0
     slurm: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

@@ -25,7 +25,7 @@ from jobs import rendezvous
 from jobs.params import TrainParams
 
 METRICS_FILE = "metrics.jsonl"
-SUMMARY_FILE = "summary.json"
+RESULT_FILE = "result.json"  # the launcher checks it and publishes it as summary.json
 CHECKPOINT_FILE = "checkpoint.pt"
 JOB_FILE = "job.json"
 
@@ -234,7 +234,7 @@ def run_training(job: TrainingJob, placement: rendezvous.TaskPlacement, started:
         "restarts": placement.attempt,
         "queue_time_s": queue_time_s(cell_dir, started),
     }
-    write_json_atomically(cell_dir / SUMMARY_FILE, summary)
+    write_json_atomically(cell_dir / RESULT_FILE, summary)
     return summary
 
 

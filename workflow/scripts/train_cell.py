@@ -39,6 +39,7 @@ with open(smk.log[0], "a") as log:
             params=TrainParams.from_dict(cell["params"]),
             launcher=plan.launcher,
             data_dir=Path(plan.data_dir),
+            scheduler_dir=Path(plan.results_dir) / ".scheduler",
             out=out,
         )
     except CellFailed as error:

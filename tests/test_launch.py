@@ -1,0 +1,69 @@
+"""The launcher's bookkeeping: which result belongs to which job, progress, root causes."""
+
+from __future__ import annotations
+
+import json
+
+import submitit
+
+from jobs.launch import JobRecord, clear_finished_run, collect_result, epoch_records, root_failure
+from jobs.params import TrainParams
+from jobs.scheduler import parse_sacct
+
+
+def write_result(cell_dir, job_id, params):
+    (cell_dir / "result.json").write_text(json.dumps({"job_id": job_id, "params": params.to_dict(),
+                                                      "status": "complete"}))
+
+
+def test_result_is_published_only_for_its_own_job_and_parameters(tmp_path):
+    params = TrainParams(batch_size=8)
+    record = JobRecord("17", "slurm", 0.0)
+    write_result(tmp_path, "16", params)
+    assert collect_result(tmp_path, record, params) is None
+    write_result(tmp_path, "17", TrainParams(batch_size=9))
+    assert collect_result(tmp_path, record, params) is None
+    assert not (tmp_path / "summary.json").exists()
+    write_result(tmp_path, "17", params)
+    assert collect_result(tmp_path, record, params)["status"] == "complete"
+    assert json.loads((tmp_path / "summary.json").read_text())["job_id"] == "17"
+    assert JobRecord.read(tmp_path) == JobRecord("17", "slurm", 0.0, collected=True)
+
+
+def test_rerun_of_a_collected_cell_starts_from_scratch(tmp_path):
+    for name in ("result.json", "checkpoint.pt", "metrics.jsonl", "job.json"):
+        (tmp_path / name).write_text("x")
+    clear_finished_run(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["job.json"]
+
+
+def test_progress_reads_only_complete_new_epoch_lines(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"type": "meta"}\n{"type": "epoch", "epoch": 1}\n{"type": "ep')
+    records, seen = epoch_records(path, 0)
+    assert [r["epoch"] for r in records] == [1] and seen == 2
+    path.write_text('{"type": "meta"}\n{"type": "epoch", "epoch": 1}\n{"type": "epoch", "epoch": 2}\n')
+    records, seen = epoch_records(path, seen)
+    assert [r["epoch"] for r in records] == [2] and seen == 3
+
+
+def test_root_failure_prefers_the_rank_that_raised_over_horovod_shutdown(tmp_path):
+    folder = tmp_path / "submitit"
+    folder.mkdir()
+    record = JobRecord("5", "local", 0.0)
+    outcomes = {0: ("error", "Traceback...\nHorovodInternalError: Horovod has been shut down. ..."),
+                1: ("error", "Traceback...\nRuntimeError: rank 1 fails on purpose")}
+    for task, outcome in outcomes.items():
+        submitit.core.utils.cloudpickle_dump(outcome, folder / f"5_{task}_result.pkl")
+    reason, log = root_failure(tmp_path, record, num_tasks=2)
+    assert reason == "RuntimeError: rank 1 fails on purpose"
+    assert log == folder / "5_1_log.err"
+    assert root_failure(tmp_path, JobRecord("6", "local", 0.0), num_tasks=2) is None
+
+
+def test_sacct_parsing():
+    text = "12|RUNNING|00:01:02|node[1-2]|None\n13|CANCELLED by 0|00:00:05|node1|None\n14|PENDING|00:00:00|None assigned|Priority\n"
+    states = parse_sacct(text)
+    assert states["12"].active and states["12"].nodes == "node[1-2]"
+    assert states["13"].state == "CANCELLED" and not states["13"].active
+    assert states["14"].active and states["14"].reason == "Priority"
