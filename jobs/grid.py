@@ -7,8 +7,6 @@ import itertools
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
 from jobs.config import ConfigError, validate_config
 from jobs.params import LauncherSettings, TrainParams
 
@@ -86,12 +84,13 @@ def expand_study(name: str, spec: dict[str, Any], launcher: LauncherSettings) ->
 
 
 def launcher_problems(launcher: LauncherSettings, gpus: int) -> list[str]:
+    found = []
     if launcher.executor == "slurm" and gpus > launcher.gpus_per_node and gpus % launcher.gpus_per_node:
-        return [
-            f"gpus = {gpus} spans more than one node but is not a multiple of "
-            f"launcher.gpus_per_node = {launcher.gpus_per_node}"
-        ]
-    return []
+        found.append(f"gpus = {gpus} spans more than one node but is not a multiple of "
+                     f"launcher.gpus_per_node = {launcher.gpus_per_node}")
+    if launcher.max_gpus is not None and gpus > launcher.max_gpus:
+        found.append(f"gpus = {gpus} is more than launcher.max_gpus = {launcher.max_gpus} allows")
+    return found
 
 
 def typed(value: Any) -> Any:
@@ -99,10 +98,13 @@ def typed(value: Any) -> Any:
     if isinstance(value, dict):
         return {key: typed(item) for key, item in value.items()}
     if isinstance(value, str):
-        try:
-            return yaml.safe_load(value)
-        except yaml.YAMLError:
-            return value
+        # Only numbers, booleans and null: YAML would also read "1:30:00" as 5400.
+        for convert in (int, float):
+            try:
+                return convert(value)
+            except ValueError:
+                pass
+        return {"true": True, "false": False, "null": None}.get(value.lower(), value)
     return value
 
 
@@ -111,6 +113,10 @@ def make_plan(config: dict[str, Any]) -> Plan:
         config = {**config, "launcher": typed(config["launcher"])}
     validate_config(config)
     launcher = LauncherSettings.from_dict(config.get("launcher", {}) or {})
+    try:
+        launcher.timeout_min
+    except ValueError as error:
+        raise ConfigError(f"config error: launcher.time_limit: {error}") from None
     studies = {name: expand_study(name, spec, launcher) for name, spec in config["studies"].items()}
     return Plan(
         results_dir=config.get("results_dir", "results"),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -61,6 +62,27 @@ class TrainParams:
         return found
 
 
+TIME_LIMIT_FORMATS = "MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS"
+
+
+def parse_time_limit(text: str) -> int:
+    """Minutes in a Slurm time limit (rounded up); ValueError naming the formats otherwise."""
+    match = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", str(text).strip())
+    if not match:
+        raise ValueError(f"time limit {text!r} does not parse; use {TIME_LIMIT_FORMATS}")
+    days, first, second, third = match.groups()
+    if days is not None:  # D-HH[:MM[:SS]]
+        hours, minutes, seconds = int(first), int(second or 0), int(third or 0)
+    elif third is not None:  # HH:MM:SS
+        hours, minutes, seconds = int(first), int(second), int(third)
+    else:  # MM[:SS]
+        hours, minutes, seconds = 0, int(first), int(second or 0)
+    total = int(days or 0) * 1440 + hours * 60 + minutes + math.ceil(seconds / 60)
+    if total < 1:
+        raise ValueError(f"time limit {text!r} is shorter than a minute; use {TIME_LIMIT_FORMATS}")
+    return total
+
+
 PARAM_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(TrainParams))
 
 
@@ -71,7 +93,8 @@ class LauncherSettings:
     executor: Literal["local", "slurm"] = "local"
     gpus_per_node: int = 2
     cpus_per_task: int = 1
-    timeout_min: int = 60
+    time_limit: str = "1:00:00"  # per cell, in Slurm's format
+    max_gpus: int | None = None  # the most GPUs one cell may ask for (the site's limit)
     poll_interval_s: float = 2.0
     # Slurm: seconds between two sacct calls, shared by every waiting cell.
     scheduler_refresh_s: float = 10.0
@@ -82,6 +105,10 @@ class LauncherSettings:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "LauncherSettings":
         return cls(**values)
+
+    @property
+    def timeout_min(self) -> int:
+        return parse_time_limit(self.time_limit)
 
     def nodes_for(self, gpus: int) -> int:
         if self.executor == "local":

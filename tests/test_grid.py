@@ -9,6 +9,7 @@ import pytest
 
 from jobs.config import ConfigError
 from jobs.grid import cell_id, make_plan
+from jobs.params import parse_time_limit
 
 
 def with_study(config: dict[str, Any], study: dict[str, Any]) -> dict[str, Any]:
@@ -109,8 +110,28 @@ def test_slurm_multi_node_cells_must_fill_whole_nodes(config):
 
 def test_profile_config_strings_are_read_as_values(config):
     """Snakemake hands a profile's `config:` entries over as strings."""
-    config["launcher"] = {"executor": "slurm", "gpus_per_node": "4", "timeout_min": "90",
+    config["launcher"] = {"executor": "slurm", "gpus_per_node": "4", "time_limit": "1:30:00",
                           "slurm": {"partition": "gpu"}}
     plan = make_plan(with_study(config, {"grid": {"batch_size": [8], "gpus": [8]}}))
     assert (plan.launcher.gpus_per_node, plan.launcher.timeout_min) == (4, 90)
     assert plan.launcher.nodes_for(8) == 2 and plan.launcher.slurm == {"partition": "gpu"}
+
+
+@pytest.mark.parametrize("text, minutes", [("30", 30), ("30:30", 31), ("2:00:00", 120), ("1-0", 1440),
+                                           ("1-2:30", 1590), ("0-0:0:59", 1)])
+def test_time_limits_in_slurm_format(text, minutes):
+    assert parse_time_limit(text) == minutes
+
+
+@pytest.mark.parametrize("launcher, words", [
+    ({"time_limit": "two hours"}, ["launcher.time_limit", "'two hours' does not parse", "HH:MM:SS"]),
+    ({"time_limit": "0:00"}, ["launcher.time_limit", "shorter than a minute"]),
+    ({"max_gpus": 2}, ["cell bs8-gpus4", "gpus = 4 is more than launcher.max_gpus = 2"]),
+])
+def test_launcher_limits_are_checked_before_submission(config, launcher, words):
+    config["launcher"].update(launcher)
+    with pytest.raises(ConfigError) as caught:
+        make_plan(with_study(config, {"grid": {"batch_size": [8], "gpus": [4]}}))
+    assert "\n" not in str(caught.value)
+    for word in words:
+        assert word in str(caught.value), str(caught.value)
