@@ -59,6 +59,7 @@ class Progress:
     epochs_above_target: int = 0
     best_val_accuracy: float | None = None
     last_record: dict[str, Any] = field(default_factory=dict)
+    first_started_at: float | None = None  # when the first attempt started (queue time ends)
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,8 @@ def run_training(job: TrainingJob, placement: rendezvous.TaskPlacement, started:
     if checkpoint_path.exists():
         progress = load_checkpoint(checkpoint_path, model, optimizer, params)
     progress = hvd.broadcast_object(progress, root_rank=0)
+    if progress.first_started_at is None:
+        progress.first_started_at = started
     # Horovod: every worker starts from rank 0's parameters and optimizer state.
     hvd.broadcast_parameters(model.state_dict(), root_rank=0)
     hvd.broadcast_optimizer_state(optimizer, root_rank=0)
@@ -232,7 +235,8 @@ def run_training(job: TrainingJob, placement: rendezvous.TaskPlacement, started:
         "final_val_accuracy": progress.last_record.get("val_accuracy"),
         "job_id": placement.job_id,
         "restarts": placement.attempt,
-        "queue_time_s": queue_time_s(cell_dir, started),
+        "queue_time_s": queue_time_s(cell_dir, progress.first_started_at),
+        "wall_time_s": time.time() - submitted_at(cell_dir, started),
     }
     write_json_atomically(cell_dir / RESULT_FILE, summary)
     return summary
@@ -310,12 +314,16 @@ def append_record(path: Path, record: dict[str, Any]) -> None:
         os.fsync(out.fileno())
 
 
-def queue_time_s(cell_dir: Path, started: float) -> float | None:
+def submitted_at(cell_dir: Path, default: float) -> float:
     try:
-        submitted = json.loads((cell_dir / JOB_FILE).read_text())["submitted_at"]
-    except (FileNotFoundError, KeyError, json.JSONDecodeError):
-        return None
-    return max(0.0, started - submitted)
+        return float(json.loads((cell_dir / JOB_FILE).read_text())["submitted_at"])
+    except (FileNotFoundError, KeyError, ValueError):
+        return default
+
+
+def queue_time_s(cell_dir: Path, first_started_at: float) -> float:
+    """Seconds between submission and the first attempt's start (requeues not included)."""
+    return max(0.0, first_started_at - submitted_at(cell_dir, first_started_at))
 
 
 def versions() -> dict[str, str]:
