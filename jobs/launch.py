@@ -13,14 +13,16 @@ that finished meanwhile is collected, and only otherwise is a new job submitted.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import json
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Iterator, TextIO
 
 import submitit
 from submitit.core.utils import FailedJobError, JobPaths
@@ -250,9 +252,44 @@ def wait_for_cell(cell_dir: Path, cell: str, params: TrainParams, launcher: Laun
         time.sleep(launcher.poll_interval_s)
 
 
+@contextlib.contextmanager
+def cell_slot(scheduler_dir: Path, limit: int, cell: str, out: TextIO) -> Iterator[None]:
+    """Hold one of `limit` slots shared by every launcher of the workflow.
+
+    A slot is an flock on a file, so a launcher that dies (kill -9, lost login
+    session) frees its slot at once."""
+    slots = scheduler_dir / "slots"
+    slots.mkdir(parents=True, exist_ok=True)
+    announced = False
+    while True:
+        for index in range(limit):
+            handle = open(slots / f"{index}.lock", "w")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.close()
+                continue
+            try:
+                yield
+            finally:
+                handle.close()
+            return
+        if not announced:
+            print(f"{cell}: waiting for a free slot ({limit} cell(s) in flight at most)", file=out, flush=True)
+            announced = True
+        time.sleep(1.0)
+
+
 def run_cell(cell_dir: Path, study: str, cell: str, grid_axes: tuple[str, ...], params: TrainParams,
              launcher: LauncherSettings, data_dir: Path, scheduler_dir: Path,
              out: TextIO = sys.stderr) -> dict[str, Any]:
+    with cell_slot(scheduler_dir, launcher.max_cells_in_flight, cell, out):
+        return run_cell_in_slot(cell_dir, study, cell, grid_axes, params, launcher, data_dir, scheduler_dir, out)
+
+
+def run_cell_in_slot(cell_dir: Path, study: str, cell: str, grid_axes: tuple[str, ...], params: TrainParams,
+                     launcher: LauncherSettings, data_dir: Path, scheduler_dir: Path,
+                     out: TextIO) -> dict[str, Any]:
     previous = JobRecord.read(cell_dir)
     if previous is not None and previous.collected:
         clear_finished_run(cell_dir)

@@ -96,6 +96,8 @@ class LauncherSettings:
     time_limit: str = "1:00:00"  # per cell, in Slurm's format
     max_gpus: int | None = None  # the most GPUs one cell may ask for (the site's limit)
     poll_interval_s: float = 2.0
+    # Cells queued or running at once, across every Snakemake job of the workflow.
+    max_cells_in_flight: int = 1
     # Slurm: seconds between two sacct calls, shared by every waiting cell.
     scheduler_refresh_s: float = 10.0
     # Seconds a result may take to appear on a shared filesystem after its job ended.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -31,14 +32,60 @@ def write_config(workdir: Path, config: dict[str, Any]) -> None:
     (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config))
 
 
-def run_snakemake(workdir: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(SNAKEMAKE), "--snakefile", str(REPO / "workflow" / "Snakefile"), "--directory", str(workdir),
-         "--profile", str(REPO / "profiles" / "default"), *args],
-        capture_output=True, text=True, timeout=timeout, cwd=workdir,
-    )
+def snakemake_command(workdir: Path, profile: Path, *args: str) -> list[str]:
+    return [str(SNAKEMAKE), "--snakefile", str(REPO / "workflow" / "Snakefile"), "--directory", str(workdir),
+            "--profile", str(profile), *args]
+
+
+def run_snakemake(workdir: Path, *args: str, profile: Path = REPO / "profiles" / "default",
+                  env: dict[str, str] | None = None, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(snakemake_command(workdir, profile, *args),
+                          capture_output=True, text=True, timeout=timeout, cwd=workdir, env=env)
 
 
 @pytest.fixture
 def config() -> dict[str, Any]:
     return copy.deepcopy(default_config())
+
+
+# --- the real Slurm test cluster (tests/cluster/up) -----------------------------------
+
+CLUSTER_DIR = Path(os.environ.get("SCALING_STUDY_CLUSTER_DIR", "/tmp/scaling-study-cluster"))
+
+
+def slurm_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("SLURM_CONF", str(CLUSTER_DIR / "etc" / "slurm.conf"))
+    return env
+
+
+def slurm(*command: str) -> str:
+    """Run a Slurm client command against the test cluster and return its output."""
+    return subprocess.run(command, capture_output=True, text=True, check=True, env=slurm_env(), timeout=60).stdout
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> dict[str, str]:
+    """The test cluster's environment; skips (fails under CI) when it is not up."""
+    try:
+        states = slurm("sinfo", "-h", "-o", "%T").split()
+    except (OSError, subprocess.SubprocessError) as error:
+        states, problem = [], str(error)
+    else:
+        problem = f"node states {states}"
+    if not states or not all(s.startswith("idle") or s.startswith("mix") or s.startswith("alloc") for s in states):
+        message = f"the Slurm test cluster is not up ({problem}): run tests/cluster/up"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return slurm_env()
+
+
+def slurm_profile(directory: Path, **launcher: Any) -> Path:
+    """profiles/slurm with test-sized settings: a copy, so the real one stays as users see it."""
+    profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
+    profile["config"]["launcher"].update({"poll_interval_s": 1, "scheduler_refresh_s": 3, "result_grace_s": 3,
+                                          **launcher})
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "config.yaml").write_text(yaml.safe_dump(profile))
+    return directory

@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034
 # Shared by up, down and smoke.sh: where the test cluster lives and how to tell its
 # processes from anyone else's. Sourced, not run.
 
@@ -6,11 +7,14 @@ STATE=$(realpath -m -- "$STATE")
 CLUSTER_NAME=scaling
 
 # Loopback ports, all away from the Slurm/MariaDB defaults (6817-6819, 3306) so a
-# real installation on the same host is never touched.
-MARIADB_PORT=16306
-SLURMCTLD_PORT=16817
-SLURMDBD_PORT=16819
-SLURMD_PORTS=(17001 17002)
+# real installation on the same host is never touched. A second cluster beside this
+# one needs its own state directory and SCALING_STUDY_CLUSTER_PORT_OFFSET (e.g. 100).
+PORT_OFFSET=${SCALING_STUDY_CLUSTER_PORT_OFFSET:-0}
+[[ $PORT_OFFSET =~ ^[0-9]+$ ]] || { echo "SCALING_STUDY_CLUSTER_PORT_OFFSET must be a number" >&2; exit 1; }
+MARIADB_PORT=$((16306 + PORT_OFFSET))
+SLURMCTLD_PORT=$((16817 + PORT_OFFSET))
+SLURMDBD_PORT=$((16819 + PORT_OFFSET))
+SLURMD_PORTS=($((17001 + PORT_OFFSET)) $((17002 + PORT_OFFSET)))
 NODES=(node1 node2)
 
 ETC=$STATE/etc

@@ -67,6 +67,7 @@ wait_until 30 "job $job CANCELLED in sacct" sacct_alloc_is "$job" CANCELLED
 ok "scancel $job: sacct says $(sacct -j "$job" -n -X -P -o State)"
 
 # --- 4. scontrol requeue of a running job ---------------------------------------
+# shellcheck disable=SC2016
 job=$(sbatch --parsable --nodes=2 --requeue -o "$WORK/requeue.%j.out" \
     --wrap 'echo start $SLURM_RESTART_COUNT; srun sleep 300')
 wait_until 30 "job $job running" is_running "$job"

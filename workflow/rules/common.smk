@@ -48,13 +48,6 @@ def get_cell(wildcards):
     return {"params": study.cells[wildcards.cell].to_dict(), "grid_axes": list(study.axes)}
 
 
-def get_cell_threads(wildcards):
-    # Locally the workers share this machine's cores; on Slurm the rule only waits.
-    if PLAN.launcher.executor != "local":
-        return 1
-    return PLAN.studies[wildcards.study].cells[wildcards.cell].gpus * PLAN.launcher.cpus_per_task
-
-
 def get_dataset_files(wildcards):
     params = PLAN.studies[wildcards.study].cells[wildcards.cell]
     if params.dataset == "fashion_mnist":

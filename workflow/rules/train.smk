@@ -8,11 +8,9 @@ rule train_cell:
         f"{RESULTS}/{{study}}/cells/{{cell}}/summary.json",
     params:
         cell=get_cell,
-    threads: get_cell_threads
-    resources:
-        # profiles/default allows one at a time, so cells do not share cores and skew
-        # each other's throughput; profiles/slurm allows as many as may be in flight.
-        cells_in_flight=1,
+    # The rule only waits for the cell's job; launcher.max_cells_in_flight, not
+    # Snakemake's cores, limits how many cells run at once.
+    threads: 1
     log:
         f"{RESULTS}/{{study}}/logs/train/{{cell}}.log",
     script:
