@@ -2,8 +2,9 @@
 # Smoke test of the running test cluster (bring it up first: tests/cluster/up).
 # Checks: both nodes idle; a 2-node x 2-task GPU job runs its 4 tasks across node1
 # and node2 and sacct says COMPLETED; scancel; scontrol requeue of a running job; a
-# submitit job from the project's venv returns [0, 1, 2, 3]; a killed slurmd is seen
-# as not responding, and `up` brings it back. Exits non-zero on the first failure.
+# submitit job from the project's venv returns [0, 1, 2, 3]; srun --mpi=pmix; with
+# cgroups, a job over its --mem ends OUT_OF_MEMORY; a killed slurmd is seen as not
+# responding, and `up` brings it back. Exits non-zero on the first failure.
 # Usage: tests/cluster/smoke.sh   (about 1.5-2 minutes, most of it the node failure)
 set -euo pipefail
 
@@ -94,7 +95,25 @@ print(j.results())
 [[ $result == "[0, 1, 2, 3]" ]] || fail "submitit job returned $result, expected [0, 1, 2, 3]"
 ok "submitit job (2 nodes x 2 tasks) returned $result"
 
-# --- 6. a slurmd dies: the node is noticed, `up` brings it back ------------------
+# --- 6. PMIx: srun --mpi=pmix starts 4 ranks across both nodes -------------------
+# shellcheck disable=SC2016
+timeout 60 srun --mpi=pmix --nodes=2 --ntasks-per-node=2 --output="$WORK/pmix.out" \
+    bash -c 'echo $SLURMD_NODENAME $PMIX_RANK' || fail "srun --mpi=pmix failed (see $LOG/slurmd.node1.log)"
+ranks=$(sort -k2n "$WORK/pmix.out")
+[[ $ranks == $'node1 0\nnode1 1\nnode2 2\nnode2 3' ]] || fail "srun --mpi=pmix ranks:"$'\n'"$ranks"
+ok "srun --mpi=pmix: PMIX_RANK 0-3 on node1+node2"
+
+# --- 7. with cgroups, memory is enforced -----------------------------------------
+if grep -q '^CgroupPlugin=cgroup/v1' "$ETC/cgroup.conf"; then
+    job=$(sbatch --parsable --nodes=1 --mem=200M -o /dev/null \
+        --wrap "srun $PYTHON -c 'b = bytearray(600 * 2**20)'")
+    wait_until 60 "job $job over its --mem ends OUT_OF_MEMORY" sacct_alloc_is "$job" OUT_OF_MEMORY
+    ok "cgroups: job $job allocating 600 MB with --mem=200M: OUT_OF_MEMORY"
+else
+    ok "cgroups not in use: memory not enforced (skipped)"
+fi
+
+# --- 8. a slurmd dies: the node is noticed, `up` brings it back ------------------
 both_idle() { [[ $(sinfo -h -N -o '%N=%T' | sort -u | tr '\n' ' ') == "node1=idle node2=idle " ]]; }
 # Kill it on an idle node: a slurmd killed while a job completes leaves the job
 # COMPLETING until slurmctld resends the terminate request (up to a minute later).

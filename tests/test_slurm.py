@@ -1,0 +1,220 @@
+"""The workflow against the real Slurm cluster of tests/cluster/up (two slurmd on this
+host, 2 fake GPUs each, slurmdbd so sacct answers): `snakemake --profile slurm`."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import stat
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from conftest import (REPO, default_config, run_snakemake, slurm, slurm_profile, snakemake_command, tiny_study,
+                      write_config)
+
+pytestmark = pytest.mark.slurm
+FIGURES = ("throughput", "scaling_efficiency", "time_to_accuracy", "accuracy_vs_time")
+
+
+def unique(prefix: str) -> str:
+    """Study names unique to this test run, so sacct's history of earlier runs stays apart."""
+    return f"{prefix}_{uuid.uuid4().hex[:8]}"
+
+
+def jobs_by_name(prefix: str) -> dict[str, list[str]]:
+    """Every Slurm job (sacct, all time) whose name starts with `prefix.`, by name."""
+    out = slurm("sacct", "-X", "-n", "-P", "-a", "-S", "now-1days", "-o", "JobIDRaw,JobName%100")
+    jobs: dict[str, list[str]] = {}
+    for line in out.splitlines():
+        job_id, _, name = line.partition("|")
+        if name.startswith(prefix + "."):
+            jobs.setdefault(name, []).append(job_id)
+    return jobs
+
+
+def job_record(cell_dir: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((cell_dir / "job.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def epochs_done(cell_dir: Path) -> int:
+    try:
+        lines = (cell_dir / "metrics.jsonl").read_text().splitlines()
+    except FileNotFoundError:
+        return 0
+    return sum(1 for line in lines if '"type": "epoch"' in line)
+
+
+def wait_until(condition, timeout: float, what: str, interval: float = 0.5) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def start_snakemake(workdir: Path, profile: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    log = open(workdir / "snakemake.out", "w")
+    return subprocess.Popen(snakemake_command(workdir, profile), cwd=workdir, env=env, stdout=log,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def test_default_study_on_slurm_gives_the_local_outputs(slurm_cluster, tmp_path):
+    default, wide = unique("default"), unique("wide")
+    config = default_config()
+    config["studies"] = {default: config["studies"]["default"],
+                         wide: {"grid": {"batch_size": [32], "gpus": [4]},
+                                "fixed": {"epochs": 2, "train_subset": 400}}}
+    write_config(tmp_path / "slurm", config)
+    write_config(tmp_path / "local", {**config, "studies": {default: config["studies"][default]}})
+
+    on_slurm = run_snakemake(tmp_path / "slurm", profile=slurm_profile(tmp_path / "profile"), env=slurm_cluster)
+    local = run_snakemake(tmp_path / "local")
+
+    assert on_slurm.returncode == 0, on_slurm.stderr[-4000:]
+    assert local.returncode == 0, local.stderr[-4000:]
+    outputs = {}
+    for where in ("slurm", "local"):
+        study_dir = tmp_path / where / "results" / default
+        outputs[where] = sorted(str(p.relative_to(study_dir)) for p in study_dir.rglob("*")
+                                if p.is_file() and "submitit" not in p.parts and "logs" not in p.parts)
+    assert outputs["slurm"] == outputs["local"]
+    runs = pd.read_csv(tmp_path / "slurm" / "results" / default / "runs.csv")
+    assert (runs["status"] == "complete").all() and len(runs) == 4
+    assert (runs["world_size"] == runs["gpus"]).all()
+    assert list(runs.columns) == list(pd.read_csv(tmp_path / "local" / "results" / default / "runs.csv").columns)
+
+    jobs = jobs_by_name(default) | jobs_by_name(wide)
+    expected = {f"{default}.{cell}" for cell in ("bs16-gpus1", "bs16-gpus2", "bs64-gpus1", "bs64-gpus2")}
+    assert set(jobs) == expected | {f"{wide}.bs32-gpus4"}
+    assert all(len(ids) == 1 for ids in jobs.values()), jobs
+
+    wide_cell = tmp_path / "slurm" / "results" / wide / "cells" / "bs32-gpus4"
+    meta = json.loads((wide_cell / "metrics.jsonl").read_text().splitlines()[0])
+    assert meta["world_size"] == 4 and meta["nodes"] == 2
+    assert meta["hosts"] == ["node1", "node1", "node2", "node2"]
+    job_id = job_record(wide_cell)["job_id"]
+    assert slurm("sacct", "-X", "-n", "-P", "-j", job_id, "-o", "NNodes,NTasks,NodeList").split()[0].startswith("2|")
+    assert sorted(p.name for p in (wide_cell / "submitit").glob(f"{job_id}_*_log.out")) == [
+        f"{job_id}_{task}_log.out" for task in range(4)]
+
+
+def test_failed_and_cancelled_cells_are_reported_and_rerun_alone(slurm_cluster, tmp_path):
+    ok, crash, cancel = unique("ok"), unique("crash"), unique("cancel")
+    config = default_config()
+    config["studies"] = {
+        ok: tiny_study(epochs=2),
+        crash: {"grid": {"batch_size": [32], "gpus": [2]}, "fixed": {"epochs": 3, "fail_at_epoch": 2,
+                                                                       "train_subset": 200}},
+        cancel: {"grid": {"batch_size": [32], "gpus": [1]}, "fixed": {"epochs": 400, "train_subset": 200}},
+    }
+    write_config(tmp_path, config)
+    profile = slurm_profile(tmp_path / "profile")
+    run = start_snakemake(tmp_path, profile, slurm_cluster)
+    cancel_dir = tmp_path / "results" / cancel / "cells" / "bs32-gpus1"
+    wait_until(lambda: epochs_done(cancel_dir) >= 2, 240, "the long cell to be training")
+    cancelled_id = job_record(cancel_dir)["job_id"]
+    slurm("scancel", cancelled_id)
+    assert run.wait(timeout=600) != 0
+    output = (tmp_path / "snakemake.out").read_text()
+
+    crash_dir = tmp_path / "results" / crash / "cells" / "bs32-gpus2"
+    match = re.search(r"cell bs32-gpus2 failed: RuntimeError: fail_at_epoch = 2: rank 1 fails on purpose "
+                      r"\(testing switch\) \(log: (\S+)\)", output)
+    assert match, output[-4000:]
+    assert "fails on purpose" in Path(match.group(1)).read_text()
+    match = re.search(rf"cell bs32-gpus1 failed: Slurm job {cancelled_id} ended CANCELLED.* \(log: (\S+)\)", output)
+    assert match, output[-4000:]
+    assert Path(match.group(1)).parent == cancel_dir / "submitit"
+    assert not (crash_dir / "summary.json").exists() and not (cancel_dir / "summary.json").exists()
+    assert (pd.read_csv(tmp_path / "results" / ok / "runs.csv")["status"] == "complete").all()
+
+    # The user mends the config; the next invocation resubmits the two failed cells only.
+    config["studies"][crash]["fixed"]["fail_at_epoch"] = None
+    config["studies"][cancel]["fixed"]["epochs"] = 3
+    write_config(tmp_path, config)
+    rerun = run_snakemake(tmp_path, profile=profile, env=slurm_cluster)
+    assert rerun.returncode == 0, rerun.stderr[-4000:]
+    submitted = sorted(re.findall(r"^(\S+): submitting", rerun.stderr, flags=re.M))
+    assert submitted == ["bs32-gpus1", "bs32-gpus2"]
+    jobs = jobs_by_name(ok) | jobs_by_name(crash) | jobs_by_name(cancel)
+    assert {name: len(ids) for name, ids in jobs.items()} == {
+        f"{ok}.bs32-gpus1": 1, f"{ok}.bs32-gpus2": 1, f"{ok}.bs64-gpus1": 1, f"{ok}.bs64-gpus2": 1,
+        f"{crash}.bs32-gpus2": 2, f"{cancel}.bs32-gpus1": 2}
+
+
+def test_lost_login_session_reattaches_instead_of_resubmitting(slurm_cluster, tmp_path):
+    study = unique("detach")
+    config = default_config()
+    # Short cells finish while the login session is gone; long ones are still pending or running.
+    config["studies"] = {study: {"grid": {"batch_size": [32], "gpus": [1, 2], "epochs": [2, 200]},
+                                 "fixed": {"train_subset": 600}}}
+    write_config(tmp_path, config)
+    profile = slurm_profile(tmp_path / "profile")
+    cells = tmp_path / "results" / study / "cells"
+    run = start_snakemake(tmp_path, profile, slurm_cluster)
+    wait_until(lambda: cells.exists() and sum(job_record(c) is not None for c in cells.iterdir()) == 4,
+               120, "all four cells to be submitted")
+    os.killpg(run.pid, signal.SIGKILL)  # the login node drops Snakemake and every launcher at once
+    run.wait()
+    states = slurm("sacct", "-X", "-n", "-P", "-o", "State", "-j",
+                   ",".join(job_record(c)["job_id"] for c in cells.iterdir())).split()
+    assert any(s in ("PENDING", "RUNNING") for s in states), states
+    short_cells = [cells / "bs32-gpus1-ep2", cells / "bs32-gpus2-ep2"]
+    wait_until(lambda: all((c / "result.json").exists() for c in short_cells), 240,
+               "the short cells to finish while nobody watches")
+
+    rerun = run_snakemake(tmp_path, profile=profile, env=slurm_cluster)
+
+    assert rerun.returncode == 0, rerun.stderr[-4000:]
+    assert "submitting" not in rerun.stderr
+    assert len(re.findall(r"reattached to Slurm job", rerun.stderr)) >= 1
+    assert len(re.findall(r"collected the result of job", rerun.stderr)) >= 2
+    jobs = jobs_by_name(study)
+    assert len(jobs) == 4 and all(len(ids) == 1 for ids in jobs.values()), jobs
+    runs = pd.read_csv(tmp_path / "results" / study / "runs.csv")
+    assert (runs["status"] == "complete").all() and len(runs) == 4
+
+
+def test_scheduler_calls_per_minute_do_not_grow_with_cells(slurm_cluster, tmp_path):
+    study = unique("load")
+    config = default_config()
+    config["studies"] = {study: {"grid": {"batch_size": [8, 16, 32, 64], "gpus": [1, 2], "seed": [0, 1]},
+                                 "fixed": {"epochs": 2, "train_subset": 200}}}
+    write_config(tmp_path, config)
+    refresh_s = 5
+    profile = slurm_profile(tmp_path / "profile", scheduler_refresh_s=refresh_s)
+    calls_log = tmp_path / "scheduler_calls.log"
+    wrappers = tmp_path / "bin"
+    wrappers.mkdir()
+    for command in ("sacct", "squeue"):
+        real = subprocess.run(["which", command], capture_output=True, text=True, check=True).stdout.strip()
+        wrapper = wrappers / command
+        wrapper.write_text(f'#!/bin/sh\necho "$(date +%s.%N) {command}" >> {calls_log}\nexec {real} "$@"\n')
+        wrapper.chmod(wrapper.stat().st_mode | stat.S_IEXEC)
+    env = {**slurm_cluster, "PATH": f"{wrappers}:{slurm_cluster['PATH']}"}
+
+    started = time.time()
+    result = run_snakemake(tmp_path, profile=profile, env=env)
+    minutes = (time.time() - started) / 60
+
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert len(pd.read_csv(tmp_path / "results" / study / "runs.csv")) == 16
+    calls = calls_log.read_text().splitlines() if calls_log.exists() else []
+    per_minute = len(calls) / minutes
+    print(f"\n16 cells, {minutes:.1f} min, {len(calls)} sacct/squeue calls = {per_minute:.1f} per minute "
+          f"(one shared sacct every {refresh_s} s; a poll per cell every {refresh_s} s would be "
+          f"up to {16 * 60 / refresh_s:.0f} per minute)")
+    # One refresh per period, plus one for a refresh racing the period's end.
+    assert per_minute <= 60 / refresh_s + 2, calls
