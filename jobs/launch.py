@@ -28,7 +28,7 @@ import submitit
 from submitit.core.utils import FailedJobError, JobPaths
 
 from jobs.params import LauncherSettings, TrainParams
-from jobs.scheduler import JobState, SharedSlurmView, query_sacct
+from jobs.scheduler import JobState, SharedSlurmView, current_state
 from jobs.train import CHECKPOINT_FILE, JOB_FILE, METRICS_FILE, RESULT_FILE, TrainingJob, write_json_atomically
 
 SUMMARY_FILE = "summary.json"
@@ -225,7 +225,7 @@ def still_running_job(cell_dir: Path, launcher: LauncherSettings) -> JobRecord |
     record = JobRecord.read(cell_dir)
     if record is None or record.executor != "slurm" or launcher.executor != "slurm":
         return None  # a local job dies with the launcher that started it
-    state = query_sacct([record.job_id]).get(record.job_id)
+    state = current_state(record.job_id)
     return record if state is not None and state.active else None
 
 
@@ -280,10 +280,24 @@ def cell_slot(scheduler_dir: Path, limit: int, cell: str, out: TextIO) -> Iterat
         time.sleep(1.0)
 
 
+@contextlib.contextmanager
+def cell_lock(cell_dir: Path, cell: str) -> Iterator[None]:
+    """One launcher per cell at a time. Snakemake's own directory lock is off (profiles
+    set `nolock`) because it outlives a killed login session; this flock does not."""
+    cell_dir.mkdir(parents=True, exist_ok=True)
+    with open(cell_dir / ".launcher.lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CellFailed(f"cell {cell} is being run by another Snakemake on this directory; "
+                             "let it finish or stop it first") from None
+        yield
+
+
 def run_cell(cell_dir: Path, study: str, cell: str, grid_axes: tuple[str, ...], params: TrainParams,
              launcher: LauncherSettings, data_dir: Path, scheduler_dir: Path,
              out: TextIO = sys.stderr) -> dict[str, Any]:
-    with cell_slot(scheduler_dir, launcher.max_cells_in_flight, cell, out):
+    with cell_lock(cell_dir, cell), cell_slot(scheduler_dir, launcher.max_cells_in_flight, cell, out):
         return run_cell_in_slot(cell_dir, study, cell, grid_axes, params, launcher, data_dir, scheduler_dir, out)
 
 

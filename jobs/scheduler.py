@@ -62,6 +62,20 @@ def query_sacct(job_ids: list[str]) -> dict[str, JobState]:
     return parse_sacct(result.stdout)
 
 
+def query_squeue(job_id: str) -> JobState | None:
+    """The controller's own view of one job: it knows a job before slurmdbd does."""
+    result = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%i|%T|%M|%N|%r"],
+                            capture_output=True, text=True, timeout=60)
+    if result.returncode != 0:
+        return None  # "Invalid job id": the controller has forgotten it (finished long ago)
+    return parse_sacct(result.stdout).get(job_id)
+
+
+def current_state(job_id: str) -> JobState | None:
+    """One job's state now: sacct, or squeue for a job too new for the accounting database."""
+    return query_sacct([job_id]).get(job_id) or query_squeue(job_id)
+
+
 class SharedSlurmView:
     """Job states for every cell waiting under `directory`, refreshed at most every refresh_s."""
 

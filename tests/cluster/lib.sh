@@ -88,3 +88,20 @@ stepd_is_ours() {
     done
     return 1
 }
+
+# descendants PID...: print these PIDs and those of all their descendants.
+descendants() {
+    ps -e -o pid=,ppid= | awk -v roots="$*" '
+        BEGIN { n = split(roots, r, " "); for (i = 1; i <= n; i++) keep[r[i]] = 1 }
+        { parent[$1] = $2; pids[NR] = $1 }
+        END {
+            for (changed = 1; changed;) {
+                changed = 0
+                for (i in pids) {
+                    p = pids[i]
+                    if (!(p in keep) && (parent[p] in keep)) { keep[p] = 1; changed = 1 }
+                }
+            }
+            for (p in keep) print p
+        }'
+}

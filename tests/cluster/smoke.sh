@@ -97,7 +97,7 @@ ok "submitit job (2 nodes x 2 tasks) returned $result"
 
 # --- 6. PMIx: srun --mpi=pmix starts 4 ranks across both nodes -------------------
 # shellcheck disable=SC2016
-timeout 60 srun --mpi=pmix --nodes=2 --ntasks-per-node=2 --output="$WORK/pmix.out" \
+timeout 60 srun --quiet --mpi=pmix --nodes=2 --ntasks-per-node=2 --output="$WORK/pmix.out" \
     bash -c 'echo $SLURMD_NODENAME $PMIX_RANK' || fail "srun --mpi=pmix failed (see $LOG/slurmd.node1.log)"
 ranks=$(sort -k2n "$WORK/pmix.out")
 [[ $ranks == $'node1 0\nnode1 1\nnode2 2\nnode2 3' ]] || fail "srun --mpi=pmix ranks:"$'\n'"$ranks"
@@ -107,8 +107,9 @@ ok "srun --mpi=pmix: PMIX_RANK 0-3 on node1+node2"
 if grep -q '^CgroupPlugin=cgroup/v1' "$ETC/cgroup.conf"; then
     job=$(sbatch --parsable --nodes=1 --mem=200M -o /dev/null \
         --wrap "srun $PYTHON -c 'b = bytearray(600 * 2**20)'")
-    wait_until 60 "job $job over its --mem ends OUT_OF_MEMORY" sacct_alloc_is "$job" OUT_OF_MEMORY
-    ok "cgroups: job $job allocating 600 MB with --mem=200M: OUT_OF_MEMORY"
+    oom_step() { sacct -j "$1" -n -P -o JobID,State 2>/dev/null | grep -q '\.0|OUT_OF_MEMORY'; }
+    wait_until 60 "step $job.0 over its job's --mem ends OUT_OF_MEMORY" oom_step "$job"
+    ok "cgroups: step $job.0 allocating 600 MB with --mem=200M: OUT_OF_MEMORY"
 else
     ok "cgroups not in use: memory not enforced (skipped)"
 fi
