@@ -129,7 +129,7 @@ def run_training(job: TrainingJob, placement: rendezvous.TaskPlacement, started:
     steps_per_epoch = len(train_loader)
     startup_s = time.time() - started
     if is_writer:
-        prepare_metrics_file(cell_dir / METRICS_FILE, progress.epoch)
+        prepare_metrics_file(cell_dir / METRICS_FILE, progress)
         append_record(cell_dir / METRICS_FILE, {
             "type": "meta",
             "study": job.study,
@@ -291,19 +291,23 @@ def load_checkpoint(path: Path, model: Any, optimizer: Any, params: TrainParams)
     return state["progress"]
 
 
-def prepare_metrics_file(path: Path, resumed_epoch: int) -> None:
-    """Keep the records of epochs the checkpoint holds; drop any later, unsaved ones."""
-    if resumed_epoch == 0 or not path.exists():
+def prepare_metrics_file(path: Path, progress: Progress) -> None:
+    """Keep the records of the epochs the checkpoint holds, and only those."""
+    if progress.epoch == 0 or not path.exists():
         path.write_text("")
         return
-    kept = []
+    kept, epochs = [], set()
     for line in path.read_text().splitlines():
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
-            continue  # a line cut short by the crash we are resuming from
-        if record.get("type") != "epoch" or record.get("epoch", 0) <= resumed_epoch:
+            continue  # a line cut short by the stop we are resuming from
+        if record.get("type") != "epoch" or record.get("epoch", 0) <= progress.epoch:
             kept.append(line)
+            epochs.add(record.get("epoch"))
+    if progress.epoch not in epochs and progress.last_record:
+        # Stopped between saving the checkpoint and logging its epoch.
+        kept.append(json.dumps(progress.last_record, allow_nan=False))
     path.write_text("".join(line + "\n" for line in kept))
 
 

@@ -217,3 +217,112 @@ def test_scheduler_calls_per_minute_do_not_grow_with_cells(slurm_cluster, tmp_pa
           f"up to {16 * 60 / refresh_s:.0f} per minute)")
     # One refresh per period, plus one for a refresh racing the period's end.
     assert per_minute <= 60 / refresh_s + 2, calls
+
+
+def epoch_log(cell_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    records = [json.loads(line) for line in (cell_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in records if r["type"] == "meta"], [r for r in records if r["type"] == "epoch"]
+
+
+def assert_resumed_without_repeating(cell_dir: Path, epochs: int) -> dict[str, Any]:
+    summary = json.loads((cell_dir / "summary.json").read_text())
+    metas, records = epoch_log(cell_dir)
+    assert summary["status"] == "complete" and summary["epochs_run"] == epochs
+    assert summary["restarts"] >= 1
+    assert [r["epoch"] for r in records] == list(range(1, epochs + 1))  # no finished epoch ran twice
+    assert len(metas) >= 2 and metas[-1]["resumed_from_epoch"] > 0
+    # Training time counts epochs only: queue time and restarts are recorded apart.
+    assert summary["train_time_s"] == pytest.approx(sum(r["epoch_time_s"] for r in records), rel=1e-6)
+    assert summary["wall_time_s"] > summary["train_time_s"] + summary["queue_time_s"]
+    return summary
+
+
+def test_requeued_cell_resumes_from_its_last_checkpoint(slurm_cluster, tmp_path):
+    study = unique("requeue")
+    config = default_config()
+    config["studies"] = {study: {"grid": {"batch_size": [32], "gpus": [2]},
+                                 "fixed": {"epochs": 80, "train_subset": 600}}}
+    write_config(tmp_path, config)
+    run = start_snakemake(tmp_path, slurm_profile(tmp_path / "profile"), slurm_cluster)
+    cell_dir = tmp_path / "results" / study / "cells" / "bs32-gpus2"
+    wait_until(lambda: epochs_done(cell_dir) >= 5, 240, "a few epochs before the requeue")
+    slurm("scontrol", "requeue", job_record(cell_dir)["job_id"])  # what preemption does
+
+    assert run.wait(timeout=600) == 0, (tmp_path / "snakemake.out").read_text()[-4000:]
+    assert_resumed_without_repeating(cell_dir, epochs=80)
+    assert len(jobs_by_name(study)[f"{study}.bs32-gpus2"]) == 1  # requeued, not resubmitted
+
+
+def test_time_limit_shorter_than_the_run_checkpoints_and_requeues(slurm_cluster, tmp_path):
+    study = unique("timelimit")
+    config = default_config()
+    config["studies"] = {study: {"grid": {"batch_size": [32], "gpus": [1]},
+                                 "fixed": {"epochs": 500, "train_subset": 600}}}
+    write_config(tmp_path, config)
+    # A one-minute limit; submitit's USR2 arrives 30 s before it, checkpoints and requeues.
+    profile = slurm_profile(tmp_path / "profile", time_limit="1",
+                            slurm={"partition": "debug", "signal_delay_s": 30})
+
+    result = run_snakemake(tmp_path, profile=profile, env=slurm_cluster)
+
+    assert result.returncode == 0, result.stderr[-4000:]
+    cell_dir = tmp_path / "results" / study / "cells" / "bs32-gpus1"
+    summary = assert_resumed_without_repeating(cell_dir, epochs=500)
+    assert summary["train_time_s"] > 30  # more than one attempt could hold
+    stdout = "".join(p.read_text() for p in (cell_dir / "submitit").glob("*_0_log.err"))
+    assert "timed-out" in stdout or "preempted" in stdout
+
+
+def test_node_failure_is_never_recorded_as_complete(slurm_cluster, tmp_path):
+    study = unique("nodefail")
+    config = default_config()
+    config["studies"] = {study: {"grid": {"batch_size": [32], "gpus": [4]},
+                                 "fixed": {"epochs": 300, "train_subset": 600}}}
+    write_config(tmp_path, config)
+    profile = slurm_profile(tmp_path / "profile")
+    run = start_snakemake(tmp_path, profile, slurm_cluster)
+    cell_dir = tmp_path / "results" / study / "cells" / "bs32-gpus4"
+    wait_until(lambda: epochs_done(cell_dir) >= 3, 240, "the 2-node cell to be training")
+    try:
+        node2 = kill_node("node2")
+        assert node2, "found no processes of node2 to stop"
+        # The cell must not complete while a node it ran on is dead.
+        wait_until(lambda: run.poll() is not None or "DOWN" in slurm("sinfo", "-h", "-n", "node2", "-o", "%T").upper()
+                   or "NOT_RESPONDING" in slurm("sinfo", "-h", "-n", "node2", "-o", "%T").upper(),
+                   180, "Slurm to notice node2 is gone")
+        assert not (cell_dir / "summary.json").exists()
+    finally:
+        subprocess.run([str(REPO / "tests" / "cluster" / "up")], check=True, capture_output=True, timeout=300)
+    finished = run.wait(timeout=900)
+    output = (tmp_path / "snakemake.out").read_text()
+    if finished != 0:  # failed: reported with a reason, and a rerun completes it
+        assert re.search(r"cell bs32-gpus4 failed: .+ \(log: \S+\)", output), output[-4000:]
+        assert not (cell_dir / "summary.json").exists()
+        rerun = run_snakemake(tmp_path, profile=profile, env=slurm_cluster)
+        assert rerun.returncode == 0, rerun.stderr[-4000:]
+    summary = json.loads((cell_dir / "summary.json").read_text())
+    assert summary["status"] == "complete" and summary["world_size"] == 4
+    if finished == 0:  # requeued by Slurm: it resumed, it did not pretend nothing happened
+        assert summary["restarts"] >= 1
+
+
+def kill_node(node: str) -> list[int]:
+    """Stop a node the hard way: its slurmd and every process of its jobs, as a power cut would."""
+    killed = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            environ = (proc / "environ").read_bytes().split(b"\0")
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        is_slurmd = cmdline[0].endswith(b"slurmd") and node.encode() in cmdline
+        runs_job_there = f"SLURMD_NODENAME={node}".encode() in environ
+        if is_slurmd or runs_job_there:
+            try:
+                os.kill(int(proc.name), signal.SIGKILL)
+                killed.append(int(proc.name))
+            except ProcessLookupError:
+                pass
+    return killed

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from jobs.params import TrainParams
-from jobs.train import learning_rate, prepare_metrics_file
+from jobs.train import Progress, learning_rate, prepare_metrics_file
 
 
 def test_warmup_ramps_from_base_to_scaled_lr():
@@ -27,13 +27,20 @@ def test_resume_keeps_checkpointed_epochs_and_drops_later_ones(tmp_path):
     lines = [{"type": "meta"}, {"type": "epoch", "epoch": 1}, {"type": "epoch", "epoch": 2},
              {"type": "epoch", "epoch": 3}]
     path.write_text("".join(json.dumps(r) + "\n" for r in lines) + '{"type": "epo')
-    prepare_metrics_file(path, resumed_epoch=2)
+    prepare_metrics_file(path, Progress(epoch=2, last_record=lines[2]))
     kept = [json.loads(line) for line in path.read_text().splitlines()]
     assert kept == lines[:3]
+
+
+def test_resume_restores_the_checkpointed_epoch_missing_from_the_log(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"type": "meta"}\n{"type": "epoch", "epoch": 1}\n')
+    prepare_metrics_file(path, Progress(epoch=2, last_record={"type": "epoch", "epoch": 2}))
+    assert [json.loads(line).get("epoch") for line in path.read_text().splitlines()] == [None, 1, 2]
 
 
 def test_fresh_start_empties_the_metrics_file(tmp_path):
     path = tmp_path / "metrics.jsonl"
     path.write_text('{"type": "epoch", "epoch": 1}\n')
-    prepare_metrics_file(path, resumed_epoch=0)
+    prepare_metrics_file(path, Progress())
     assert path.read_text() == ""
