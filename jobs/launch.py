@@ -246,6 +246,8 @@ def wait_for_cell(cell_dir: Path, cell: str, params: TrainParams, launcher: Laun
             failure = root_failure(cell_dir, watch.record, params.gpus)
             if failure is not None:
                 reason, log_path = failure
+                if watch.last_state is not None:
+                    reason += f"; {watch.describe_end()}"
                 raise CellFailed(f"cell {cell} failed: {reason} (log: {log_path})")
             raise CellFailed(f"cell {cell} failed: {watch.describe_end()} without a result "
                              f"(log: {watch.record.stderr(cell_dir)})")

@@ -268,7 +268,7 @@ def test_time_limit_shorter_than_the_run_checkpoints_and_requeues(slurm_cluster,
     assert result.returncode == 0, result.stderr[-4000:]
     cell_dir = tmp_path / "results" / study / "cells" / "bs32-gpus1"
     summary = assert_resumed_without_repeating(cell_dir, epochs=500)
-    assert summary["train_time_s"] > 30  # more than one attempt could hold
+    assert summary["wall_time_s"] > 60  # longer than one attempt may run
     stdout = "".join(p.read_text() for p in (cell_dir / "submitit").glob("*_0_log.err"))
     assert "timed-out" in stdout or "preempted" in stdout
 
