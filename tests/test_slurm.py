@@ -284,8 +284,9 @@ def test_node_failure_is_never_recorded_as_complete(slurm_cluster, tmp_path):
     cell_dir = tmp_path / "results" / study / "cells" / "bs32-gpus4"
     wait_until(lambda: epochs_done(cell_dir) >= 3, 240, "the 2-node cell to be training")
     try:
-        node2 = kill_node("node2")
-        assert node2, "found no processes of node2 to stop"
+        crash = subprocess.run([str(REPO / "tests" / "cluster" / "kill-node"), "node2"], env=slurm_cluster,
+                               capture_output=True, text=True, timeout=60)
+        assert "node2 crashed: killed" in crash.stdout + crash.stderr, crash
         # The cell must not complete while a node it ran on is dead.
         wait_until(lambda: run.poll() is not None or "DOWN" in slurm("sinfo", "-h", "-n", "node2", "-o", "%T").upper()
                    or "NOT_RESPONDING" in slurm("sinfo", "-h", "-n", "node2", "-o", "%T").upper(),
@@ -305,24 +306,3 @@ def test_node_failure_is_never_recorded_as_complete(slurm_cluster, tmp_path):
     if finished == 0:  # requeued by Slurm: it resumed, it did not pretend nothing happened
         assert summary["restarts"] >= 1
 
-
-def kill_node(node: str) -> list[int]:
-    """Stop a node the hard way: its slurmd and every process of its jobs, as a power cut would."""
-    killed = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            environ = (proc / "environ").read_bytes().split(b"\0")
-            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        is_slurmd = cmdline[0].endswith(b"slurmd") and node.encode() in cmdline
-        runs_job_there = f"SLURMD_NODENAME={node}".encode() in environ
-        if is_slurmd or runs_job_there:
-            try:
-                os.kill(int(proc.name), signal.SIGKILL)
-                killed.append(int(proc.name))
-            except ProcessLookupError:
-                pass
-    return killed
