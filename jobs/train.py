@@ -93,7 +93,8 @@ def run_training(job: TrainingJob, placement: rendezvous.TaskPlacement, started:
     params = TrainParams.from_dict(job.params)
     cell_dir = Path(job.cell_dir)
     hvd.init()  # Horovod: initialise from the HOROVOD_* variables set by rendezvous.join
-    torch.set_num_threads(job.threads_per_worker)
+    threads = torch_threads(job.threads_per_worker, hvd.local_size())
+    torch.set_num_threads(threads)
     device = torch.device("cpu")
     if torch.cuda.is_available():
         torch.cuda.set_device(hvd.local_rank())  # Horovod: pin one GPU per process
@@ -138,7 +139,7 @@ def run_training(job: TrainingJob, placement: rendezvous.TaskPlacement, started:
             "local_size": hvd.local_size(),
             "nodes": hvd.cross_size(),
             "hosts": hosts,
-            "threads_per_worker": job.threads_per_worker,
+            "threads_per_worker": threads,
             "device": str(device),
             "job_id": placement.job_id,
             "attempt": placement.attempt,
@@ -240,6 +241,12 @@ def run_training(job: TrainingJob, placement: rendezvous.TaskPlacement, started:
     }
     write_json_atomically(cell_dir / RESULT_FILE, summary)
     return summary
+
+
+def torch_threads(wanted: int, workers_on_this_node: int) -> int:
+    """Threads per worker such that workers x threads never exceed the CPUs we were given."""
+    available = len(os.sched_getaffinity(0))
+    return max(1, min(wanted, available // workers_on_this_node))
 
 
 def make_optimizer(params: TrainParams, model: Any) -> Any:

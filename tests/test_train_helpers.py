@@ -7,7 +7,9 @@ import json
 import pytest
 
 from jobs.params import TrainParams
-from jobs.train import Progress, learning_rate, prepare_metrics_file
+import os
+
+from jobs.train import Progress, learning_rate, prepare_metrics_file, torch_threads
 
 
 def test_warmup_ramps_from_base_to_scaled_lr():
@@ -44,3 +46,11 @@ def test_fresh_start_empties_the_metrics_file(tmp_path):
     path.write_text('{"type": "epoch", "epoch": 1}\n')
     prepare_metrics_file(path, Progress())
     assert path.read_text() == ""
+
+
+def test_threads_never_oversubscribe_the_cpus_given():
+    cpus = len(os.sched_getaffinity(0))
+    assert torch_threads(1, 1) == 1
+    assert torch_threads(64, 1) == cpus
+    assert torch_threads(64, cpus) == 1
+    assert torch_threads(2, 4 * cpus) == 1  # more workers than CPUs: one thread each, no fewer
