@@ -117,3 +117,24 @@ def test_bad_config_stops_before_anything_runs(tmp_path):
     errors = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("config error")]
     assert errors == ["config error: studies.default.grid.batch_size[0] = -5 is too small; it must be >= 1"]
     assert not (tmp_path / "results").exists()
+
+
+def test_fashion_mnist_cell_reads_idx_files_from_the_data_directory(tmp_path):
+    """The compute job reads the IDX files; nothing downloads when they are present."""
+    from test_data import fake_fashion_mnist
+
+    fake_fashion_mnist(tmp_path / "data" / "fashion_mnist", num_train=256, num_val=64)
+    config = default_config()
+    config["studies"] = {"fashion": {"grid": {"batch_size": [32], "gpus": [2]},
+                                     "fixed": {"dataset": "fashion_mnist", "model": "cnn", "epochs": 2}}}
+    write_config(tmp_path, config)
+
+    result = run_snakemake(tmp_path)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "download_fashion_mnist" not in result.stderr
+    meta = json.loads((tmp_path / "results/fashion/cells/bs32-gpus2/metrics.jsonl").read_text().splitlines()[0])
+    epochs = [json.loads(line) for line in (tmp_path / "results/fashion/cells/bs32-gpus2/metrics.jsonl")
+              .read_text().splitlines()[1:]]
+    assert meta["params"]["dataset"] == "fashion_mnist"
+    assert [e["samples"] for e in epochs] == [256, 256]
