@@ -65,7 +65,10 @@ fi
 
 ensure_build_tools
 [ -x "$venv/bin/python" ] || { log "creating .venv"; "$python_bin" -m venv "$venv"; }
-pip=("$venv/bin/python" -m pip install --quiet --disable-pip-version-check)
+# Some machines' pip.conf names package folders that do not exist; pip warns once per
+# package about each. Keep its real warnings and errors.
+pip_quietly() { "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }
+pip=(pip_quietly "$venv/bin/python" -m pip install --quiet --disable-pip-version-check)
 
 torch_version=$(pin torch)
 horovod_version=$(pin horovod)
@@ -82,7 +85,7 @@ if ! ls "$wheel_dir"/horovod-*.whl >/dev/null 2>&1; then
     log "building Horovod $horovod_version for torch $torch_version (once per machine, ~8 minutes on 2 cores)"
     build_dir=$(mktemp -d)
     trap 'rm -rf "$build_dir"' EXIT
-    "$venv/bin/python" -m pip download --quiet --no-deps --no-binary :all: \
+    pip_quietly "$venv/bin/python" -m pip download --quiet --no-deps --no-binary :all: \
         -d "$build_dir" "horovod==$horovod_version"
     tar -xzf "$build_dir"/horovod-*.tar.gz -C "$build_dir"
     src=$(echo "$build_dir"/horovod-"$horovod_version")
@@ -105,10 +108,11 @@ fi
 log "installing the project and its pinned dependencies"
 "${pip[@]}" -e ".[test]"
 
-if ! "$venv/bin/horovodrun" --check-build | tee /dev/stderr | grep -q '\[X\] PyTorch'; then
-    log "Horovod was built without PyTorch support"; exit 1
-fi
-"$venv/bin/horovodrun" --check-build | grep -q '\[X\] Gloo' || { log "Horovod lacks Gloo"; exit 1; }
+build_report=$("$venv/bin/horovodrun" --check-build)
+printf '%s\n' "$build_report" >&2
+for needed in PyTorch Gloo; do
+    grep -q "\[X\] $needed" <<< "$build_report" || { log "Horovod was built without $needed support"; exit 1; }
+done
 
 stamp_of_inputs > "$stamp_file"
 log "done: the environment is in .venv"
