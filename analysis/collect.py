@@ -304,10 +304,14 @@ def epoch_rows(cell: Cell, grid_axes: list[str]) -> list[dict[str, Any]]:
     ]
 
 
-def collect_study(study_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(runs, epochs) for every directory under ``study_dir``/cells, sorted by cell."""
+def collect_study(study_dir: Path, cells: Sequence[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(runs, epochs) for the given cells of the study (default: every directory under
+    ``study_dir``/cells), sorted by grid values. A cell never started counts as failed."""
     cells_dir = Path(study_dir) / "cells"
-    cell_dirs = sorted(path for path in cells_dir.iterdir() if path.is_dir()) if cells_dir.is_dir() else []
+    if cells is not None:
+        cell_dirs = [cells_dir / cell for cell in sorted(cells)]
+    else:
+        cell_dirs = sorted(path for path in cells_dir.iterdir() if path.is_dir()) if cells_dir.is_dir() else []
     cells = [read_cell(cell_dir) for cell_dir in cell_dirs]
     grid_axes = study_grid_axes(cells)
     study = Path(study_dir).name
@@ -355,8 +359,9 @@ def _sort_by_grid(frame: pd.DataFrame, grid_axes: list[str], then: list[str] | N
         return frame.sort_values(["cell", *(then or [])], kind="stable", ignore_index=True)
 
 
-def write_tables(study_dir: Path, runs_csv: Path, epochs_csv: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    runs, epochs = collect_study(study_dir)
+def write_tables(study_dir: Path, runs_csv: Path, epochs_csv: Path,
+                 cells: Sequence[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    runs, epochs = collect_study(study_dir, cells)
     for path, table in ((runs_csv, runs), (epochs_csv, epochs)):
         path.parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(path, index=False)
@@ -374,11 +379,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("study_dir", type=Path, help="results/<study>, holding cells/<cell>/")
     parser.add_argument("--runs", type=Path, help="output CSV, one row per cell (default: <study_dir>/runs.csv)")
     parser.add_argument("--epochs", type=Path, help="output CSV, one row per epoch (default: <study_dir>/epochs.csv)")
+    parser.add_argument("--cells", nargs="+", help="the study's cells (default: every directory under cells/)")
     args = parser.parse_args(argv)
     runs, _ = write_tables(
         args.study_dir,
         args.runs or args.study_dir / "runs.csv",
         args.epochs or args.study_dir / "epochs.csv",
+        args.cells,
     )
     print(_summarize(runs))
     for cell, problem in runs.loc[runs["problem"].notna(), ["cell", "problem"]].itertuples(index=False):

@@ -44,7 +44,8 @@ def cell_state(cell_dir: Path, record: JobRecord | None, slurm: dict[str, JobSta
     """(state, elapsed) of one cell."""
     if (cell_dir / SUMMARY_FILE).exists():
         summary = json.loads((cell_dir / SUMMARY_FILE).read_text())
-        return summary["status"], f"{summary['train_time_s']:.1f}s train"
+        seconds = round(summary.get("wall_time_s") or summary["train_time_s"])
+        return summary["status"], f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
     if record is None:
         return "not started", ""
     if record.executor == "slurm" and record.job_id in slurm:

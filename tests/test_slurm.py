@@ -100,6 +100,13 @@ def test_default_study_on_slurm_gives_the_local_outputs(slurm_cluster, tmp_path)
     assert set(jobs) == expected | {f"{wide}.bs32-gpus4"}
     assert all(len(ids) == 1 for ids in jobs.values()), jobs
 
+    status = subprocess.run([str(REPO / ".venv" / "bin" / "scaling-status")], cwd=tmp_path / "slurm",
+                            env=slurm_cluster, capture_output=True, text=True, check=True).stdout.splitlines()
+    assert status[0].split() == ["study", "cell", "job", "state", "elapsed", "epoch", "val_acc"]
+    rows = {(line.split()[0], line.split()[1]): line.split() for line in status[1:]}
+    assert rows[(wide, "bs32-gpus4")][2] == jobs[f"{wide}.bs32-gpus4"][0]
+    assert rows[(wide, "bs32-gpus4")][3] == "complete" and rows[(wide, "bs32-gpus4")][-2] == "2/2"
+
     wide_cell = tmp_path / "slurm" / "results" / wide / "cells" / "bs32-gpus4"
     meta = json.loads((wide_cell / "metrics.jsonl").read_text().splitlines()[0])
     assert meta["world_size"] == 4 and meta["nodes"] == 2
@@ -306,3 +313,19 @@ def test_node_failure_is_never_recorded_as_complete(slurm_cluster, tmp_path):
     if finished == 0:  # requeued by Slurm: it resumed, it did not pretend nothing happened
         assert summary["restarts"] >= 1
 
+
+
+def test_sbatch_rejection_shows_slurms_own_message(slurm_cluster, tmp_path):
+    study = unique("rejected")
+    config = default_config()
+    config["studies"] = {study: {"grid": {"batch_size": [32], "gpus": [1]}, "fixed": {"epochs": 1}}}
+    write_config(tmp_path, config)
+    profile = slurm_profile(tmp_path / "profile", slurm={"partition": "no_such_partition"})
+
+    result = run_snakemake(tmp_path, profile=profile, env=slurm_cluster)
+
+    assert result.returncode != 0
+    message = "cell bs32-gpus1: sbatch refused the job: sbatch: error: invalid partition specified: no_such_partition"
+    assert message in result.stderr, result.stderr[-3000:]
+    assert message in (tmp_path / "results" / study / "logs" / "train" / "bs32-gpus1.log").read_text()
+    assert jobs_by_name(study) == {}

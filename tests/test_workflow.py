@@ -55,6 +55,15 @@ def test_tiny_grid_produces_table_and_figures(first_run):
             assert figure.stat().st_size > 1000, figure
 
 
+def test_html_report_holds_every_figure(first_run):
+    workdir, _ = first_run
+    result = run_snakemake(workdir, "--report", "report.html")
+    assert result.returncode == 0, result.stderr[-3000:]
+    html = (workdir / "report.html").read_text()
+    for name in FIGURES:
+        assert f"{name}.png" in html
+
+
 def test_each_rank_ran_as_its_own_horovod_process(first_run):
     workdir, _ = first_run
     cell_dir = workdir / "results/tiny/cells/bs64-gpus2"
@@ -86,6 +95,10 @@ def test_failed_cell_names_its_reason_and_log_and_leaves_no_summary(first_run):
                       r"\(testing switch\) \(log: (\S+)\)", result.stderr)
     assert match, result.stderr[-3000:]
     assert Path(match.group(1)).exists() and "fails on purpose" in Path(match.group(1)).read_text()
+    # What did finish is still tabled and plotted, the failed cell marked as such.
+    runs = pd.read_csv(workdir / "results/broken/runs.csv")
+    assert list(runs["status"]) == ["failed"]
+    assert (workdir / "results/broken/figures/throughput.png").exists()
 
 
 def test_rerun_executes_exactly_the_cell_without_summary(first_run):

@@ -14,10 +14,12 @@ rule collect_study:
             subcategory="tables",
         ),
         epochs=f"{RESULTS}/{{study}}/epochs.csv",
+    params:
+        cells=get_cell_ids,
     log:
         f"{RESULTS}/{{study}}/logs/collect.log",
     shell:
-        "{PYTHON} -m analysis.collect {RESULTS}/{wildcards.study}"
+        "{PYTHON} -m analysis.collect {RESULTS}/{wildcards.study} --cells {params.cells}"
         " --runs {output.runs} --epochs {output.epochs} > {log} 2>&1"
 
 

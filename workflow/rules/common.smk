@@ -37,6 +37,10 @@ def cell_summaries(study):
     return [f"{RESULTS}/{study}/cells/{cell}/summary.json" for cell in PLAN.studies[study].cells]
 
 
+def get_cell_ids(wildcards):
+    return list(PLAN.studies[wildcards.study].cells)
+
+
 def get_cell_summaries(wildcards):
     return cell_summaries(wildcards.study)
 
@@ -46,6 +50,23 @@ def get_cell(wildcards):
     if wildcards.cell not in study.cells:
         raise ValueError(f"study {wildcards.study} has no cell {wildcards.cell}; cells: {', '.join(study.cells)}")
     return {"params": study.cells[wildcards.cell].to_dict(), "grid_axes": list(study.axes)}
+
+
+def collect_partial_results():
+    """After a failure: tables and figures of what did finish, failed cells marked as such.
+    The next run, once the failed cells are done, replaces them."""
+    from analysis.collect import write_tables
+    from analysis.figures import make_all_figures
+
+    for study, spec in PLAN.studies.items():
+        study_dir = Path(RESULTS) / study
+        if not (study_dir / "cells").is_dir():
+            continue
+        runs, epochs = write_tables(study_dir, study_dir / "runs.csv", study_dir / "epochs.csv", list(spec.cells))
+        make_all_figures(runs, epochs, study_dir / "figures")
+        counts = runs["status"].value_counts().to_dict()
+        print(f"{study}: partial results in {study_dir} ({counts}); run the same command again to retry "
+              "the cells that did not finish", file=sys.stderr)
 
 
 def get_dataset_files(wildcards):
