@@ -80,7 +80,10 @@ torch_args=()
 "${pip[@]}" "${torch_args[@]}" "torch==$torch_version"
 "${pip[@]}" setuptools wheel packaging "psutil==$(pin psutil)" "pyyaml==$(pin pyyaml)" "cloudpickle==$(pin cloudpickle)"
 
-wheel_dir="$cache_root/wheels/horovod-$horovod_version-torch-$torch_version-$py_tag"
+# An MPI build (for launcher.controller: mpi): HOROVOD_WITH_MPI=1 bash setup.sh, with mpicxx on PATH.
+if [ "${HOROVOD_WITH_MPI:-0}" = 1 ]; then mpi_flag=HOROVOD_WITH_MPI=1; mpi_tag=-mpi
+else mpi_flag=HOROVOD_WITHOUT_MPI=1; mpi_tag=""; fi
+wheel_dir="$cache_root/wheels/horovod-$horovod_version-torch-$torch_version-$py_tag$mpi_tag"
 if ! ls "$wheel_dir"/horovod-*.whl >/dev/null 2>&1; then
     log "building Horovod $horovod_version for torch $torch_version (once per machine, ~8 minutes on 2 cores)"
     build_dir=$(mktemp -d)
@@ -94,7 +97,7 @@ if ! ls "$wheel_dir"/horovod-*.whl >/dev/null 2>&1; then
         "$src/CMakeLists.txt" "$src/horovod/torch/CMakeLists.txt"
     grep -q 'CMAKE_CXX_STANDARD 17' "$src/horovod/torch/CMakeLists.txt"
     mkdir -p "$wheel_dir.partial"
-    HOROVOD_WITH_PYTORCH=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_MPI=${HOROVOD_WITHOUT_MPI:-1} \
+    env HOROVOD_WITH_PYTORCH=1 HOROVOD_WITH_GLOO=1 "$mpi_flag" \
         HOROVOD_WITHOUT_TENSORFLOW=1 HOROVOD_WITHOUT_MXNET=1 \
         "$venv/bin/python" -m pip wheel --no-build-isolation --no-deps \
         -w "$wheel_dir.partial" "$src" > "$build_dir/build.log" 2>&1 \

@@ -88,6 +88,8 @@ def launcher_problems(launcher: LauncherSettings, gpus: int) -> list[str]:
     if launcher.executor == "slurm" and gpus > launcher.gpus_per_node and gpus % launcher.gpus_per_node:
         found.append(f"gpus = {gpus} spans more than one node but is not a multiple of "
                      f"launcher.gpus_per_node = {launcher.gpus_per_node}")
+    if launcher.controller == "mpi" and launcher.executor != "slurm":
+        found.append("launcher.controller = 'mpi' needs launcher.executor = 'slurm' (srun --mpi=pmix starts the ranks)")
     if launcher.max_gpus is not None and gpus > launcher.max_gpus:
         found.append(f"gpus = {gpus} is more than launcher.max_gpus = {launcher.max_gpus} allows")
     return found

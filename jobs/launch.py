@@ -84,6 +84,8 @@ def make_executor(cell_dir: Path, study: str, cell: str, params: TrainParams,
             gpus_per_node=launcher.tasks_per_node_for(params.gpus),
             **{f"slurm_{key}": value for key, value in launcher.slurm.items()},
         )
+        if launcher.controller == "mpi":
+            executor.update_parameters(slurm_srun_args=["--mpi=pmix"])
     return executor
 
 
@@ -99,6 +101,7 @@ def submit_cell(cell_dir: Path, study: str, cell: str, grid_axes: tuple[str, ...
         params=params.to_dict(),
         data_dir=str(data_dir.resolve()),
         threads_per_worker=launcher.cpus_per_task,
+        controller=launcher.controller,
     )
     try:
         job = executor.submit(training)

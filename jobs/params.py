@@ -93,6 +93,9 @@ class LauncherSettings:
     executor: Literal["local", "slurm"] = "local"
     gpus_per_node: int = 2
     cpus_per_task: int = 1
+    # gloo: Horovod's Gloo controller, rendezvous built from submitit's JobEnvironment;
+    # mpi: Horovod built with MPI, tasks started by `srun --mpi=pmix` (Slurm only).
+    controller: Literal["gloo", "mpi"] = "gloo"
     time_limit: str = "1:00:00"  # per cell, in Slurm's format
     max_gpus: int | None = None  # the most GPUs one cell may ask for (the site's limit)
     poll_interval_s: float = 2.0

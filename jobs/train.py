@@ -74,11 +74,14 @@ class TrainingJob(submitit.helpers.Checkpointable):
     params: dict[str, Any]
     data_dir: str
     threads_per_worker: int = 1
+    controller: str = "gloo"
 
     def __call__(self) -> dict[str, Any] | None:
         started = time.time()
         placement = rendezvous.placement_from_submitit()
-        server = rendezvous.join(placement, Path(self.cell_dir))  # noqa: F841  (rank 0 keeps it alive)
+        server = None
+        if self.controller == "gloo":
+            server = rendezvous.join(placement, Path(self.cell_dir))  # noqa: F841  (rank 0 keeps it alive)
         return run_training(self, placement, started)
 
 
@@ -92,7 +95,10 @@ def run_training(job: TrainingJob, placement: rendezvous.TaskPlacement, started:
 
     params = TrainParams.from_dict(job.params)
     cell_dir = Path(job.cell_dir)
-    hvd.init()  # Horovod: initialise from the HOROVOD_* variables set by rendezvous.join
+    if job.controller == "mpi" and not hvd.mpi_built():
+        raise RuntimeError("launcher.controller = 'mpi', but this Horovod was built without MPI: "
+                           "rebuild it with HOROVOD_WITH_MPI=1 (see setup.sh) or use controller 'gloo'")
+    hvd.init()  # Horovod: initialise (Gloo: from rendezvous.join's HOROVOD_* variables; MPI: from PMIx)
     threads = torch_threads(job.threads_per_worker, hvd.local_size())
     torch.set_num_threads(threads)
     device = torch.device("cpu")

@@ -127,6 +127,8 @@ def test_time_limits_in_slurm_format(text, minutes):
     ({"time_limit": "two hours"}, ["launcher.time_limit", "'two hours' does not parse", "HH:MM:SS"]),
     ({"time_limit": "0:00"}, ["launcher.time_limit", "shorter than a minute"]),
     ({"max_gpus": 2}, ["cell bs8-gpus4", "gpus = 4 is more than launcher.max_gpus = 2"]),
+    ({"controller": "mpi"}, ["launcher.controller = 'mpi' needs launcher.executor = 'slurm'"]),
+    ({"controller": "nccl"}, ["launcher.controller = 'nccl' is not allowed; use one of 'gloo', 'mpi'"]),
 ])
 def test_launcher_limits_are_checked_before_submission(config, launcher, words):
     config["launcher"].update(launcher)
