@@ -242,7 +242,9 @@ def wait_for_cell(cell_dir: Path, cell: str, params: TrainParams, launcher: Laun
         summary = collect_result(cell_dir, watch.record, params)
         if summary is not None:
             return summary
-        if ended_at is None and watch.ended():
+        if not watch.ended():
+            ended_at = None  # still running, or requeued after a state that looked final
+        elif ended_at is None:
             ended_at = time.monotonic()
         # The result file may reach a shared filesystem a moment after the job ends.
         if ended_at is not None and time.monotonic() - ended_at > launcher.result_grace_s:

@@ -329,3 +329,25 @@ def test_sbatch_rejection_shows_slurms_own_message(slurm_cluster, tmp_path):
     assert message in result.stderr, result.stderr[-3000:]
     assert message in (tmp_path / "results" / study / "logs" / "train" / "bs32-gpus1.log").read_text()
     assert jobs_by_name(study) == {}
+
+
+def test_mpi_controller_runs_under_srun_pmix_or_says_why_not(slurm_cluster, tmp_path):
+    """This machine's Horovod has Gloo only: the MPI route must fail with the reason."""
+    from horovod.common.util import mpi_built
+
+    study = unique("mpi")
+    config = default_config()
+    config["studies"] = {study: {"grid": {"batch_size": [32], "gpus": [2]},
+                                 "fixed": {"epochs": 1, "train_subset": 200}}}
+    write_config(tmp_path, config)
+    result = run_snakemake(tmp_path, profile=slurm_profile(tmp_path / "profile", controller="mpi"), env=slurm_cluster)
+
+    cell_dir = tmp_path / "results" / study / "cells" / "bs32-gpus2"
+    if mpi_built():
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert json.loads((cell_dir / "summary.json").read_text())["world_size"] == 2
+    else:
+        assert result.returncode != 0
+        assert "launcher.controller = 'mpi', but this Horovod was built without MPI" in result.stderr
+    submission = next((cell_dir / "submitit").glob("*_submission.sh")).read_text()
+    assert "--mpi=pmix" in submission
