@@ -117,7 +117,7 @@ def scheduler_message(error: Exception) -> str:
     if isinstance(output, bytes):
         output = output.decode(errors="replace")
     lines = [line.strip() for line in str(output).splitlines() if "error" in line.lower()]
-    return lines[-1] if lines else first_line(str(output))
+    return " / ".join(dict.fromkeys(lines)) if lines else first_line(str(output))
 
 
 def collect_result(cell_dir: Path, record: JobRecord, params: TrainParams) -> dict[str, Any] | None:

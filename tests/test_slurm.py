@@ -138,7 +138,7 @@ def test_failed_and_cancelled_cells_are_reported_and_rerun_alone(slurm_cluster, 
 
     crash_dir = tmp_path / "results" / crash / "cells" / "bs32-gpus2"
     match = re.search(r"cell bs32-gpus2 failed: RuntimeError: fail_at_epoch = 2: rank 1 fails on purpose "
-                      r"\(testing switch\) \(log: (\S+)\)", output)
+                      r"\(testing switch\); Slurm job \d+ ended FAILED \(log: (\S+)\)", output)
     assert match, output[-4000:]
     assert "fails on purpose" in Path(match.group(1)).read_text()
     match = re.search(rf"cell bs32-gpus1 failed: Slurm job {cancelled_id} ended CANCELLED.* \(log: (\S+)\)", output)
@@ -326,6 +326,7 @@ def test_sbatch_rejection_shows_slurms_own_message(slurm_cluster, tmp_path):
 
     assert result.returncode != 0
     message = "cell bs32-gpus1: sbatch refused the job: sbatch: error: invalid partition specified: no_such_partition"
+    assert message in result.stderr and "Batch job submission failed" in result.stderr
     assert message in result.stderr, result.stderr[-3000:]
     assert message in (tmp_path / "results" / study / "logs" / "train" / "bs32-gpus1.log").read_text()
     assert jobs_by_name(study) == {}
