@@ -28,8 +28,9 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator, NullLocator, PercentFormatter
 
+from analysis import FIGURE_NAMES
+
 PLOTTED_STATUSES = ("complete", "diverged")
-FIGURE_NAMES = ("throughput", "scaling_efficiency", "time_to_accuracy", "accuracy_vs_time")
 FIGURE_FORMATS = ("png", "svg")
 BATCH_AXIS, WORKERS_AXIS = "batch_size", "gpus"
 DEFAULT_GRID_AXES = (BATCH_AXIS, WORKERS_AXIS)

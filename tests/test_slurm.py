@@ -21,7 +21,6 @@ from conftest import (REPO, default_config, run_snakemake, slurm, slurm_profile,
                       write_config)
 
 pytestmark = pytest.mark.slurm
-FIGURES = ("throughput", "scaling_efficiency", "time_to_accuracy", "accuracy_vs_time")
 
 
 def unique(prefix: str) -> str:

@@ -10,10 +10,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from analysis import FIGURE_NAMES as FIGURES
 from conftest import default_config, run_snakemake, tiny_study, write_config
 
 pytestmark = pytest.mark.workflow
-FIGURES = ("throughput", "scaling_efficiency", "time_to_accuracy", "accuracy_vs_time")
 
 
 def study_config() -> dict:

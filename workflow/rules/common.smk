@@ -1,6 +1,7 @@
 import sys
 from pathlib import Path
 
+from analysis import FIGURE_NAMES
 from jobs.config import ConfigError
 from jobs.grid import CELL_ID_PATTERN, make_plan
 
@@ -14,7 +15,6 @@ RESULTS = PLAN.results_dir
 # Shell rules use the interpreter Snakemake runs in (the project's .venv), whether or
 # not that environment is activated.
 PYTHON = sys.executable
-FIGURE_NAMES = ("throughput", "scaling_efficiency", "time_to_accuracy", "accuracy_vs_time")
 
 
 wildcard_constraints:
