@@ -247,15 +247,17 @@ def test_requeued_cell_resumes_from_its_last_checkpoint(slurm_cluster, tmp_path)
     study = unique("requeue")
     config = default_config()
     config["studies"] = {study: {"grid": {"batch_size": [32], "gpus": [2]},
-                                 "fixed": {"epochs": 80, "train_subset": 600}}}
+                                 "fixed": {"epochs": 400, "train_subset": 600}}}
     write_config(tmp_path, config)
     run = start_snakemake(tmp_path, slurm_profile(tmp_path / "profile"), slurm_cluster)
     cell_dir = tmp_path / "results" / study / "cells" / "bs32-gpus2"
     wait_until(lambda: epochs_done(cell_dir) >= 5, 240, "a few epochs before the requeue")
-    slurm("scontrol", "requeue", job_record(cell_dir)["job_id"])  # what preemption does
+    # What preemption does. Epochs are short, so the run must still be far from its end:
+    # submitit ignores the SIGTERM, and Slurm's SIGKILL follows KillWait (5 s) later.
+    slurm("scontrol", "requeue", job_record(cell_dir)["job_id"])
 
     assert run.wait(timeout=600) == 0, (tmp_path / "snakemake.out").read_text()[-4000:]
-    assert_resumed_without_repeating(cell_dir, epochs=80)
+    assert_resumed_without_repeating(cell_dir, epochs=400)
     assert len(jobs_by_name(study)[f"{study}.bs32-gpus2"]) == 1  # requeued, not resubmitted
 
 
