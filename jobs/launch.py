@@ -71,7 +71,8 @@ class JobRecord:
 
 def make_executor(cell_dir: Path, study: str, cell: str, params: TrainParams,
                   launcher: LauncherSettings) -> submitit.Executor:
-    executor = submitit.AutoExecutor(folder=cell_dir / SUBMITIT_DIR, cluster=launcher.executor)
+    executor = submitit.AutoExecutor(folder=cell_dir / SUBMITIT_DIR, cluster=launcher.executor,
+                                     slurm_max_num_timeout=launcher.max_requeues)
     executor.update_parameters(
         name=f"{study}.{cell}",
         timeout_min=launcher.timeout_min,

@@ -97,6 +97,7 @@ class LauncherSettings:
     # mpi: Horovod built with MPI, tasks started by `srun --mpi=pmix` (Slurm only).
     controller: Literal["gloo", "mpi"] = "gloo"
     time_limit: str = "1:00:00"  # per cell, in Slurm's format
+    max_requeues: int = 3  # times a cell that reaches its time limit is requeued to resume
     max_gpus: int | None = None  # the most GPUs one cell may ask for (the site's limit)
     poll_interval_s: float = 2.0
     # Cells queued or running at once, across every Snakemake job of the workflow.
