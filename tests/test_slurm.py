@@ -163,8 +163,9 @@ def test_failed_and_cancelled_cells_are_reported_and_rerun_alone(slurm_cluster, 
 def test_lost_login_session_reattaches_instead_of_resubmitting(slurm_cluster, tmp_path):
     study = unique("detach")
     config = default_config()
-    # Short cells finish while the login session is gone; long ones are still pending or running.
-    config["studies"] = {study: {"grid": {"batch_size": [32], "gpus": [1, 2], "epochs": [2, 600]},
+    # Four 1-worker cells fill the cluster's 4 CPUs at once: the short ones finish while
+    # the login session is gone, the long ones are still running when it comes back.
+    config["studies"] = {study: {"grid": {"batch_size": [32, 64], "gpus": [1], "epochs": [2, 600]},
                                  "fixed": {"train_subset": 600}}}
     write_config(tmp_path, config)
     profile = slurm_profile(tmp_path / "profile")
@@ -176,7 +177,7 @@ def test_lost_login_session_reattaches_instead_of_resubmitting(slurm_cluster, tm
     run.wait()
     states = slurm("squeue", "-h", "-o", "%T", "-j", ",".join(job_record(c)["job_id"] for c in cells.iterdir()))
     assert {"PENDING", "RUNNING"} & set(states.split()), states
-    short_cells = [cells / "bs32-gpus1-ep2", cells / "bs32-gpus2-ep2"]
+    short_cells = [cells / "bs32-gpus1-ep2", cells / "bs64-gpus1-ep2"]
     wait_until(lambda: all((c / "result.json").exists() for c in short_cells), 240,
                "the short cells to finish while nobody watches")
 
