@@ -83,9 +83,6 @@ def parse_time_limit(text: str) -> int:
     return total
 
 
-PARAM_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(TrainParams))
-
-
 @dataclass(frozen=True)
 class LauncherSettings:
     """How a cell is submitted through submitit. Profiles override these."""

@@ -137,3 +137,16 @@ def test_launcher_limits_are_checked_before_submission(config, launcher, words):
     assert "\n" not in str(caught.value)
     for word in words:
         assert word in str(caught.value), str(caught.value)
+
+
+def test_schema_and_defaults_name_the_same_training_parameters():
+    """config.schema.yaml lists the parameters and jobs/params.py their defaults: no drift."""
+    import dataclasses
+
+    from jobs.config import load_schema
+    from jobs.params import TrainParams
+
+    schema = load_schema()
+    fields = {f.name for f in dataclasses.fields(TrainParams)}
+    assert set(schema["$defs"]["params"]["properties"]) == fields
+    assert set(schema["$defs"]["study"]["properties"]["grid"]["properties"]) <= fields
