@@ -35,6 +35,14 @@ SUMMARY_FILE = "summary.json"
 SUBMITIT_DIR = "submitit"
 
 
+def say(out: TextIO, line: str) -> None:
+    """Write one progress line in a single call. Every cell's launcher shares the
+    terminal, and under PYTHONUNBUFFERED print() writes the text and the newline
+    separately, so concurrent cells would glue their lines together."""
+    out.write(line + "\n")
+    out.flush()
+
+
 class CellFailed(RuntimeError):
     """A cell's job ended without a result; the message names the reason and the log."""
 
@@ -239,7 +247,7 @@ def wait_for_cell(cell_dir: Path, cell: str, params: TrainParams, launcher: Laun
     while True:
         records, seen = epoch_records(cell_dir / METRICS_FILE, seen)
         for record in records:
-            print(describe_epoch(cell, params.epochs, record), file=out, flush=True)
+            say(out, describe_epoch(cell, params.epochs, record))
         summary = collect_result(cell_dir, watch.record, params)
         if summary is not None:
             return summary
@@ -283,7 +291,7 @@ def cell_slot(scheduler_dir: Path, limit: int, cell: str, out: TextIO) -> Iterat
                 handle.close()
             return
         if not announced:
-            print(f"{cell}: waiting for a free slot ({limit} cell(s) in flight at most)", file=out, flush=True)
+            say(out, f"{cell}: waiting for a free slot ({limit} cell(s) in flight at most)")
             announced = True
         time.sleep(1.0)
 
@@ -316,26 +324,23 @@ def run_cell_in_slot(cell_dir: Path, study: str, cell: str, grid_axes: tuple[str
     if previous is not None and previous.collected:
         clear_finished_run(cell_dir)
     elif previous is not None and (summary := collect_result(cell_dir, previous, params)) is not None:
-        print(f"{cell}: collected the result of job {previous.job_id}, which finished meanwhile",
-              file=out, flush=True)
+        say(out, f"{cell}: collected the result of job {previous.job_id}, which finished meanwhile")
         return summary
     job = None
     record = still_running_job(cell_dir, launcher)
     if record is not None:
-        print(f"{cell}: reattached to Slurm job {record.job_id}, still in the queue or running",
-              file=out, flush=True)
+        say(out, f"{cell}: reattached to Slurm job {record.job_id}, still in the queue or running")
     else:
         nodes = launcher.nodes_for(params.gpus)
-        print(f"{cell}: submitting {params.gpus} worker(s) on {nodes} node(s) via submitit ({launcher.executor})",
-              file=out, flush=True)
+        say(out, f"{cell}: submitting {params.gpus} worker(s) on {nodes} node(s) via submitit ({launcher.executor})")
         record, job = submit_cell(cell_dir, study, cell, grid_axes, params, launcher, data_dir)
-        print(f"{cell}: job {record.job_id}, logs in {cell_dir / SUBMITIT_DIR}", file=out, flush=True)
+        say(out, f"{cell}: job {record.job_id}, logs in {cell_dir / SUBMITIT_DIR}")
     view = SharedSlurmView(scheduler_dir, launcher.scheduler_refresh_s) if launcher.executor == "slurm" else None
     watch = JobWatch(record, job, view)
     try:
         summary = wait_for_cell(cell_dir, cell, params, launcher, watch, out)
     finally:
         watch.close()
-    print(f"{cell}: {summary['status']} after {summary['epochs_run']} epoch(s), "
-          f"world size {summary['world_size']}", file=out, flush=True)
+    say(out, f"{cell}: {summary['status']} after {summary['epochs_run']} epoch(s), "
+             f"world size {summary['world_size']}")
     return summary

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import submitit
 
@@ -67,3 +71,16 @@ def test_sacct_parsing():
     assert states["12"].active and states["12"].nodes == "node[1-2]"
     assert states["13"].state == "CANCELLED" and not states["13"].active
     assert states["14"].active and states["14"].reason == "Priority"
+
+
+def test_progress_lines_of_concurrent_cells_never_share_a_line():
+    # Every cell's launcher writes to the one terminal; CI sets PYTHONUNBUFFERED, under
+    # which print() emits the text and the newline as two writes that others split.
+    writer = "import sys; from jobs.launch import say\nfor _ in range(3000): say(sys.stderr, sys.argv[1] + ': submitting ' + 'x' * 60)"
+    env = os.environ | {"PYTHONUNBUFFERED": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
+    output = subprocess.run(
+        ["bash", "-c", f"{sys.executable} -c \"$0\" A & {sys.executable} -c \"$0\" B & wait", writer],
+        env=env, capture_output=True, text=True, check=True).stderr
+    lines = output.splitlines()
+    assert len(lines) == 6000
+    assert all(line.count("submitting") == 1 for line in lines)

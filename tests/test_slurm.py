@@ -153,7 +153,7 @@ def test_failed_and_cancelled_cells_are_reported_and_rerun_alone(slurm_cluster, 
     rerun = run_snakemake(tmp_path, profile=profile, env=slurm_cluster)
     assert rerun.returncode == 0, rerun.stderr[-4000:]
     submitted = sorted(re.findall(r"^(\S+): submitting", rerun.stderr, flags=re.M))
-    assert submitted == ["bs32-gpus1", "bs32-gpus2"]
+    assert submitted == ["bs32-gpus1", "bs32-gpus2"], rerun.stderr[-6000:]
     jobs = jobs_by_name(ok) | jobs_by_name(crash) | jobs_by_name(cancel)
     assert {name: len(ids) for name, ids in jobs.items()} == {
         f"{ok}.bs32-gpus1": 1, f"{ok}.bs32-gpus2": 1, f"{ok}.bs64-gpus1": 1, f"{ok}.bs64-gpus2": 1,

@@ -4,7 +4,7 @@ import sys
 from pathlib import Path
 
 from jobs.grid import make_plan
-from jobs.launch import CellFailed, run_cell
+from jobs.launch import CellFailed, run_cell, say
 from jobs.params import TrainParams
 
 smk = snakemake  # noqa: F821  (injected by Snakemake)
@@ -43,5 +43,5 @@ with open(smk.log[0], "a") as log:
             out=out,
         )
     except CellFailed as error:
-        print(error, file=out, flush=True)
+        say(out, str(error))
         sys.exit(1)
