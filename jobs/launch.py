@@ -32,7 +32,6 @@ from jobs.scheduler import JobState, SharedSlurmView, current_state
 from jobs.train import CHECKPOINT_FILE, JOB_FILE, METRICS_FILE, RESULT_FILE, TrainingJob, write_json_atomically
 
 SUMMARY_FILE = "summary.json"
-SUBMITIT_DIR = "submitit"
 
 
 def say(out: TextIO, line: str) -> None:
@@ -54,6 +53,7 @@ class JobRecord:
     job_id: str
     executor: str
     submitted_at: float
+    folder: str = ""  # submitit's folder: the job's scripts and per-task logs
     collected: bool = False  # its result was published as summary.json
 
     @classmethod
@@ -61,7 +61,7 @@ class JobRecord:
         try:
             data = json.loads((cell_dir / JOB_FILE).read_text())
             return cls(str(data["job_id"]), data["executor"], float(data["submitted_at"]),
-                       bool(data.get("collected", False)))
+                       str(data.get("folder", "")), bool(data.get("collected", False)))
         except (FileNotFoundError, KeyError, ValueError):
             return None
 
@@ -70,16 +70,21 @@ class JobRecord:
             "job_id": self.job_id,
             "executor": self.executor,
             "submitted_at": self.submitted_at,
+            "folder": self.folder,
             "collected": self.collected,
         })
 
+    def paths(self, cell_dir: Path, task: int = 0) -> JobPaths:
+        folder = Path(self.folder) if self.folder else cell_dir / "submitit"
+        return JobPaths(folder, job_id=self.job_id, task_id=task)
+
     def stderr(self, cell_dir: Path, task: int = 0) -> Path:
-        return JobPaths(cell_dir / SUBMITIT_DIR, job_id=self.job_id, task_id=task).stderr
+        return self.paths(cell_dir, task).stderr
 
 
-def make_executor(cell_dir: Path, study: str, cell: str, params: TrainParams,
+def make_executor(folder: Path, study: str, cell: str, params: TrainParams,
                   launcher: LauncherSettings) -> submitit.Executor:
-    executor = submitit.AutoExecutor(folder=cell_dir / SUBMITIT_DIR, cluster=launcher.executor,
+    executor = submitit.AutoExecutor(folder=folder, cluster=launcher.executor,
                                      slurm_max_num_timeout=launcher.max_requeues)
     executor.update_parameters(
         name=f"{study}.{cell}",
@@ -101,7 +106,8 @@ def make_executor(cell_dir: Path, study: str, cell: str, params: TrainParams,
 def submit_cell(cell_dir: Path, study: str, cell: str, grid_axes: tuple[str, ...], params: TrainParams,
                 launcher: LauncherSettings, data_dir: Path) -> tuple[JobRecord, submitit.Job | None]:
     cell_dir.mkdir(parents=True, exist_ok=True)
-    executor = make_executor(cell_dir, study, cell, params, launcher)
+    folder = launcher.submitit_folder(cell_dir, study, cell).resolve()
+    executor = make_executor(folder, study, cell, params, launcher)
     training = TrainingJob(
         cell_dir=str(cell_dir.resolve()),
         study=study,
@@ -116,7 +122,8 @@ def submit_cell(cell_dir: Path, study: str, cell: str, grid_axes: tuple[str, ...
         job = executor.submit(training)
     except (FailedJobError, subprocess.CalledProcessError) as error:
         raise CellFailed(f"cell {cell}: sbatch refused the job: {scheduler_message(error)}") from error
-    record = JobRecord(job_id=str(job.job_id), executor=launcher.executor, submitted_at=time.time())
+    record = JobRecord(job_id=str(job.job_id), executor=launcher.executor, submitted_at=time.time(),
+                       folder=str(folder))
     record.write(cell_dir)
     return record, job
 
@@ -183,7 +190,7 @@ def root_failure(cell_dir: Path, record: JobRecord, num_tasks: int) -> tuple[str
     interesting error is the one that is not Horovod's shutdown notice."""
     failures = []
     for task in range(num_tasks):
-        paths = JobPaths(cell_dir / SUBMITIT_DIR, job_id=record.job_id, task_id=task)
+        paths = record.paths(cell_dir, task)
         try:
             outcome, payload = submitit.core.utils.pickle_load(paths.result_pickle)
         except (FileNotFoundError, EOFError, ValueError):
@@ -334,7 +341,7 @@ def run_cell_in_slot(cell_dir: Path, study: str, cell: str, grid_axes: tuple[str
         nodes = launcher.nodes_for(params.gpus)
         say(out, f"{cell}: submitting {params.gpus} worker(s) on {nodes} node(s) via submitit ({launcher.executor})")
         record, job = submit_cell(cell_dir, study, cell, grid_axes, params, launcher, data_dir)
-        say(out, f"{cell}: job {record.job_id}, logs in {cell_dir / SUBMITIT_DIR}")
+        say(out, f"{cell}: job {record.job_id}, logs in {record.folder}")
     view = SharedSlurmView(scheduler_dir, launcher.scheduler_refresh_s) if launcher.executor == "slurm" else None
     watch = JobWatch(record, job, view)
     try:

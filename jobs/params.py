@@ -10,6 +10,7 @@ import dataclasses
 import math
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 
@@ -103,6 +104,9 @@ class LauncherSettings:
     scheduler_refresh_s: float = 10.0
     # Seconds a result may take to appear on a shared filesystem after its job ended.
     result_grace_s: float = 5.0
+    # Where submitit keeps each cell's scripts and per-task logs: "" for the cell's own
+    # `submitit/` folder, else <submitit_root>/<study>/<cell> (on a filesystem the nodes see).
+    submitit_root: str = ""
     slurm: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -112,6 +116,11 @@ class LauncherSettings:
     @property
     def timeout_min(self) -> int:
         return parse_time_limit(self.time_limit)
+
+    def submitit_folder(self, cell_dir: Path, study: str, cell: str) -> Path:
+        if not self.submitit_root:
+            return cell_dir / "submitit"
+        return Path(self.submitit_root) / study / cell
 
     def nodes_for(self, gpus: int) -> int:
         if self.executor == "local":

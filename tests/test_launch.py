@@ -11,7 +11,7 @@ from pathlib import Path
 import submitit
 
 from jobs.launch import JobRecord, clear_finished_run, collect_result, epoch_records, root_failure
-from jobs.params import TrainParams
+from jobs.params import LauncherSettings, TrainParams
 from jobs.scheduler import parse_sacct
 
 
@@ -63,6 +63,18 @@ def test_root_failure_prefers_the_rank_that_raised_over_horovod_shutdown(tmp_pat
     assert reason == "RuntimeError: rank 1 fails on purpose"
     assert log == folder / "5_1_log.err"
     assert root_failure(tmp_path, JobRecord("6", "local", 0.0), num_tasks=2) is None
+
+
+def test_a_job_record_names_the_submitit_folder_its_logs_are_in(tmp_path):
+    cell_dir = tmp_path / "results" / "study" / "cells" / "bs8-gpus2"
+    assert LauncherSettings().submitit_folder(cell_dir, "study", "bs8-gpus2") == cell_dir / "submitit"
+    elsewhere = LauncherSettings(submitit_root=str(tmp_path / "logs")).submitit_folder(cell_dir, "study", "bs8-gpus2")
+    assert elsewhere == tmp_path / "logs" / "study" / "bs8-gpus2"
+    cell_dir.mkdir(parents=True)
+    JobRecord("9", "slurm", 0.0, folder=str(elsewhere)).write(cell_dir)
+    assert JobRecord.read(cell_dir).stderr(cell_dir, task=1) == elsewhere / "9_1_log.err"
+    # A record without a folder (written before the setting existed) means the cell's own.
+    assert JobRecord("9", "slurm", 0.0).stderr(cell_dir) == cell_dir / "submitit" / "9_0_log.err"
 
 
 def test_sacct_parsing():

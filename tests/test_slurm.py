@@ -126,7 +126,9 @@ def test_failed_and_cancelled_cells_are_reported_and_rerun_alone(slurm_cluster, 
         cancel: {"grid": {"batch_size": [32], "gpus": [1]}, "fixed": {"epochs": 400, "train_subset": 200}},
     }
     write_config(tmp_path, config)
-    profile = slurm_profile(tmp_path / "profile")
+    # Logs kept apart from the results, as on a site whose results go to a slower filesystem.
+    logs = tmp_path / "slurm-logs"
+    profile = slurm_profile(tmp_path / "profile", submitit_root=str(logs))
     run = start_snakemake(tmp_path, profile, slurm_cluster)
     cancel_dir = tmp_path / "results" / cancel / "cells" / "bs32-gpus1"
     wait_until(lambda: epochs_done(cancel_dir) >= 2, 240, "the long cell to be training")
@@ -139,10 +141,11 @@ def test_failed_and_cancelled_cells_are_reported_and_rerun_alone(slurm_cluster, 
     match = re.search(r"cell bs32-gpus2 failed: RuntimeError: fail_at_epoch = 2: rank 1 fails on purpose "
                       r"\(testing switch\); Slurm job \d+ ended FAILED \(log: (\S+)\)", output)
     assert match, output[-4000:]
+    assert Path(match.group(1)).parent == logs / crash / "bs32-gpus2"
     assert "fails on purpose" in Path(match.group(1)).read_text()
     match = re.search(rf"cell bs32-gpus1 failed: Slurm job {cancelled_id} ended CANCELLED.* \(log: (\S+)\)", output)
     assert match, output[-4000:]
-    assert Path(match.group(1)).parent == cancel_dir / "submitit"
+    assert Path(match.group(1)).parent == logs / cancel / "bs32-gpus1"
     assert not (crash_dir / "summary.json").exists() and not (cancel_dir / "summary.json").exists()
     assert (pd.read_csv(tmp_path / "results" / ok / "runs.csv")["status"] == "complete").all()
 
