@@ -4,9 +4,14 @@
 #   bash setup.sh            # idempotent: a second run with nothing changed takes seconds
 #
 # Versions come from pyproject.toml only. Horovod 0.28.1 is built from its PyPI source
-# with PyTorch + Gloo and the C++17 change torch >= 2.1 needs; the wheel is cached in
-# $SCALING_STUDY_CACHE (default ~/.cache/scaling-study) keyed by Horovod, torch and
-# Python versions, so the ~8 minute build happens once per machine.
+# with PyTorch + Gloo and the C++17 change torch >= 2.1 needs, and with MPI too when
+# an MPI compiler (mpicxx) is on PATH (launcher.controller: mpi; HOROVOD_WITH_MPI=0
+# builds without). The wheel is cached in $SCALING_STUDY_CACHE (default
+# ~/.cache/scaling-study) keyed by Horovod, torch and Python versions and MPI, so the
+# ~4-8 minute build happens once per machine.
+#
+# Run as root on Debian/Ubuntu, it installs what the build needs with apt-get (g++,
+# cmake, make, Open MPI). Elsewhere install them, or `module load` them on a cluster.
 #
 # On a GPU cluster pick a CUDA build of torch before running this script, e.g.
 #   TORCH_INDEX_URL=https://download.pytorch.org/whl/cu126 bash setup.sh
@@ -21,22 +26,29 @@ cache_root=${SCALING_STUDY_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/scaling-study}
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
+can_apt() { [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; }
+
 ensure_build_tools() {
-    local missing=()
-    command -v g++ >/dev/null || missing+=(g++)
-    command -v cmake >/dev/null || missing+=(cmake)
-    command -v make >/dev/null || missing+=(make)
-    if [ ${#missing[@]} -gt 0 ]; then
-        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-            log "installing Debian packages: ${missing[*]}"
-            apt-get update -qq
-            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" python3-dev >/dev/null
-        else
-            log "missing build tools: ${missing[*]} (install them, or 'module load' them on a cluster)"
-            exit 1
-        fi
+    local missing=() packages=()
+    command -v g++ >/dev/null || { missing+=(g++); packages+=(g++); }
+    command -v cmake >/dev/null || { missing+=(cmake); packages+=(cmake); }
+    command -v make >/dev/null || { missing+=(make); packages+=(make); }
+    # Open MPI is optional for the build: without it Horovod has Gloo only.
+    if [ "${HOROVOD_WITH_MPI:-}" != 0 ] && ! command -v mpicxx >/dev/null && can_apt; then
+        packages+=(libopenmpi-dev openmpi-bin)
+    fi
+    [ ${#packages[@]} -gt 0 ] || return 0
+    if can_apt; then
+        log "installing Debian packages: ${packages[*]}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}" python3-dev >/dev/null
+    elif [ ${#missing[@]} -gt 0 ]; then
+        log "missing build tools: ${missing[*]} (install them, or 'module load' them on a cluster)"
+        exit 1
     fi
 }
+
+with_mpi() { [ "${HOROVOD_WITH_MPI:-}" != 0 ] && command -v mpicxx >/dev/null; }
 
 pin() {  # pin NAME -> the exact version pyproject.toml pins for NAME
     "$python_bin" - "$1" <<'PY'
@@ -52,10 +64,11 @@ else:
 PY
 }
 
-stamp_of_inputs() {
-    cat pyproject.toml setup.sh | sha256sum | cut -d' ' -f1
+stamp_of_inputs() {  # a machine that gains or loses MPI gets the matching Horovod
+    { cat pyproject.toml setup.sh; if with_mpi; then echo with-mpi; fi; } | sha256sum | cut -d' ' -f1
 }
 
+ensure_build_tools
 stamp_file="$venv/.setup-stamp"
 if [ -f "$stamp_file" ] && [ "$(cat "$stamp_file")" = "$(stamp_of_inputs)" ] \
     && "$venv/bin/python" -c "import horovod.torch, snakemake, submitit" 2>/dev/null; then
@@ -63,7 +76,6 @@ if [ -f "$stamp_file" ] && [ "$(cat "$stamp_file")" = "$(stamp_of_inputs)" ] \
     exit 0
 fi
 
-ensure_build_tools
 [ -x "$venv/bin/python" ] || { log "creating .venv"; "$python_bin" -m venv "$venv"; }
 # Some machines' pip.conf names package folders that do not exist; pip warns once per
 # package about each. Keep its real warnings and errors.
@@ -80,12 +92,11 @@ torch_args=()
 "${pip[@]}" "${torch_args[@]}" "torch==$torch_version"
 "${pip[@]}" setuptools wheel packaging "psutil==$(pin psutil)" "pyyaml==$(pin pyyaml)" "cloudpickle==$(pin cloudpickle)"
 
-# An MPI build (for launcher.controller: mpi): HOROVOD_WITH_MPI=1 bash setup.sh, with mpicxx on PATH.
-if [ "${HOROVOD_WITH_MPI:-0}" = 1 ]; then mpi_flag=HOROVOD_WITH_MPI=1; mpi_tag=-mpi
-else mpi_flag=HOROVOD_WITHOUT_MPI=1; mpi_tag=""; fi
+if with_mpi; then mpi_flag=HOROVOD_WITH_MPI=1; mpi_tag=-mpi; needed=(PyTorch Gloo MPI)
+else mpi_flag=HOROVOD_WITHOUT_MPI=1; mpi_tag=""; needed=(PyTorch Gloo); fi
 wheel_dir="$cache_root/wheels/horovod-$horovod_version-torch-$torch_version-$py_tag$mpi_tag"
 if ! ls "$wheel_dir"/horovod-*.whl >/dev/null 2>&1; then
-    log "building Horovod $horovod_version for torch $torch_version (once per machine, ~8 minutes on 2 cores)"
+    log "building Horovod $horovod_version for torch $torch_version${mpi_tag:+ with MPI} (once per machine, ~4-8 minutes)"
     build_dir=$(mktemp -d)
     trap 'rm -rf "$build_dir"' EXIT
     pip_quietly "$venv/bin/python" -m pip download --quiet --no-deps --no-binary :all: \
@@ -113,8 +124,8 @@ log "installing the project and its pinned dependencies"
 
 build_report=$("$venv/bin/horovodrun" --check-build)
 printf '%s\n' "$build_report" >&2
-for needed in PyTorch Gloo; do
-    grep -q "\[X\] $needed" <<< "$build_report" || { log "Horovod was built without $needed support"; exit 1; }
+for feature in "${needed[@]}"; do
+    grep -q "\[X\] $feature" <<< "$build_report" || { log "Horovod was built without $feature support"; exit 1; }
 done
 
 stamp_of_inputs > "$stamp_file"

@@ -145,6 +145,7 @@ def run_training(job: TrainingJob, placement: rendezvous.TaskPlacement, started:
             "local_size": hvd.local_size(),
             "nodes": hvd.cross_size(),
             "hosts": hosts,
+            "controller": "mpi" if hvd.mpi_enabled() else "gloo",  # what Horovod runs on, not what was asked
             "threads_per_worker": threads,
             "device": str(device),
             "job_id": placement.job_id,
