@@ -28,24 +28,31 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 
 can_apt() { [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; }
 
-ensure_build_tools() {
-    local missing=() packages=()
-    command -v g++ >/dev/null || { missing+=(g++); packages+=(g++); }
-    command -v cmake >/dev/null || { missing+=(cmake); packages+=(cmake); }
-    command -v make >/dev/null || { missing+=(make); packages+=(make); }
-    # Open MPI is optional for the build: without it Horovod has Gloo only.
-    if [ "${HOROVOD_WITH_MPI:-}" != 0 ] && ! command -v mpicxx >/dev/null && can_apt; then
+missing_build_tools() {  # what Horovod's build needs and this machine lacks
+    local tool
+    for tool in g++ cmake make; do command -v "$tool" >/dev/null || echo "$tool"; done
+    "$python_bin" -c 'import os, sys, sysconfig
+sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' || echo python3-dev
+}
+
+install_debian_packages() {  # as root on Debian/Ubuntu only; a no-op once all is there
+    can_apt || return 0
+    local packages
+    mapfile -t packages < <(missing_build_tools)
+    # Open MPI is optional: without it Horovod has Gloo only.
+    if [ "${HOROVOD_WITH_MPI:-}" != 0 ] && ! command -v mpicxx >/dev/null; then
         packages+=(libopenmpi-dev openmpi-bin)
     fi
     [ ${#packages[@]} -gt 0 ] || return 0
-    if can_apt; then
-        log "installing Debian packages: ${packages[*]}"
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}" python3-dev >/dev/null
-    elif [ ${#missing[@]} -gt 0 ]; then
-        log "missing build tools: ${missing[*]} (install them, or 'module load' them on a cluster)"
-        exit 1
-    fi
+    log "installing Debian packages: ${packages[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}" >/dev/null
+}
+
+require_build_tools() {
+    local missing
+    missing=$(missing_build_tools | tr '\n' ' ')
+    [ -z "$missing" ] || { log "missing build tools: $missing(install them, or 'module load' them on a cluster)"; exit 1; }
 }
 
 with_mpi() { [ "${HOROVOD_WITH_MPI:-}" != 0 ] && command -v mpicxx >/dev/null; }
@@ -68,7 +75,7 @@ stamp_of_inputs() {  # a machine that gains or loses MPI gets the matching Horov
     { cat pyproject.toml setup.sh; if with_mpi; then echo with-mpi; fi; } | sha256sum | cut -d' ' -f1
 }
 
-ensure_build_tools
+install_debian_packages  # before the stamp: whether Open MPI is there decides the build
 stamp_file="$venv/.setup-stamp"
 if [ -f "$stamp_file" ] && [ "$(cat "$stamp_file")" = "$(stamp_of_inputs)" ] \
     && "$venv/bin/python" -c "import horovod.torch, snakemake, submitit" 2>/dev/null; then
@@ -76,6 +83,7 @@ if [ -f "$stamp_file" ] && [ "$(cat "$stamp_file")" = "$(stamp_of_inputs)" ] \
     exit 0
 fi
 
+require_build_tools
 [ -x "$venv/bin/python" ] || { log "creating .venv"; "$python_bin" -m venv "$venv"; }
 # Some machines' pip.conf names package folders that do not exist; pip warns once per
 # package about each. Keep its real warnings and errors.
