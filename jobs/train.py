@@ -97,7 +97,7 @@ def run_training(job: TrainingJob, placement: rendezvous.TaskPlacement, started:
     cell_dir = Path(job.cell_dir)
     if job.controller == "mpi" and not hvd.mpi_built():
         raise RuntimeError("launcher.controller = 'mpi', but this Horovod was built without MPI: "
-                           "rebuild it with HOROVOD_WITH_MPI=1 (see setup.sh) or use controller 'gloo'")
+                           "rerun setup.sh with an MPI (mpicxx) on PATH, or use controller 'gloo'")
     hvd.init()  # Horovod: initialise (Gloo: from rendezvous.join's HOROVOD_* variables; MPI: from PMIx)
     threads = torch_threads(job.threads_per_worker, hvd.local_size())
     torch.set_num_threads(threads)
