@@ -166,34 +166,38 @@ def test_failed_and_cancelled_cells_are_reported_and_rerun_alone(slurm_cluster, 
 def test_lost_login_session_reattaches_instead_of_resubmitting(slurm_cluster, tmp_path):
     study = unique("detach")
     config = default_config()
-    # Four 1-worker cells fill the cluster's 4 CPUs at once: the short ones finish while
-    # the login session is gone, the long ones are still running when it comes back.
-    config["studies"] = {study: {"grid": {"batch_size": [32, 64], "gpus": [1], "epochs": [2, 600]},
+    # Six 1-worker cells on the cluster's 4 CPUs: two wait in the queue. The short ones
+    # finish while the login session is gone; the long ones (1200 epochs, 60-90 s here,
+    # against some 25 s from the kill to the rerun's reattach) still run when it comes back.
+    config["studies"] = {study: {"grid": {"batch_size": [16, 32, 64], "gpus": [1], "epochs": [2, 1200]},
                                  "fixed": {"train_subset": 600}}}
     write_config(tmp_path, config)
     profile = slurm_profile(tmp_path / "profile")
     cells = tmp_path / "results" / study / "cells"
     run = start_snakemake(tmp_path, profile, slurm_cluster)
-    wait_until(lambda: cells.exists() and sum(job_record(c) is not None for c in cells.iterdir()) == 4,
-               120, "all four cells to be submitted")
+    wait_until(lambda: cells.exists() and sum(job_record(c) is not None for c in cells.iterdir()) == 6,
+               120, "all six cells to be submitted")
+    job_ids = ",".join(job_record(c)["job_id"] for c in cells.iterdir())
+    wait_until(lambda: {"PENDING", "RUNNING"} <= set(slurm("squeue", "-h", "-o", "%T", "-j", job_ids).split()),
+               60, "cells both queued and running")
     os.killpg(run.pid, signal.SIGKILL)  # the login node drops Snakemake and every launcher at once
     run.wait()
-    states = slurm("squeue", "-h", "-o", "%T", "-j", ",".join(job_record(c)["job_id"] for c in cells.iterdir()))
-    assert {"PENDING", "RUNNING"} & set(states.split()), states
-    short_cells = [cells / "bs32-gpus1-ep2", cells / "bs64-gpus1-ep2"]
-    wait_until(lambda: all((c / "result.json").exists() for c in short_cells), 240,
+    short_cells = sorted(c.name for c in cells.iterdir() if c.name.endswith("-ep2"))
+    long_cells = sorted(c.name for c in cells.iterdir() if c.name.endswith("-ep1200"))
+    wait_until(lambda: all((cells / c / "result.json").exists() for c in short_cells), 240,
                "the short cells to finish while nobody watches")
 
     rerun = run_snakemake(tmp_path, profile=profile, env=slurm_cluster)
 
     assert rerun.returncode == 0, rerun.stderr[-4000:]
-    assert "submitting" not in rerun.stderr
-    assert len(re.findall(r"reattached to Slurm job", rerun.stderr)) >= 1
-    assert len(re.findall(r"collected the result of job", rerun.stderr)) >= 2
+    progress = "\n".join(re.findall(r"^bs\S+: (?:submitting|reattached|collected).*$", rerun.stderr, flags=re.M))
+    assert "submitting" not in rerun.stderr, progress
+    assert sorted(re.findall(r"^(\S+): reattached to Slurm job", rerun.stderr, flags=re.M)) == long_cells, progress
+    assert sorted(re.findall(r"^(\S+): collected the result of job", rerun.stderr, flags=re.M)) == short_cells, progress
     jobs = jobs_by_name(study)
-    assert len(jobs) == 4 and all(len(ids) == 1 for ids in jobs.values()), jobs
+    assert len(jobs) == 6 and all(len(ids) == 1 for ids in jobs.values()), jobs
     runs = pd.read_csv(tmp_path / "results" / study / "runs.csv")
-    assert (runs["status"] == "complete").all() and len(runs) == 4
+    assert (runs["status"] == "complete").all() and len(runs) == 6
 
 
 def test_scheduler_calls_per_minute_do_not_grow_with_cells(slurm_cluster, tmp_path):
