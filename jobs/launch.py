@@ -27,7 +27,7 @@ from typing import Any, Iterator, TextIO
 import submitit
 from submitit.core.utils import FailedJobError, JobPaths
 
-from jobs.params import LauncherSettings, TrainParams
+from jobs.params import CELL_SUBMITIT_DIR, LauncherSettings, TrainParams
 from jobs.scheduler import JobState, SharedSlurmView, current_state
 from jobs.train import CHECKPOINT_FILE, JOB_FILE, METRICS_FILE, RESULT_FILE, TrainingJob, write_json_atomically
 
@@ -75,7 +75,7 @@ class JobRecord:
         })
 
     def paths(self, cell_dir: Path, task: int = 0) -> JobPaths:
-        folder = Path(self.folder) if self.folder else cell_dir / "submitit"
+        folder = Path(self.folder) if self.folder else cell_dir / CELL_SUBMITIT_DIR
         return JobPaths(folder, job_id=self.job_id, task_id=task)
 
     def stderr(self, cell_dir: Path, task: int = 0) -> Path:

@@ -63,6 +63,8 @@ class TrainParams:
         return found
 
 
+CELL_SUBMITIT_DIR = "submitit"  # submitit's folder inside a cell directory, unless submitit_root is set
+
 TIME_LIMIT_FORMATS = "MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS"
 
 
@@ -119,7 +121,7 @@ class LauncherSettings:
 
     def submitit_folder(self, cell_dir: Path, study: str, cell: str) -> Path:
         if not self.submitit_root:
-            return cell_dir / "submitit"
+            return cell_dir / CELL_SUBMITIT_DIR
         return Path(self.submitit_root) / study / cell
 
     def nodes_for(self, gpus: int) -> int:
