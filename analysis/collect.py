@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,9 +24,9 @@ from typing import Any
 import pandas as pd
 
 from analysis.metrics import speedup_and_efficiency, steady_state_throughput, time_to_accuracy
+from jobs.cell import FINISHED_STATUSES, STARTUP_EPOCH, TIME_PARTS, CellDir, EpochRecord, MetricsLog
 
 DEFAULT_GRID_AXES = ("batch_size", "gpus")
-FINISHED_STATUSES = ("complete", "diverged")
 
 # Columns that come before the remaining parameters, in this order; the grid axes
 # are inserted after "stop_reason".
@@ -39,9 +39,17 @@ RESULT_COLUMNS = (
     "throughput",
     "throughput_ci95",
     "time_to_target_s",
+    "wall_time_to_target_s",
     "best_val_accuracy",
     "final_val_accuracy",
     "train_time_s",
+    "wall_time_training_s",
+    "steps_time_s",
+    "validation_time_s",
+    "io_time_s",
+    "wait_time_s",
+    "other_time_s",
+    "epochs_time_s",
     "speedup",
     "efficiency",
     "startup_s",
@@ -53,98 +61,14 @@ RESULT_COLUMNS = (
 GRID_AXES_COLUMN = "grid_axes"
 """Space-separated grid axes of the study, so runs.csv describes itself."""
 
-EPOCH_FIELDS = (
-    "epoch",
-    "train_time_s",
-    "epoch_time_s",
-    "samples",
-    "samples_per_s",
-    "train_loss",
-    "val_loss",
-    "val_accuracy",
-    "lr",
-    "world_size",
-)
-STARTUP_EPOCH_COLUMN = "startup_epoch"
+EPOCH_FIELDS = tuple(name for name in EpochRecord.__dataclass_fields__ if name != "version")
+STARTUP_EPOCH_COLUMN = STARTUP_EPOCH
 """True for epochs run right after a (re)start; left out of steady-state throughput."""
-
-
-@dataclass
-class MetricsLog:
-    """What could be read from one metrics.jsonl."""
-
-    metas: list[dict[str, Any]] = field(default_factory=list)
-    epochs: list[dict[str, Any]] = field(default_factory=list)
-    problem: str | None = None
-
-
-def read_metrics(path: Path) -> MetricsLog:
-    """Parse metrics.jsonl, keeping every valid line and noting the first bad one.
-
-    Epochs are returned in epoch order, the last record of a repeated epoch
-    winning. An epoch record that directly follows a "meta" line (a fresh start
-    or a resume after requeue) is flagged ``startup_epoch``.
-    """
-    log = MetricsLog()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        log.problem = f"{path.name} missing"
-        return log
-    except (OSError, UnicodeDecodeError) as error:
-        log.problem = f"{path.name} unreadable: {error}"
-        return log
-
-    epochs_by_number: dict[int, dict[str, Any]] = {}
-    after_meta = True
-    for line_number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        record, problem = _parse_record(line)
-        if problem is not None:
-            log.problem = log.problem or f"{path.name} line {line_number}: {problem}"
-            continue
-        if record["type"] == "meta":
-            log.metas.append(record)
-            after_meta = True
-        elif record["type"] == "epoch":
-            epochs_by_number[record["epoch"]] = {**record, STARTUP_EPOCH_COLUMN: after_meta}
-            after_meta = False
-    log.epochs = [epochs_by_number[number] for number in sorted(epochs_by_number)]
-    if log.problem is None and not log.metas and log.epochs:
-        log.problem = f"{path.name} has no meta line"
-    return log
-
-
-def _parse_record(line: str) -> tuple[dict[str, Any], str | None]:
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError:
-        return {}, "not valid JSON (truncated or corrupt)"
-    if not isinstance(record, dict) or record.get("type") not in ("meta", "epoch"):
-        return {}, "not a meta or epoch record"
-    if record["type"] == "epoch" and not _is_integer(record.get("epoch")):
-        return {}, "epoch record without an integer epoch"
-    return record, None
-
-
-def _is_integer(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def read_summary(path: Path) -> tuple[dict[str, Any] | None, str | None]:
-    """(summary, problem): (None, None) when the cell has not finished."""
-    try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None, None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        return None, f"{path.name} unreadable: {error}"
-    if not isinstance(summary, dict):
-        return None, f"{path.name} is not a JSON object"
-    if summary.get("status") not in FINISHED_STATUSES:
-        return summary, f"{path.name} has unknown status {summary.get('status')!r}"
-    return summary, None
+# runs.csv's time split: the sum over epochs of each part of the epochs' wall time.
+# train_time_s (the clock time to accuracy reads) is the last epoch's cumulative
+# steps time, so it equals steps_time_s unless a record is missing.
+TIME_SPLIT_COLUMNS = {"steps_s": "steps_time_s", "validation_s": "validation_time_s", "io_s": "io_time_s",
+                      "wait_s": "wait_time_s", "other_s": "other_time_s", "epoch_time_s": "epochs_time_s"}
 
 
 @dataclass
@@ -179,16 +103,16 @@ class Cell:
 
 
 def read_cell(cell_dir: Path) -> Cell:
-    metrics_path = cell_dir / "metrics.jsonl"
-    summary, problem = read_summary(cell_dir / "summary.json")
-    log = read_metrics(metrics_path)
-    never_started = summary is None and problem is None and not metrics_path.exists()
+    cell = CellDir(cell_dir)
+    summary, problem = cell.read_summary()
+    log = cell.read_metrics()
+    never_started = summary is None and problem is None and not cell.metrics.exists()
     if never_started:
-        return Cell(name=cell_dir.name, summary=None, log=MetricsLog(), problem=None)
+        return Cell(name=cell.name, summary=None, log=MetricsLog(), problem=None)
     problem = problem or log.problem
     if problem is None and summary is not None and not log.epochs:
         problem = "summary.json exists but metrics.jsonl has no epoch records"
-    return Cell(name=cell_dir.name, summary=summary, log=log, problem=problem)
+    return Cell(name=cell.name, summary=summary, log=log, problem=problem)
 
 
 def study_grid_axes(cells: Iterable[Cell]) -> list[str]:
@@ -227,6 +151,21 @@ def _world_size(cell: Cell) -> Any:
     return _first_known(*from_epochs, cell.last_meta.get("world_size"), summary.get("world_size"))
 
 
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _sum_or_none(values: pd.Series) -> float | None:
+    """The sum over epochs, or None when any epoch lacks the value (records of an older version)."""
+    numbers = pd.to_numeric(values, errors="coerce")
+    return float(numbers.sum()) if len(numbers) and numbers.notna().all() else None
+
+
+def _last_known(values: pd.Series) -> float | None:
+    numbers = pd.to_numeric(values, errors="coerce").dropna()
+    return float(numbers.iloc[-1]) if len(numbers) else None
+
+
 def run_row(cell: Cell, grid_axes: list[str], study: str) -> dict[str, Any]:
     """The runs-table row of one cell (speed-up and efficiency are added later)."""
     summary = cell.summary or {}
@@ -240,12 +179,15 @@ def run_row(cell: Cell, grid_axes: list[str], study: str) -> dict[str, Any]:
         samples_per_s.tolist(),
         startup=epochs[STARTUP_EPOCH_COLUMN].astype(bool).tolist(),
     )
-    time_to_target = time_to_accuracy(
-        pd.to_numeric(epochs["train_time_s"], errors="coerce").tolist(),
-        accuracies.tolist(),
-        target=params.get("target_accuracy"),
-        patience=params.get("patience"),
-    )
+    def time_to_target(clock: str) -> float | None:
+        return time_to_accuracy(
+            pd.to_numeric(epochs[clock], errors="coerce").tolist(),
+            accuracies.tolist(),
+            target=params.get("target_accuracy"),
+            patience=params.get("patience"),
+        )
+
+    time_split = {column: _sum_or_none(epochs[part]) for part, column in TIME_SPLIT_COLUMNS.items()}
     world_size = _world_size(cell)
     workers = _first_known(world_size, params.get("gpus"))
     batch_size = params.get("batch_size")
@@ -266,13 +208,13 @@ def run_row(cell: Cell, grid_axes: list[str], study: str) -> dict[str, Any]:
             "epochs_run": _first_known(summary.get("epochs_run"), len(epochs)),
             "throughput": throughput.mean,
             "throughput_ci95": throughput.ci95,
-            "time_to_target_s": time_to_target,
+            "time_to_target_s": time_to_target("train_time_s"),
+            "wall_time_to_target_s": time_to_target("wall_time_s"),
             "best_val_accuracy": _first_known(accuracies.max(), summary.get("best_val_accuracy")),
             "final_val_accuracy": accuracies.iloc[-1] if len(accuracies) else None,
-            "train_time_s": _first_known(
-                summary.get("train_time_s"),
-                epochs["train_time_s"].iloc[-1] if len(epochs) else None,
-            ),
+            "train_time_s": _last_known(epochs["train_time_s"]),
+            "wall_time_training_s": _last_known(epochs["wall_time_s"]),
+            **time_split,
             "speedup": None,
             "efficiency": None,
             "startup_s": _first_known(summary.get("startup_s"), cell.last_meta.get("startup_s")),

@@ -269,7 +269,8 @@ def throughput_figure(finished: pd.DataFrame) -> Figure:
         else:
             ax.set_ylim(bottom=0)
     _label(axes, min(len(panels), MAX_PANEL_COLUMNS), WORKERS_LABEL, "Throughput (samples/s)", panels)
-    _title(figure, "Steady-state training throughput", "first epoch left out; error bars: 95 % CI of the mean")
+    _title(figure, "Steady-state training throughput",
+           "samples / time in training steps; first epoch left out; error bars: 95 % CI of the mean")
     _batch_legend(figure, palette)
     references = [Line2D([], [], color=REFERENCE_COLOR, ls="--", label="ideal linear scaling (N × 1-worker)")] if any_ideal else []
     _reference_legend(axes[-1], references + ([DIVERGED_HANDLE] if any_diverged else []), "Reference")
@@ -345,10 +346,11 @@ def time_to_accuracy_figure(finished: pd.DataFrame, target: float | None, patien
         ax.set_xlim(-0.6, max(len(worker_levels), 1) - 0.4)
         # Headroom for the rotated labels.
         ax.set_ylim(0, highest * 1.35)
-    _label(axes, min(len(panels), MAX_PANEL_COLUMNS), WORKERS_LABEL, "Time to target accuracy (s)", panels)
+    _label(axes, min(len(panels), MAX_PANEL_COLUMNS), WORKERS_LABEL, "Time to target accuracy (s of training steps)", panels)
     target_text = f"{target:.0%}" if target is not None else "target"
     patience_text = f", held for {int(patience)} consecutive epochs" if patience and patience > 1 else ""
-    _title(figure, "Time to target accuracy", f"training time until validation accuracy ≥ {target_text}{patience_text}")
+    _title(figure, "Time to target accuracy", f"time in training steps (not validation, checkpoints or start-up) until validation "
+           f"accuracy ≥ {target_text}{patience_text}")
     _batch_legend(figure, palette, bars=True)
     references: list[Line2D | Patch] = []
     if "reached, then diverged" in outcomes:
@@ -386,9 +388,10 @@ def accuracy_vs_time_figure(curves: pd.DataFrame, finished: pd.DataFrame, target
         ax.set_ylim(0, 1.02)
         ax.set_xlim(left=0)
         ax.yaxis.set_major_formatter(PercentFormatter(xmax=1))
-    _label(axes, min(len(panels), MAX_PANEL_COLUMNS), "Training wall-clock time (s, start-up excluded)",
+    _label(axes, min(len(panels), MAX_PANEL_COLUMNS), "Time in training steps (s)",
            "Validation accuracy (%)", panels)
-    _title(figure, "Validation accuracy vs training time", "one curve per cell")
+    _title(figure, "Validation accuracy vs training time",
+           "one curve per cell; the clock counts training steps only, not validation, checkpoints or start-up")
     _batch_legend(figure, palette)
     references: list[Line2D | Patch] = [
         Line2D([], [], color=REFERENCE_COLOR, marker=marker, ls="none", label=f"{workers} worker{'s' if workers != 1 else ''}")

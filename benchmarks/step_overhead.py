@@ -21,7 +21,7 @@ from pathlib import Path
 
 import submitit
 
-from jobs import rendezvous
+from jobs.train import rendezvous
 
 
 def step_loop(batch_size: int, width: int, steps: int, use_horovod: bool, cell_dir: str) -> float:
@@ -34,7 +34,7 @@ def step_loop(batch_size: int, width: int, steps: int, use_horovod: bool, cell_d
         hvd.init()
     import torch
 
-    from jobs.models import build_model
+    from jobs.train.models import build_model
 
     torch.set_num_threads(1)
     torch.manual_seed(0)

@@ -6,7 +6,8 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from analysis.collect import collect_study, main as collect_main, read_metrics
+from analysis.collect import collect_study, main as collect_main
+from jobs.cell import CellDir
 from analysis.figures import make_all_figures, main as figures_main
 
 TARGET = 0.9
@@ -43,13 +44,27 @@ def meta(cell_params: dict[str, Any], world_size: int, **extra: Any) -> dict[str
     }
 
 
+SAMPLES = 1437
+VALIDATION_S, IO_S = 0.5, 0.1
+
+
 def epoch(number: int, time_s: float, rate: float, accuracy: float | None, world_size: int, loss: float | None = 0.5) -> dict[str, Any]:
+    """An epoch record whose steps ran at ``rate`` samples/s; ``time_s`` is the cumulative step time."""
+    steps_s = SAMPLES / rate
+    epoch_time_s = steps_s + VALIDATION_S + IO_S
     return {
         "type": "epoch",
+        "version": 2,
         "epoch": number,
+        "steps_s": steps_s,
+        "validation_s": VALIDATION_S,
+        "io_s": IO_S,
+        "wait_s": 0.0,
+        "other_s": 0.0,
+        "epoch_time_s": epoch_time_s,
         "train_time_s": time_s,
-        "epoch_time_s": 1437 / rate,
-        "samples": 1437,
+        "wall_time_s": time_s + number * (VALIDATION_S + IO_S),
+        "samples": SAMPLES,
         "samples_per_s": rate,
         "train_loss": loss,
         "val_loss": loss,
@@ -272,7 +287,7 @@ def test_throughput_from_samples_and_epoch_time_when_rate_is_missing(tmp_path: P
 def test_read_metrics_notes_the_first_bad_line(tmp_path: Path) -> None:
     path = tmp_path / "metrics.jsonl"
     path.write_text('{"type": "meta", "params": {}}\n[1, 2]\n{"type": "epoch", "epoch": 1}\ngarbage\n')
-    log = read_metrics(path)
+    log = CellDir(tmp_path).read_metrics()
     assert [record["epoch"] for record in log.epochs] == [1]
     assert log.problem is not None and "line 2" in log.problem
 

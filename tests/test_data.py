@@ -1,4 +1,4 @@
-"""Unit tests for jobs.data and the Fashion-MNIST download script's offline verification."""
+"""Unit tests for jobs.train.data and the Fashion-MNIST download script's offline verification."""
 from __future__ import annotations
 
 import gzip
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from jobs.data import (
+from jobs.train.data import (
     DATASETS,
     FASHION_MNIST_FILES,
     IDX_IMAGES_MAGIC,

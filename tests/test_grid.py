@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from jobs.config import ConfigError
-from jobs.grid import cell_id, make_plan
-from jobs.params import parse_time_limit
+from jobs.plan.config import ConfigError
+from jobs.plan.grid import cell_id, make_plan
+from jobs.plan.params import parse_time_limit
 
 
 def with_study(config: dict[str, Any], study: dict[str, Any]) -> dict[str, Any]:
@@ -140,11 +140,11 @@ def test_launcher_limits_are_checked_before_submission(config, launcher, words):
 
 
 def test_schema_and_defaults_name_the_same_training_parameters():
-    """config.schema.yaml lists the parameters and jobs/params.py their defaults: no drift."""
+    """config.schema.yaml lists the parameters and jobs/plan/params.py their defaults: no drift."""
     import dataclasses
 
-    from jobs.config import load_schema
-    from jobs.params import TrainParams
+    from jobs.plan.config import load_schema
+    from jobs.plan.params import TrainParams
 
     schema = load_schema()
     fields = {f.name for f in dataclasses.fields(TrainParams)}

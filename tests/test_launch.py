@@ -10,9 +10,10 @@ from pathlib import Path
 
 import submitit
 
-from jobs.launch import JobRecord, clear_finished_run, collect_result, epoch_records, root_failure
-from jobs.params import LauncherSettings, TrainParams
-from jobs.scheduler import parse_sacct
+from jobs.cell import CellDir, JobRecord
+from jobs.launch.launcher import collect_result, job_paths, root_failure
+from jobs.plan.params import LauncherSettings, TrainParams
+from jobs.launch.scheduler import parse_sacct
 
 
 def write_result(cell_dir, job_id, params):
@@ -31,24 +32,24 @@ def test_result_is_published_only_for_its_own_job_and_parameters(tmp_path):
     write_result(tmp_path, "17", params)
     assert collect_result(tmp_path, record, params)["status"] == "complete"
     assert json.loads((tmp_path / "summary.json").read_text())["job_id"] == "17"
-    assert JobRecord.read(tmp_path) == JobRecord("17", "slurm", 0.0, collected=True)
+    assert CellDir(tmp_path).read_job() == JobRecord("17", "slurm", 0.0, collected=True)
 
 
 def test_rerun_of_a_collected_cell_starts_from_scratch(tmp_path):
     for name in ("result.json", "checkpoint.pt", "metrics.jsonl", "job.json"):
         (tmp_path / name).write_text("x")
-    clear_finished_run(tmp_path)
+    CellDir(tmp_path).clear_finished_run()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["job.json"]
 
 
 def test_progress_reads_only_complete_new_epoch_lines(tmp_path):
     path = tmp_path / "metrics.jsonl"
     path.write_text('{"type": "meta"}\n{"type": "epoch", "epoch": 1}\n{"type": "ep')
-    records, seen = epoch_records(path, 0)
-    assert [r["epoch"] for r in records] == [1] and seen == 2
+    records, seen = CellDir(tmp_path).new_epoch_records(0)
+    assert [r.epoch for r in records] == [1] and seen == 2
     path.write_text('{"type": "meta"}\n{"type": "epoch", "epoch": 1}\n{"type": "epoch", "epoch": 2}\n')
-    records, seen = epoch_records(path, seen)
-    assert [r["epoch"] for r in records] == [2] and seen == 3
+    records, seen = CellDir(tmp_path).new_epoch_records(seen)
+    assert [r.epoch for r in records] == [2] and seen == 3
 
 
 def test_root_failure_prefers_the_rank_that_raised_over_horovod_shutdown(tmp_path):
@@ -71,10 +72,11 @@ def test_a_job_record_names_the_submitit_folder_its_logs_are_in(tmp_path):
     elsewhere = LauncherSettings(submitit_root=str(tmp_path / "logs")).submitit_folder(cell_dir, "study", "bs8-gpus2")
     assert elsewhere == tmp_path / "logs" / "study" / "bs8-gpus2"
     cell_dir.mkdir(parents=True)
-    JobRecord("9", "slurm", 0.0, folder=str(elsewhere)).write(cell_dir)
-    assert JobRecord.read(cell_dir).stderr(cell_dir, task=1) == elsewhere / "9_1_log.err"
+    cell = CellDir(cell_dir)
+    cell.write_job(JobRecord("9", "slurm", 0.0, folder=str(elsewhere)))
+    assert job_paths(cell, cell.read_job(), task=1).stderr == elsewhere / "9_1_log.err"
     # A record without a folder (written before the setting existed) means the cell's own.
-    assert JobRecord("9", "slurm", 0.0).stderr(cell_dir) == cell_dir / "submitit" / "9_0_log.err"
+    assert job_paths(cell, JobRecord("9", "slurm", 0.0)).stderr == cell_dir / "submitit" / "9_0_log.err"
 
 
 def test_sacct_parsing():
@@ -88,7 +90,7 @@ def test_sacct_parsing():
 def test_progress_lines_of_concurrent_cells_never_share_a_line():
     # Every cell's launcher writes to the one terminal; CI sets PYTHONUNBUFFERED, under
     # which print() emits the text and the newline as two writes that others split.
-    writer = "import sys; from jobs.launch import say\nfor _ in range(3000): say(sys.stderr, sys.argv[1] + ': submitting ' + 'x' * 60)"
+    writer = "import sys; from jobs.launch.launcher import say\nfor _ in range(3000): say(sys.stderr, sys.argv[1] + ': submitting ' + 'x' * 60)"
     env = os.environ | {"PYTHONUNBUFFERED": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
     output = subprocess.run(
         ["bash", "-c", f"{sys.executable} -c \"$0\" A & {sys.executable} -c \"$0\" B & wait", writer],

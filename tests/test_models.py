@@ -1,10 +1,10 @@
-"""Unit tests for jobs.models: output shapes, WRN size and depth rule, Lab 1's starting point."""
+"""Unit tests for jobs.train.models: output shapes, WRN size and depth rule, Lab 1's starting point."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from jobs.models import MODELS, build_model
+from jobs.train.models import MODELS, build_model
 
 IMAGE_SHAPES = [(1, 8, 8), (1, 28, 28), (3, 32, 32)]
 

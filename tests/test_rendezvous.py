@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from jobs.rendezvous import TaskPlacement, host_plan, interface_towards, slot_environment
+from jobs.train.rendezvous import TaskPlacement, host_plan, interface_towards, slot_environment
 
 
 def placements(num_tasks: int, hostnames: tuple[str, ...]) -> list[TaskPlacement]:

@@ -1,15 +1,20 @@
-"""Pieces of the training job that need no Horovod: warmup and resuming the metrics file."""
+"""Pieces of the training job that need no Horovod: the learning-rate schedule, the
+epoch's shards, the divergence rule, and resuming the metrics file."""
 
 from __future__ import annotations
 
 import json
-
-import pytest
-
-from jobs.params import TrainParams
+import math
 import os
 
-from jobs.train import Progress, learning_rate, prepare_metrics_file, torch_threads
+import pytest
+import torch
+
+from jobs.cell import CellDir, EpochRecord
+from jobs.plan.params import TrainParams
+from jobs.train.data import epoch_shard
+from jobs.train.job import diverged, torch_threads
+from jobs.train.optim import learning_rate
 
 
 def test_warmup_ramps_from_base_to_scaled_lr():
@@ -24,28 +29,94 @@ def test_no_warmup_starts_at_scaled_lr():
     assert learning_rate(TrainParams(lr=0.1, gpus=4, lr_scaling="sqrt"), 0.0) == pytest.approx(0.2)
 
 
+def test_step_schedule_multiplies_at_each_milestone_after_warmup():
+    params = TrainParams(lr=0.1, gpus=2, warmup_epochs=1, lr_schedule="step", lr_decay_epochs=[3, 5],
+                         lr_decay_factor=0.5, epochs=8)
+    assert learning_rate(params, 0.5) == pytest.approx(0.15)  # warmup: 0.1 -> 0.2
+    assert learning_rate(params, 2.99) == pytest.approx(0.2)
+    assert learning_rate(params, 3.0) == pytest.approx(0.1)
+    assert learning_rate(params, 4.5) == pytest.approx(0.1)
+    assert learning_rate(params, 5.0) == pytest.approx(0.05)
+    assert learning_rate(params, 7.9) == pytest.approx(0.05)
+
+
+def test_cosine_schedule_falls_from_the_scaled_lr_to_zero_over_the_epochs_after_warmup():
+    params = TrainParams(lr=0.1, gpus=1, warmup_epochs=2, lr_schedule="cosine", epochs=10)
+    for progress in (2.0, 3.0, 6.0, 8.5, 10.0):
+        expected = 0.1 * 0.5 * (1 + math.cos(math.pi * (progress - 2) / 8))
+        assert learning_rate(params, progress) == pytest.approx(expected)
+    assert learning_rate(params, 6.0) == pytest.approx(0.05)
+    assert learning_rate(params, 10.0) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_schedule_parameters_are_checked_before_anything_runs():
+    assert any("lr_decay_epochs" in p for p in TrainParams(lr_schedule="step").problems())
+    assert any("no epochs left" in p for p in TrainParams(lr_schedule="cosine", epochs=3, warmup_epochs=3).problems())
+    assert TrainParams.from_dict({"lr_decay_epochs": [6, 2]}).lr_decay_epochs == [2.0, 6.0]
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3, 4])
+def test_epoch_shards_are_disjoint_equal_and_interleave_the_one_worker_order(world_size):
+    samples, batch = 103, 4
+    shards = [epoch_shard(samples, world_size, rank, seed=7, epoch=3) for rank in range(world_size)]
+    assert len({len(shard) for shard in shards}) == 1
+    union = torch.cat(shards)
+    assert len(union) == len(set(union.tolist())) == samples - samples % world_size
+    one_worker = epoch_shard(samples, 1, 0, seed=7, epoch=3)
+    # The k-th batches of the N ranks (B/N each) together are the k-th batch of one worker with B.
+    per_rank = batch // world_size if batch % world_size == 0 else None
+    if per_rank:
+        for k in range(len(shards[0]) // per_rank):
+            together = sorted(x for shard in shards for x in shard[k * per_rank:(k + 1) * per_rank].tolist())
+            assert together == sorted(one_worker[k * batch:(k + 1) * batch].tolist())
+
+
+def test_epoch_shards_change_with_the_epoch_and_repeat_with_the_seed():
+    first = epoch_shard(50, 2, 0, seed=1, epoch=1)
+    assert torch.equal(first, epoch_shard(50, 2, 0, seed=1, epoch=1))
+    assert not torch.equal(first, epoch_shard(50, 2, 0, seed=1, epoch=2))
+    assert not torch.equal(first, epoch_shard(50, 2, 0, seed=2, epoch=1))
+
+
+def test_divergence_is_a_non_finite_loss_or_one_far_above_the_start():
+    assert diverged(math.nan, 1.0, 2.0, factor=10)
+    assert diverged(1.0, math.inf, 2.0, factor=10)
+    assert diverged(20.5, 1.0, 2.0, factor=10)
+    assert not diverged(19.5, 1.0, 2.0, factor=10)
+    assert not diverged(1e6, 1.0, None, factor=10)  # no start to compare with: only non-finite counts
+
+
+def write_lines(path, records, tail=""):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records) + tail)
+
+
 def test_resume_keeps_checkpointed_epochs_and_drops_later_ones(tmp_path):
-    path = tmp_path / "metrics.jsonl"
     lines = [{"type": "meta"}, {"type": "epoch", "epoch": 1}, {"type": "epoch", "epoch": 2},
              {"type": "epoch", "epoch": 3}]
-    path.write_text("".join(json.dumps(r) + "\n" for r in lines) + '{"type": "epo')
-    prepare_metrics_file(path, Progress(epoch=2, last_record=lines[2]))
-    kept = [json.loads(line) for line in path.read_text().splitlines()]
+    write_lines(tmp_path / "metrics.jsonl", lines, tail='{"type": "epo')
+    CellDir(tmp_path).trim_metrics(2, EpochRecord(epoch=2))
+    kept = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert kept == lines[:3]
 
 
 def test_resume_restores_the_checkpointed_epoch_missing_from_the_log(tmp_path):
-    path = tmp_path / "metrics.jsonl"
-    path.write_text('{"type": "meta"}\n{"type": "epoch", "epoch": 1}\n')
-    prepare_metrics_file(path, Progress(epoch=2, last_record={"type": "epoch", "epoch": 2}))
-    assert [json.loads(line).get("epoch") for line in path.read_text().splitlines()] == [None, 1, 2]
+    write_lines(tmp_path / "metrics.jsonl", [{"type": "meta"}, {"type": "epoch", "epoch": 1}])
+    CellDir(tmp_path).trim_metrics(2, EpochRecord(epoch=2, steps_s=1.5))
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r.get("epoch") for r in records] == [None, 1, 2]
+    assert records[2]["steps_s"] == 1.5 and records[2]["type"] == "epoch"
 
 
 def test_fresh_start_empties_the_metrics_file(tmp_path):
-    path = tmp_path / "metrics.jsonl"
-    path.write_text('{"type": "epoch", "epoch": 1}\n')
-    prepare_metrics_file(path, Progress())
-    assert path.read_text() == ""
+    write_lines(tmp_path / "metrics.jsonl", [{"type": "epoch", "epoch": 1}])
+    CellDir(tmp_path).trim_metrics(0, None)
+    assert (tmp_path / "metrics.jsonl").read_text() == ""
+
+
+def test_records_of_an_older_version_read_with_missing_fields_as_none():
+    record = EpochRecord.from_dict({"type": "epoch", "epoch": 4, "train_time_s": 3.0, "unknown_field": 1})
+    assert (record.epoch, record.train_time_s, record.steps_s) == (4, 3.0, None)
+    assert record.to_dict()["type"] == "epoch"
 
 
 def test_threads_never_oversubscribe_the_cpus_given():

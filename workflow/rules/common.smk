@@ -2,8 +2,8 @@ import sys
 from pathlib import Path
 
 from analysis import FIGURE_NAMES
-from jobs.config import ConfigError
-from jobs.grid import CELL_ID_PATTERN, make_plan
+from jobs.plan.config import ConfigError
+from jobs.plan.grid import CELL_ID_PATTERN, make_plan
 
 try:
     PLAN = make_plan(config)

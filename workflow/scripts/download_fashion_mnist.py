@@ -16,10 +16,10 @@ import urllib.request
 from pathlib import Path
 
 try:
-    from jobs.data import FASHION_MNIST_FILES, GZIP_SIGNATURE, IdxFormatError, idx_magic_for, read_idx
+    from jobs.train.data import FASHION_MNIST_FILES, GZIP_SIGNATURE, IdxFormatError, idx_magic_for, read_idx
 except ImportError:  # run from a checkout without the project installed
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    from jobs.data import FASHION_MNIST_FILES, GZIP_SIGNATURE, IdxFormatError, idx_magic_for, read_idx
+    from jobs.train.data import FASHION_MNIST_FILES, GZIP_SIGNATURE, IdxFormatError, idx_magic_for, read_idx
 
 BASE_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
 EXPECTED_MD5 = {

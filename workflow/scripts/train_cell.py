@@ -3,9 +3,9 @@
 import sys
 from pathlib import Path
 
-from jobs.grid import make_plan
-from jobs.launch import CellFailed, run_cell, say
-from jobs.params import TrainParams
+from jobs.plan.grid import make_plan
+from jobs.launch.launcher import CellFailed, run_cell, say
+from jobs.plan.params import TrainParams
 
 smk = snakemake  # noqa: F821  (injected by Snakemake)
 plan = make_plan(smk.config)

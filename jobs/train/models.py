@@ -1,6 +1,6 @@
 """The models a grid cell can train, built by name.
 
-    from jobs.models import build_model
+    from jobs.train.models import build_model
     model = build_model("wide_resnet", (1, 28, 28), 10, width=10, depth=16)  # the course's WRN-16-10
 
 Classifiers return logits (the course's softmax lives in the cross-entropy loss).

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from jobs.cell import CellDir
+
 
 @dataclass(frozen=True)
 class TrainParams:
@@ -24,6 +26,10 @@ class TrainParams:
     lr: float = 0.05
     lr_scaling: Literal["none", "linear", "sqrt"] = "linear"
     warmup_epochs: float = 0.0
+    # After warmup: constant, step (x lr_decay_factor at each of lr_decay_epochs) or cosine (to 0 at the end).
+    lr_schedule: Literal["constant", "step", "cosine"] = "constant"
+    lr_decay_epochs: list[float] = field(default_factory=list)
+    lr_decay_factor: float = 0.1
     optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
     momentum: float = 0.9
     weight_decay: float = 0.0
@@ -34,10 +40,16 @@ class TrainParams:
     target_accuracy: float = 0.9
     patience: int = 2
     stop_at_target: bool = False
+    # A run whose training loss is not finite, or exceeds divergence_factor x the validation
+    # loss before the first step, is recorded as diverged and stops.
+    divergence_factor: float = 10.0
     fail_at_epoch: int | None = None
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainParams":
+        values = dict(values)
+        if "lr_decay_epochs" in values:  # JSON and YAML give lists; keep them sorted, as floats
+            values["lr_decay_epochs"] = sorted(float(epoch) for epoch in values["lr_decay_epochs"] or [])
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
@@ -58,12 +70,17 @@ class TrainParams:
                 f"model = {self.model!r} with dataset 'linear': the linear (regression) dataset "
                 "needs model 'linear'"
             )
+        if self.lr_schedule == "step" and not self.lr_decay_epochs:
+            found.append("lr_schedule = 'step' needs lr_decay_epochs, the epochs at which the lr is multiplied "
+                         "by lr_decay_factor (e.g. [30, 60, 80])")
+        if self.lr_schedule == "cosine" and self.warmup_epochs >= self.epochs:
+            found.append(f"lr_schedule = 'cosine' with warmup_epochs = {self.warmup_epochs} >= epochs = "
+                         f"{self.epochs}: no epochs left to decay over")
         if self.fail_at_epoch is not None and self.fail_at_epoch > self.epochs:
             found.append(f"fail_at_epoch = {self.fail_at_epoch}: must be at most epochs = {self.epochs}")
         return found
 
 
-CELL_SUBMITIT_DIR = "submitit"  # submitit's folder inside a cell directory, unless submitit_root is set
 
 TIME_LIMIT_FORMATS = "MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS"
 
@@ -121,7 +138,7 @@ class LauncherSettings:
 
     def submitit_folder(self, cell_dir: Path, study: str, cell: str) -> Path:
         if not self.submitit_root:
-            return cell_dir / CELL_SUBMITIT_DIR
+            return CellDir(cell_dir).default_submitit_folder
         return Path(self.submitit_root) / study / cell
 
     def nodes_for(self, gpus: int) -> int:

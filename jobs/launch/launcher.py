@@ -16,22 +16,19 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
-import json
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, TextIO
 
 import submitit
 from submitit.core.utils import FailedJobError, JobPaths
 
-from jobs.params import CELL_SUBMITIT_DIR, LauncherSettings, TrainParams
-from jobs.scheduler import JobState, SharedSlurmView, current_state
-from jobs.train import CHECKPOINT_FILE, JOB_FILE, METRICS_FILE, RESULT_FILE, TrainingJob, write_json_atomically
-
-SUMMARY_FILE = "summary.json"
+from jobs.cell import CellDir, EpochRecord, JobRecord
+from jobs.plan.params import LauncherSettings, TrainParams
+from jobs.launch.scheduler import JobState, SharedSlurmView, current_state
+from jobs.train.job import TrainingJob
 
 
 def say(out: TextIO, line: str) -> None:
@@ -46,40 +43,10 @@ class CellFailed(RuntimeError):
     """A cell's job ended without a result; the message names the reason and the log."""
 
 
-@dataclass(frozen=True)
-class JobRecord:
-    """What job.json in the cell directory says about the cell's current job."""
-
-    job_id: str
-    executor: str
-    submitted_at: float
-    folder: str = ""  # submitit's folder: the job's scripts and per-task logs
-    collected: bool = False  # its result was published as summary.json
-
-    @classmethod
-    def read(cls, cell_dir: Path) -> "JobRecord | None":
-        try:
-            data = json.loads((cell_dir / JOB_FILE).read_text())
-            return cls(str(data["job_id"]), data["executor"], float(data["submitted_at"]),
-                       str(data.get("folder", "")), bool(data.get("collected", False)))
-        except (FileNotFoundError, KeyError, ValueError):
-            return None
-
-    def write(self, cell_dir: Path) -> None:
-        write_json_atomically(cell_dir / JOB_FILE, {
-            "job_id": self.job_id,
-            "executor": self.executor,
-            "submitted_at": self.submitted_at,
-            "folder": self.folder,
-            "collected": self.collected,
-        })
-
-    def paths(self, cell_dir: Path, task: int = 0) -> JobPaths:
-        folder = Path(self.folder) if self.folder else cell_dir / CELL_SUBMITIT_DIR
-        return JobPaths(folder, job_id=self.job_id, task_id=task)
-
-    def stderr(self, cell_dir: Path, task: int = 0) -> Path:
-        return self.paths(cell_dir, task).stderr
+def job_paths(cell: CellDir, record: JobRecord, task: int = 0) -> JobPaths:
+    """submitit's files of one task of the cell's job: its logs and its outcome pickle."""
+    folder = Path(record.folder) if record.folder else cell.default_submitit_folder
+    return JobPaths(folder, job_id=record.job_id, task_id=task)
 
 
 def make_executor(folder: Path, study: str, cell: str, params: TrainParams,
@@ -124,7 +91,7 @@ def submit_cell(cell_dir: Path, study: str, cell: str, grid_axes: tuple[str, ...
         raise CellFailed(f"cell {cell}: sbatch refused the job: {scheduler_message(error)}") from error
     record = JobRecord(job_id=str(job.job_id), executor=launcher.executor, submitted_at=time.time(),
                        folder=str(folder))
-    record.write(cell_dir)
+    CellDir(cell_dir).write_job(record)
     return record, job
 
 
@@ -138,49 +105,19 @@ def scheduler_message(error: Exception) -> str:
 
 def collect_result(cell_dir: Path, record: JobRecord, params: TrainParams) -> dict[str, Any] | None:
     """Publish the job's result.json as summary.json if it is this job's, for these parameters."""
-    try:
-        result = json.loads((cell_dir / RESULT_FILE).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+    cell = CellDir(cell_dir)
+    result = cell.read_result()
+    if result is None or str(result.get("job_id")) != record.job_id or result.get("params") != params.to_dict():
         return None
-    if str(result.get("job_id")) != record.job_id or result.get("params") != params.to_dict():
-        return None
-    write_json_atomically(cell_dir / SUMMARY_FILE, result)
-    dataclasses.replace(record, collected=True).write(cell_dir)
+    cell.publish_summary(result)
+    cell.write_job(dataclasses.replace(record, collected=True))
     return result
 
 
-def clear_finished_run(cell_dir: Path) -> None:
-    """A cell whose published summary was deleted is asked to run again from scratch."""
-    for name in (RESULT_FILE, CHECKPOINT_FILE, METRICS_FILE):
-        (cell_dir / name).unlink(missing_ok=True)
-
-
-def epoch_records(path: Path, seen: int) -> tuple[list[dict[str, Any]], int]:
-    """Epoch records appended to metrics.jsonl since `seen` complete lines were read."""
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        return [], seen
-    lines = text.splitlines()
-    complete = lines if text.endswith("\n") else lines[:-1]
-    if len(complete) < seen:  # a resumed job rewrote the file
-        seen = 0
-    records = []
-    for line in complete[seen:]:
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if record.get("type") == "epoch":
-            records.append(record)
-    return records, len(complete)
-
-
-def describe_epoch(cell: str, epochs: int, record: dict[str, Any]) -> str:
-    acc = record.get("val_accuracy")
-    acc_text = "n/a" if acc is None else f"{acc:.3f}"
-    return (f"{cell}: epoch {record['epoch']}/{epochs}, val acc {acc_text}, "
-            f"{record['samples_per_s']:.0f} samples/s, {record['train_time_s']:.1f} s training")
+def describe_epoch(cell: str, epochs: int, record: EpochRecord) -> str:
+    acc = "n/a" if record.val_accuracy is None else f"{record.val_accuracy:.3f}"
+    return (f"{cell}: epoch {record.epoch}/{epochs}, val acc {acc}, "
+            f"{record.samples_per_s or 0:.0f} samples/s, {record.train_time_s or 0:.1f} s of training steps")
 
 
 def root_failure(cell_dir: Path, record: JobRecord, num_tasks: int) -> tuple[str, Path] | None:
@@ -190,7 +127,7 @@ def root_failure(cell_dir: Path, record: JobRecord, num_tasks: int) -> tuple[str
     interesting error is the one that is not Horovod's shutdown notice."""
     failures = []
     for task in range(num_tasks):
-        paths = record.paths(cell_dir, task)
+        paths = job_paths(CellDir(cell_dir), record, task)
         try:
             outcome, payload = submitit.core.utils.pickle_load(paths.result_pickle)
         except (FileNotFoundError, EOFError, ValueError):
@@ -241,7 +178,7 @@ class JobWatch:
 
 def still_running_job(cell_dir: Path, launcher: LauncherSettings) -> JobRecord | None:
     """The cell's recorded Slurm job, if it is still pending or running."""
-    record = JobRecord.read(cell_dir)
+    record = CellDir(cell_dir).read_job()
     if record is None or record.executor != "slurm" or launcher.executor != "slurm":
         return None  # a local job dies with the launcher that started it
     state = current_state(record.job_id)
@@ -252,7 +189,7 @@ def wait_for_cell(cell_dir: Path, cell: str, params: TrainParams, launcher: Laun
                   watch: JobWatch, out: TextIO) -> dict[str, Any]:
     seen, ended_at = 0, None
     while True:
-        records, seen = epoch_records(cell_dir / METRICS_FILE, seen)
+        records, seen = CellDir(cell_dir).new_epoch_records(seen)
         for record in records:
             say(out, describe_epoch(cell, params.epochs, record))
         summary = collect_result(cell_dir, watch.record, params)
@@ -271,7 +208,7 @@ def wait_for_cell(cell_dir: Path, cell: str, params: TrainParams, launcher: Laun
                     reason += f"; {watch.describe_end()}"
                 raise CellFailed(f"cell {cell} failed: {reason} (log: {log_path})")
             raise CellFailed(f"cell {cell} failed: {watch.describe_end()} without a result "
-                             f"(log: {watch.record.stderr(cell_dir)})")
+                             f"(log: {job_paths(CellDir(cell_dir), watch.record).stderr})")
         time.sleep(launcher.poll_interval_s)
 
 
@@ -308,7 +245,7 @@ def cell_lock(cell_dir: Path, cell: str) -> Iterator[None]:
     """One launcher per cell at a time. Snakemake's own directory lock is off (profiles
     set `nolock`) because it outlives a killed login session; this flock does not."""
     cell_dir.mkdir(parents=True, exist_ok=True)
-    with open(cell_dir / ".launcher.lock", "w") as handle:
+    with open(CellDir(cell_dir).launcher_lock, "w") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -327,9 +264,9 @@ def run_cell(cell_dir: Path, study: str, cell: str, grid_axes: tuple[str, ...], 
 def run_cell_in_slot(cell_dir: Path, study: str, cell: str, grid_axes: tuple[str, ...], params: TrainParams,
                      launcher: LauncherSettings, data_dir: Path, scheduler_dir: Path,
                      out: TextIO) -> dict[str, Any]:
-    previous = JobRecord.read(cell_dir)
+    previous = CellDir(cell_dir).read_job()
     if previous is not None and previous.collected:
-        clear_finished_run(cell_dir)
+        CellDir(cell_dir).clear_finished_run()
     elif previous is not None and (summary := collect_result(cell_dir, previous, params)) is not None:
         say(out, f"{cell}: collected the result of job {previous.job_id}, which finished meanwhile")
         return summary

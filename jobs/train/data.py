@@ -1,6 +1,6 @@
 """The data sets a grid cell can train on, loaded by name, offline.
 
-    from jobs.data import load_dataset
+    from jobs.train.data import load_dataset
     splits = load_dataset("fashion_mnist", Path("data"), seed=0, train_subset=10_000)
     print(splits.input_shape, splits.num_classes, len(splits.train), len(splits.val))
 
@@ -14,7 +14,7 @@ import math
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Iterator, Literal
 
 import numpy as np
 import torch
@@ -251,3 +251,58 @@ def load_synthetic_images(*, seed: int, num_train: int = SYNTHETIC_NUM_TRAIN) ->
         num_classes=SYNTHETIC_NUM_CLASSES,
         task="classification",
     )
+
+
+# ----------------------------------------------------------------------------- on the device, sharded by index
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """One 64-bit seed per (seed, epoch), the same on every rank and after a resume."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)[0])
+
+
+def epoch_shard(num_samples: int, world_size: int, rank: int, *, seed: int, epoch: int) -> torch.Tensor:
+    """This rank's training-sample indices for one epoch, in the order it trains on them.
+
+    Every rank draws the same permutation of all samples (it does not depend on the
+    world size) and takes every world_size-th index from its rank on. So the ranks'
+    shards are disjoint and equal in size, and the k-th batches of N ranks with batch
+    B/N together hold exactly the k-th batch of one worker with batch B: data-parallel
+    SGD then follows the single-worker trajectory. The num_samples % world_size
+    samples at the end of the permutation sit this epoch out (a different few each
+    epoch) rather than being padded with duplicates."""
+    generator = torch.Generator().manual_seed(epoch_seed(seed, epoch))
+    order = torch.randperm(num_samples, generator=generator)
+    usable = num_samples - num_samples % world_size
+    return order[:usable][rank::world_size]
+
+
+@dataclass(frozen=True)
+class DeviceSplit:
+    """One split's inputs and targets as tensors on the training device."""
+
+    inputs: torch.Tensor
+    targets: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    @classmethod
+    def of(cls, dataset: Dataset, device: torch.device) -> "DeviceSplit":
+        if not isinstance(dataset, TensorDataset) or len(dataset.tensors) != 2:
+            raise TypeError("data on the device needs a TensorDataset of (inputs, targets)")
+        inputs, targets = dataset.tensors
+        return cls(inputs.to(device), targets.to(device))
+
+    def batches(self, indices: torch.Tensor, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(inputs, targets) of consecutive batches of `indices`, sliced on the device."""
+        for start in range(0, len(indices), batch_size):
+            chosen = indices[start:start + batch_size]
+            yield self.inputs[chosen], self.targets[chosen]
+
+    def chunks(self, size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for start in range(0, len(self), size):
+            yield self.inputs[start:start + size], self.targets[start:start + size]
+
+    def shard(self, world_size: int, rank: int) -> "DeviceSplit":
+        """Every world_size-th sample from `rank` on (validation: each rank scores its share)."""
+        return DeviceSplit(self.inputs[rank::world_size], self.targets[rank::world_size])

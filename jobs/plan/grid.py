@@ -7,8 +7,8 @@ import itertools
 from dataclasses import dataclass
 from typing import Any
 
-from jobs.config import ConfigError, validate_config
-from jobs.params import LauncherSettings, TrainParams
+from jobs.plan.config import ConfigError, validate_config
+from jobs.plan.params import LauncherSettings, TrainParams
 
 # Short names for cell ids; any other axis appears under its own name.
 AXIS_ABBREVIATIONS = {
@@ -23,6 +23,9 @@ AXIS_ABBREVIATIONS = {
     "target_accuracy": "target",
     "dataset": "data",
     "epochs": "ep",
+    "lr_schedule": "sched",
+    "lr_decay_epochs": "decay",
+    "lr_decay_factor": "gamma",
 }
 FIRST_AXES = ("batch_size", "gpus")
 CELL_ID_PATTERN = r"[A-Za-z0-9_.\-]+"
@@ -50,6 +53,8 @@ def format_value(value: Any) -> str:
         return "_yes" if value else "_no"
     if isinstance(value, float):
         return f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        return "_".join(format_value(item).lstrip("_") for item in value) or "_none"
     text = str(value)
     return f"_{text}" if text[:1].isalpha() else text
 

@@ -9,43 +9,32 @@ Reads the cell directories and makes one batched sacct call for all Slurm jobs.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from jobs.config import ConfigError
-from jobs.grid import make_plan
-from jobs.launch import SUMMARY_FILE, JobRecord
-from jobs.scheduler import JobState, query_sacct
-from jobs.train import METRICS_FILE
+from jobs.cell import CellDir, JobRecord
+from jobs.plan.config import ConfigError
+from jobs.plan.grid import make_plan
+from jobs.launch.scheduler import JobState, query_sacct
 
 COLUMNS = ("study", "cell", "job", "state", "elapsed", "epoch", "val_acc")
 
 
-def last_epoch(cell_dir: Path) -> dict[str, Any] | None:
-    last = None
-    try:
-        lines = (cell_dir / METRICS_FILE).read_text().splitlines()
-    except FileNotFoundError:
-        return None
-    for line in lines:
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if record.get("type") == "epoch":
-            last = record
-    return last
+def hms(seconds: float) -> str:
+    whole = round(seconds)
+    return f"{whole // 3600:02d}:{whole // 60 % 60:02d}:{whole % 60:02d}"
 
 
-def cell_state(cell_dir: Path, record: JobRecord | None, slurm: dict[str, JobState]) -> tuple[str, str]:
-    """(state, elapsed) of one cell."""
-    if (cell_dir / SUMMARY_FILE).exists():
-        summary = json.loads((cell_dir / SUMMARY_FILE).read_text())
-        seconds = round(summary.get("wall_time_s") or summary["train_time_s"])
-        return summary["status"], f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+def cell_state(cell: CellDir, record: JobRecord | None, slurm: dict[str, JobState]) -> tuple[str, str]:
+    """(state, elapsed) of one cell; a damaged summary is reported, not raised."""
+    summary, problem = cell.read_summary()
+    if problem is not None:
+        return f"broken ({problem})", ""
+    if summary is not None:
+        seconds = summary.get("wall_time_s") or summary.get("train_time_s") or 0.0
+        return str(summary["status"]), hms(float(seconds))
     if record is None:
         return "not started", ""
     if record.executor == "slurm" and record.job_id in slurm:
@@ -56,24 +45,24 @@ def cell_state(cell_dir: Path, record: JobRecord | None, slurm: dict[str, JobSta
 
 def status_rows(config: dict[str, Any]) -> list[dict[str, str]]:
     plan = make_plan(config)
-    cells = [(study, cell, Path(plan.results_dir) / study / "cells" / cell)
-             for study, spec in plan.studies.items() for cell in spec.cells]
-    records = {cell_dir: JobRecord.read(cell_dir) for _, _, cell_dir in cells}
+    cells = [(study, name, CellDir(Path(plan.results_dir) / study / "cells" / name))
+             for study, spec in plan.studies.items() for name in spec.cells]
+    records = {cell.path: cell.read_job() for _, _, cell in cells}
     slurm_ids = sorted({r.job_id for r in records.values() if r is not None and r.executor == "slurm"})
     slurm = query_sacct(slurm_ids) if slurm_ids else {}
     rows = []
-    for study, cell, cell_dir in cells:
-        record = records[cell_dir]
-        state, elapsed = cell_state(cell_dir, record, slurm)
-        epoch = last_epoch(cell_dir)
-        accuracy = epoch.get("val_accuracy") if epoch else None
+    for study, name, cell in cells:
+        record = records[cell.path]
+        state, elapsed = cell_state(cell, record, slurm)
+        epoch = cell.last_epoch()
+        accuracy = epoch.val_accuracy if epoch else None
         rows.append({
             "study": study,
-            "cell": cell,
+            "cell": name,
             "job": record.job_id if record else "-",
             "state": state,
             "elapsed": elapsed or "-",
-            "epoch": f"{epoch['epoch']}/{plan.studies[study].cells[cell].epochs}" if epoch else "-",
+            "epoch": f"{epoch.epoch}/{plan.studies[study].cells[name].epochs}" if epoch else "-",
             "val_acc": f"{accuracy:.3f}" if accuracy is not None else "-",
         })
     return rows

@@ -1,0 +1,1 @@
+"""Launching cells: one submitit job per cell, waited for on the login node."""

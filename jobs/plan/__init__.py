@@ -1,0 +1,1 @@
+"""Making the plan: config/config.yaml checked and crossed into grid cells."""

@@ -1,0 +1,1 @@
+"""Training a cell: the Horovod job every task of a cell runs."""

@@ -1,0 +1,429 @@
+"""Where a grid cell is trained: the Horovod data-parallel training job.
+
+Every task of a cell's submitit job runs `TrainingJob.__call__`. It follows Horovod's
+PyTorch recipe, in Horovod's order (each distributed line is marked `# Horovod:`):
+init, pin the local rank's GPU, shard the data, scale the learning rate, broadcast the
+initial state from rank 0, wrap the optimizer, average metrics with allreduce, and let
+rank 0 alone write. jobs/launch/launcher.py submits it.
+
+What the numbers mean (jobs/cell.py's EpochRecord has the fields):
+- The data sit on the worker's device as tensors; each epoch every rank slices its
+  batches from its shard of a seeded permutation (jobs/train/data.py: epoch_shard),
+  so nothing per sample runs in Python between steps and the same seed gives the
+  same batches after a resume.
+- The step loop never reads from the device: losses accumulate there and are read
+  once per epoch, together with every other metric.
+- An epoch's wall time, on rank 0's clock, is split into steps, validation, I/O
+  (rank 0 saving the previous epoch's checkpoint and log line, which the others wait
+  for at a barrier before the steps start, so it never lands in their step time),
+  wait (barriers and reductions) and other. Throughput and time to accuracy count
+  the steps only.
+- A resumed run is exact: the checkpoint holds the model, the state of the optimizer
+  Horovod wraps (momentum, Adam's moments), and the progress; the learning rate and
+  the data order are functions of the epoch.
+- A run whose loss is not finite, or exceeds divergence_factor x the validation loss
+  before training, ends as `diverged`: a result like any other.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import submitit
+
+from jobs.cell import CellDir, EpochRecord, MetaRecord, SummaryRecord, finite_or_none
+from jobs.plan.params import TrainParams
+from jobs.train import rendezvous
+
+CHECKPOINT_VERSION = 2
+VALIDATION_CHUNK = 1024  # samples per validation forward pass
+# Testing switch: seconds rank 0 sleeps in each checkpoint save (a slow shared filesystem).
+CHECKPOINT_DELAY_ENV = "SCALING_STUDY_TEST_CHECKPOINT_DELAY_S"
+
+
+@dataclass
+class Progress:
+    """What survives a restart: saved in the checkpoint after each epoch."""
+
+    epoch: int = 0
+    train_time_s: float = 0.0  # training steps, summed over epochs: the clock of time to accuracy
+    validation_time_s: float = 0.0
+    io_time_s: float = 0.0
+    wait_time_s: float = 0.0
+    wall_time_s: float = 0.0  # the epochs' whole wall time
+    epochs_above_target: int = 0
+    best_val_accuracy: float | None = None
+    initial_val_loss: float | None = None
+    last_record: dict[str, Any] | None = None
+    first_started_at: float | None = None  # when the first attempt started (queue time ends)
+
+    def add(self, record: EpochRecord, target_accuracy: float) -> None:
+        self.epoch = record.epoch
+        self.train_time_s = float(record.train_time_s or 0.0)
+        self.validation_time_s += float(record.validation_s or 0.0)
+        self.io_time_s += float(record.io_s or 0.0)
+        self.wait_time_s += float(record.wait_s or 0.0)
+        self.wall_time_s = float(record.wall_time_s or 0.0)
+        self.last_record = record.to_dict()
+        accuracy = record.val_accuracy
+        if accuracy is not None:
+            self.best_val_accuracy = max(self.best_val_accuracy or 0.0, accuracy)
+            self.epochs_above_target = self.epochs_above_target + 1 if accuracy >= target_accuracy else 0
+
+
+@dataclass(frozen=True)
+class TrainingJob(submitit.helpers.Checkpointable):
+    """The callable submitted once per cell; a Checkpointable, so a preempted or
+    timed-out job is requeued and resumes from the cell's last checkpoint."""
+
+    cell_dir: str
+    study: str
+    cell: str
+    grid_axes: tuple[str, ...]
+    params: dict[str, Any]
+    data_dir: str
+    threads_per_worker: int = 1
+    controller: str = "gloo"
+
+    def __call__(self) -> dict[str, Any] | None:
+        started = time.time()
+        placement = rendezvous.placement_from_submitit()
+        server = None
+        if self.controller == "gloo":
+            server = rendezvous.join(placement, CellDir(self.cell_dir).path)  # noqa: F841  (rank 0 keeps it alive)
+        return run_training(self, placement, started)
+
+
+def run_training(job: TrainingJob, placement: rendezvous.TaskPlacement, started: float) -> dict[str, Any] | None:
+    import horovod.torch as hvd
+    import torch
+
+    from jobs.train.data import DeviceSplit, epoch_seed, epoch_shard, load_dataset
+    from jobs.train.models import build_model
+    from jobs.train.optim import make_optimizer
+
+    params = TrainParams.from_dict(job.params)
+    cell = CellDir(job.cell_dir)
+    if job.controller == "mpi" and not hvd.mpi_built():
+        raise RuntimeError("launcher.controller = 'mpi', but this Horovod was built without MPI: "
+                           "rerun setup.sh with an MPI (mpicxx) on PATH, or use controller 'gloo'")
+    hvd.init()  # Horovod: initialise (Gloo: from rendezvous.join's HOROVOD_* variables; MPI: from PMIx)
+    threads = torch_threads(job.threads_per_worker, hvd.local_size())
+    torch.set_num_threads(threads)
+    device = torch.device("cpu")
+    if torch.cuda.is_available():
+        torch.cuda.set_device(hvd.local_rank())  # Horovod: pin one GPU per process
+        device = torch.device("cuda", hvd.local_rank())
+    world, rank = hvd.size(), hvd.rank()
+    is_writer = rank == 0
+
+    torch.manual_seed(params.seed)
+    data = load_dataset(params.dataset, Path(job.data_dir), seed=params.seed, train_subset=params.train_subset)
+    train = DeviceSplit.of(data.train, device)
+    val = DeviceSplit.of(data.val, device).shard(world, rank)
+    samples_per_rank = len(train) // world  # Horovod: each worker trains on its shard (epoch_shard)
+    steps_per_epoch = math.ceil(samples_per_rank / params.batch_size)
+    classification = data.num_classes > 0
+    loss_fn = torch.nn.CrossEntropyLoss() if classification else torch.nn.MSELoss()
+
+    model = build_model(params.model, data.input_shape, data.num_classes, width=params.width, depth=params.depth)
+    model.to(device)
+    # Horovod: average gradients across workers with allreduce at each step. The wrapper is
+    # a new optimizer object holding the state (momentum, Adam's moments): the one to save.
+    optimizer = hvd.DistributedOptimizer(make_optimizer(params, model), named_parameters=model.named_parameters())
+    progress = Progress()
+    if is_writer and cell.checkpoint.exists():
+        progress = load_checkpoint(cell, model, optimizer, params)
+    # Named: the default name is the object's type, which differs where only the root holds the object.
+    progress = hvd.broadcast_object(progress, root_rank=0, name="progress")
+    # Horovod: every worker starts from rank 0's parameters and, resuming, its optimizer state.
+    # (Not hvd.broadcast_optimizer_state: its zero-gradient step would apply weight decay once.)
+    hvd.broadcast_parameters(model.state_dict(), root_rank=0)
+    if progress.epoch > 0:
+        optimizer_state = hvd.broadcast_object(optimizer.state_dict() if is_writer else None, root_rank=0,
+                                               name="optimizer_state")
+        if not is_writer:
+            optimizer.load_state_dict(optimizer_state)
+    if progress.first_started_at is None:
+        progress.first_started_at = started
+    if progress.initial_val_loss is None:
+        loss_sum, _, count = evaluate(model, val, loss_fn, classification)
+        totals = hvd.allreduce(torch.stack([loss_sum, count]).to("cpu", torch.float64), op=hvd.Sum,
+                               name="initial_val_loss")
+        progress.initial_val_loss = float(totals[0] / totals[1])
+
+    hosts = hvd.allgather_object(placement.hostname, name="hosts")
+    startup_s = time.time() - started
+    if is_writer:
+        cell.trim_metrics(progress.epoch, EpochRecord.from_dict(progress.last_record) if progress.last_record else None)
+        cell.append(MetaRecord(
+            study=job.study,
+            cell=job.cell,
+            world_size=world,
+            local_size=hvd.local_size(),
+            nodes=hvd.cross_size(),
+            hosts=hosts,
+            controller="mpi" if hvd.mpi_enabled() else "gloo",  # what Horovod runs on, not what was asked
+            threads_per_worker=threads,
+            device=str(device),
+            job_id=placement.job_id,
+            attempt=placement.attempt,
+            resumed_from_epoch=progress.epoch,
+            startup_s=startup_s,
+            steps_per_epoch=steps_per_epoch,
+            samples_per_epoch=samples_per_rank * world,
+            initial_val_loss=finite_or_none(progress.initial_val_loss),
+            versions=versions(),
+            params=params.to_dict(),
+        ))
+        print(f"[{job.cell}] world size {world} on {sorted(set(hosts))}, global batch {params.batch_size * world}, "
+              f"{steps_per_epoch} steps/epoch, lr {params.lr} -> {params.scaled_lr():g} ({params.lr_scaling}), "
+              f"start-up {startup_s:.1f} s", flush=True)
+
+    status, stop_reason = "complete", "epochs"
+    pending: EpochRecord | None = None  # saved and logged at the start of the next epoch, on its clock
+    epoch_start = device_clock(device)
+    for epoch in range(progress.epoch + 1, params.epochs + 1):
+        # I/O: rank 0 saves the previous epoch; everyone waits for it before stepping.
+        io_s = 0.0
+        if pending is not None and is_writer:
+            io_s = persist_epoch(cell, job.cell, params, model, optimizer, progress, pending)
+        mark = device_clock(device)
+        hvd.barrier()
+        wait_s = device_clock(device) - mark
+        if params.fail_at_epoch == epoch and rank == world - 1:
+            raise RuntimeError(f"fail_at_epoch = {epoch}: rank {rank} fails on purpose (testing switch)")
+
+        torch.manual_seed(epoch_seed(params.seed, epoch) + rank)  # any randomness in the model, resumable
+        shard = epoch_shard(len(train), world, rank, seed=params.seed, epoch=epoch).to(device)
+        mark = device_clock(device)
+        loss_sum, lr = train_epoch(model, optimizer, train, shard, params, loss_fn, epoch, steps_per_epoch)
+        steps_s = device_clock(device) - mark
+
+        mark = device_clock(device)
+        average_batchnorm_statistics(model, hvd)  # Horovod: one set of statistics to validate and save
+        wait_s += device_clock(device) - mark
+        mark = device_clock(device)
+        val_loss_sum, val_correct, val_count = evaluate(model, val, loss_fn, classification)
+        validation_s = device_clock(device) - mark
+
+        mark = device_clock(device)
+        # The epoch's one read from the device: every metric at once. Horovod: summed over workers.
+        local = torch.stack([loss_sum, val_loss_sum, val_correct, val_count, *linear_weights(model, params)])
+        local = local.to("cpu", torch.float64)
+        sums = hvd.allreduce(local[:4], op=hvd.Sum, name="epoch_sums")
+        slowest_steps_s = float(hvd.allreduce(torch.tensor([steps_s], dtype=torch.float64), op=hvd.Max,
+                                              name="epoch_steps_s")[0])
+        wait_s += device_clock(device) - mark
+
+        epoch_end = device_clock(device)
+        epoch_time_s = epoch_end - epoch_start
+        epoch_start = epoch_end
+        samples = samples_per_rank * world
+        train_loss = float(sums[0]) / samples
+        val_loss = float(sums[1] / sums[3])
+        val_accuracy = float(sums[2] / sums[3]) if classification else None
+        weight, bias = (float(local[4]), float(local[5])) if len(local) > 4 else (None, None)
+        is_diverged = diverged(train_loss, val_loss, progress.initial_val_loss, params.divergence_factor)
+        record = EpochRecord(
+            epoch=epoch,
+            steps_s=steps_s,
+            validation_s=validation_s,
+            io_s=io_s,
+            wait_s=wait_s,
+            other_s=epoch_time_s - steps_s - validation_s - io_s - wait_s,
+            slowest_steps_s=slowest_steps_s,
+            epoch_time_s=epoch_time_s,
+            train_time_s=progress.train_time_s + steps_s,
+            wall_time_s=progress.wall_time_s + epoch_time_s,
+            steps=steps_per_epoch,
+            samples=samples,
+            samples_per_s=samples / steps_s,
+            train_loss=finite_or_none(train_loss),
+            val_loss=finite_or_none(val_loss),
+            val_accuracy=None if is_diverged else val_accuracy,
+            lr=lr,
+            world_size=world,
+            weight=finite_or_none(weight),
+            bias=finite_or_none(bias),
+        )
+        progress.add(record, params.target_accuracy)
+        pending = record
+        if is_diverged:
+            status, stop_reason = "diverged", "diverged"
+            break
+        if params.stop_at_target and progress.epochs_above_target >= params.patience:
+            stop_reason = "target"
+            break
+    if pending is not None and is_writer:
+        persist_epoch(cell, job.cell, params, model, optimizer, progress, pending)
+
+    if not is_writer:
+        return None
+    summary = SummaryRecord(
+        study=job.study,
+        cell=job.cell,
+        status=status,
+        stop_reason=stop_reason,
+        params=params.to_dict(),
+        grid_axes=list(job.grid_axes),
+        world_size=world,
+        hosts=hosts,
+        epochs_run=progress.epoch,
+        train_time_s=progress.train_time_s,
+        validation_time_s=progress.validation_time_s,
+        io_time_s=progress.io_time_s,
+        wait_time_s=progress.wait_time_s,
+        wall_time_training_s=progress.wall_time_s,
+        startup_s=startup_s,
+        best_val_accuracy=progress.best_val_accuracy,
+        final_val_accuracy=(progress.last_record or {}).get("val_accuracy"),
+        job_id=placement.job_id,
+        restarts=placement.attempt,
+        queue_time_s=max(0.0, progress.first_started_at - cell.submitted_at(progress.first_started_at)),
+        wall_time_s=time.time() - cell.submitted_at(started),
+    )
+    cell.write_result(summary)
+    return summary.to_dict()
+
+
+def device_clock(device: Any) -> float:
+    """Seconds, read once the device has finished the work queued so far."""
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def train_epoch(model: Any, optimizer: Any, train: Any, shard: Any, params: TrainParams, loss_fn: Any,
+                epoch: int, steps_per_epoch: int) -> tuple[Any, float]:
+    """One epoch of steps over this rank's shard: (the summed loss, on the device; the last lr)."""
+    import torch
+
+    from jobs.train.optim import learning_rate
+
+    model.train()
+    loss_sum = torch.zeros((), device=shard.device)
+    lr = learning_rate(params, epoch - 1)
+    for step, (inputs, targets) in enumerate(train.batches(shard, params.batch_size)):
+        lr = learning_rate(params, epoch - 1 + step / steps_per_epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        optimizer.zero_grad()
+        loss = loss_fn(model(inputs), targets)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.detach() * len(targets)
+    return loss_sum, lr
+
+
+def evaluate(model: Any, split: Any, loss_fn: Any, classification: bool) -> tuple[Any, Any, Any]:
+    """(summed loss, correct predictions, samples) over a split, as device tensors."""
+    import torch
+
+    model.eval()
+    device = split.targets.device
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device)
+    with torch.no_grad():
+        for inputs, targets in split.chunks(VALIDATION_CHUNK):
+            outputs = model(inputs)
+            loss_sum += loss_fn(outputs, targets) * len(targets)
+            if classification:
+                correct += (outputs.argmax(dim=1) == targets).sum()
+    return loss_sum, correct, torch.tensor(float(len(split)), device=device)
+
+
+def linear_weights(model: Any, params: TrainParams) -> list[Any]:
+    """Lab 1's (w, b) of the one-input linear model, to log each epoch; nothing for other models."""
+    if params.model != "linear":
+        return []
+    layer = model[-1]
+    if layer.weight.numel() != 1:
+        return []
+    return [layer.weight.detach().reshape(()), layer.bias.detach().reshape(())]
+
+
+def average_batchnorm_statistics(model: Any, hvd: Any) -> None:
+    """Each rank's BatchNorm running statistics come from its own shard; validate and save their mean."""
+    import torch
+
+    buffers = [buffer for module in model.modules()
+               if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and module.track_running_stats
+               for buffer in (module.running_mean, module.running_var)]
+    if hvd.size() == 1 or not buffers:
+        return
+    averaged = hvd.grouped_allreduce(buffers, op=hvd.Average, name="batchnorm_statistics")
+    for buffer, mean in zip(buffers, averaged):
+        buffer.copy_(mean)
+
+
+def diverged(train_loss: float, val_loss: float, initial_val_loss: float | None, factor: float) -> bool:
+    """Not finite, or far above where training started (factor x the validation loss before step 1)."""
+    if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+        return True
+    return initial_val_loss is not None and math.isfinite(initial_val_loss) and train_loss > factor * initial_val_loss
+
+
+def torch_threads(wanted: int, workers_on_this_node: int) -> int:
+    """Threads per worker such that workers x threads never exceed the CPUs we were given."""
+    available = len(os.sched_getaffinity(0))
+    return max(1, min(wanted, available // workers_on_this_node))
+
+
+def persist_epoch(cell: CellDir, cell_name: str, params: TrainParams, model: Any, optimizer: Any,
+                  progress: Progress, record: EpochRecord) -> float:
+    """Rank 0 saves the checkpoint of a finished epoch, then logs it; returns the seconds it took."""
+    started = time.perf_counter()
+    save_checkpoint(cell, model, optimizer, progress, params)
+    cell.append(record)
+    acc = "n/a" if record.val_accuracy is None else f"{record.val_accuracy:.3f}"
+    print(f"[{cell_name}] epoch {record.epoch}/{params.epochs}: loss {record.train_loss}, val acc {acc}, "
+          f"{record.samples_per_s:.0f} samples/s, steps {record.steps_s:.3f} s of {record.epoch_time_s:.3f} s",
+          flush=True)
+    return time.perf_counter() - started
+
+
+def save_checkpoint(cell: CellDir, model: Any, optimizer: Any, progress: Progress, params: TrainParams) -> None:
+    import torch
+
+    tmp = cell.checkpoint.with_name(f".{cell.checkpoint.name}.tmp")
+    torch.save({"version": CHECKPOINT_VERSION, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "progress": dataclasses.asdict(progress), "params": params.to_dict()}, tmp)
+    delay = float(os.environ.get(CHECKPOINT_DELAY_ENV, "0") or 0)
+    if delay > 0:
+        time.sleep(delay)
+    os.replace(tmp, cell.checkpoint)
+
+
+def load_checkpoint(cell: CellDir, model: Any, optimizer: Any, params: TrainParams) -> Progress:
+    """Resume from the cell's checkpoint, unless it was made with other parameters or another format."""
+    import torch
+
+    state = torch.load(cell.checkpoint, map_location="cpu", weights_only=False)
+    if state.get("version") != CHECKPOINT_VERSION or state.get("params") != params.to_dict():
+        print(f"ignoring {cell.checkpoint}: it was saved with other parameters or by another version", flush=True)
+        return Progress()
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    return Progress(**state["progress"])
+
+
+def versions() -> dict[str, str]:
+    import horovod
+    import torch
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "horovod": horovod.__version__,
+        "submitit": submitit.__version__,
+    }

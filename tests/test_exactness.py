@@ -1,0 +1,231 @@
+"""Numbers that theory fixes exactly, checked through the real workflow (Snakemake,
+submitit's local executor, Horovod across worker processes) against references the
+tests compute themselves:
+
+- data parallelism: N workers x batch B/N with plain SGD follow 1 worker x batch B,
+  and full-batch gradient descent reaches the least-squares (w, b) of Lab 1's data;
+- resume: a cell killed after some epochs and rerun ends with the weights of the same
+  cell run without interruption, for SGD with momentum and for Adam;
+- time: the named parts of an epoch account for its wall time, and rank 0's
+  checkpoint write never lands in any rank's step time.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import psutil
+import pytest
+import torch
+
+from conftest import default_config, run_snakemake, snakemake_command, write_config
+from jobs.cell import CellDir
+from jobs.train.data import load_linear
+from jobs.train.job import CHECKPOINT_DELAY_ENV
+
+pytestmark = pytest.mark.workflow
+
+LINEAR_POINTS = 100  # Lab 1's data set; divisible by every worker count below
+GD_LR = 0.025  # below 2 / (largest eigenvalue of the Hessian of the MSE), about 0.029 on this data
+GD_EPOCHS = 900  # enough full-batch steps to close the slowest direction to < 1e-5
+TRAJECTORY_EPOCHS = 30
+
+
+def linear_study(batch_size: int, gpus: int, epochs: int, lr: float) -> dict[str, Any]:
+    return {"grid": {"batch_size": [batch_size], "gpus": [gpus]},
+            "fixed": {"dataset": "linear", "model": "linear", "epochs": epochs, "lr": lr, "lr_scaling": "none",
+                      "optimizer": "sgd", "momentum": 0.0, "seed": 3}}
+
+
+def epochs_of(workdir: Path, study: str) -> pd.DataFrame:
+    return pd.read_csv(workdir / "results" / study / "epochs.csv").sort_values("epoch", ignore_index=True)
+
+
+@pytest.fixture(scope="module")
+def linear_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("linear")
+    config = default_config()
+    config["studies"] = {
+        "gd_1": linear_study(LINEAR_POINTS, 1, GD_EPOCHS, GD_LR),
+        **{f"gd_{n}": linear_study(LINEAR_POINTS // n, n, TRAJECTORY_EPOCHS, GD_LR) for n in (2, 4)},
+        **{f"sgd_{n}": linear_study(20 // n, n, TRAJECTORY_EPOCHS, 0.005) for n in (1, 2, 4)},
+    }
+    write_config(workdir, config)
+    result = run_snakemake(workdir)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return workdir
+
+
+@pytest.mark.parametrize("kind", ["gd", "sgd"])
+@pytest.mark.parametrize("workers", [2, 4])
+def test_n_workers_with_batch_b_over_n_follow_one_worker_with_batch_b(linear_run, kind, workers):
+    one = epochs_of(linear_run, f"{kind}_1").head(TRAJECTORY_EPOCHS)
+    many = epochs_of(linear_run, f"{kind}_{workers}")
+    assert list(many["world_size"].unique()) == [workers]
+    assert len(many) == len(one) == TRAJECTORY_EPOCHS
+    # The weights move by far more than the tolerance, so agreeing is not an accident.
+    assert one["weight"].max() - one["weight"].min() > 0.1
+    for column in ("weight", "bias", "train_loss"):
+        np.testing.assert_allclose(many[column], one[column], rtol=2e-5, atol=1e-5, err_msg=column)
+
+
+def test_gradient_descent_reaches_the_least_squares_fit_of_the_data(linear_run):
+    data = load_linear(seed=3, num_train=LINEAR_POINTS)
+    x, y = (tensor.numpy().astype(np.float64).ravel() for tensor in data.train.tensors)
+    (w_star, b_star), *_ = np.linalg.lstsq(np.column_stack([x, np.ones_like(x)]), y, rcond=None)
+    final = epochs_of(linear_run, "gd_1").iloc[-1]
+    assert final["epoch"] == GD_EPOCHS
+    assert final["weight"] == pytest.approx(w_star, abs=1e-3)
+    assert final["bias"] == pytest.approx(b_star, abs=1e-3)
+    mse_star = float(np.mean((w_star * x + b_star - y) ** 2))
+    assert final["train_loss"] == pytest.approx(mse_star, rel=1e-4)
+
+
+# --------------------------------------------------------------------------- exact resume
+
+def resume_study() -> dict[str, Any]:
+    return {"grid": {"batch_size": [32], "gpus": [2], "optimizer": ["sgd", "adam"]},
+            "fixed": {"dataset": "digits", "model": "cnn", "epochs": 8, "lr": 0.02, "momentum": 0.9,
+                      "weight_decay": 1e-4, "train_subset": 400, "target_accuracy": 0.5}}
+
+
+def job_processes(cell_dir: Path) -> list[psutil.Process]:
+    """submitit's local controller and the cell's worker processes (their command lines name its folder)."""
+    folder = str(cell_dir / "submitit")
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        if any(folder in part for part in process.info["cmdline"] or []) and process.pid != os.getpid():
+            found.append(process)
+    return found
+
+
+def kill_after_epochs(cell_dirs: list[Path], epochs: int, stop: threading.Event) -> dict[str, int]:
+    """SIGKILL each cell's job once its log holds `epochs` epochs: what a crashed node does."""
+    killed: dict[str, int] = {}
+    while not stop.is_set() and len(killed) < len(cell_dirs):
+        for cell_dir in cell_dirs:
+            if cell_dir.name in killed:
+                continue
+            done = sum(1 for record in CellDir(cell_dir).new_epoch_records(0)[0])
+            if done >= epochs:
+                for process in job_processes(cell_dir):
+                    try:
+                        process.send_signal(signal.SIGKILL)
+                    except psutil.NoSuchProcess:
+                        pass
+                killed[cell_dir.name] = done
+        time.sleep(0.05)
+    return killed
+
+
+def final_state(cell_dir: Path) -> dict[str, Any]:
+    return torch.load(cell_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
+
+
+def test_a_killed_and_rerun_cell_ends_with_the_weights_of_the_uninterrupted_run(tmp_path):
+    reference, interrupted = tmp_path / "reference", tmp_path / "interrupted"
+    for workdir in (reference, interrupted):
+        config = default_config()
+        config["studies"] = {"resume": resume_study()}
+        write_config(workdir, config)
+    result = run_snakemake(reference)
+    assert result.returncode == 0, result.stderr[-4000:]
+
+    cells = ["bs32-gpus2-opt_sgd", "bs32-gpus2-opt_adam"]
+    cell_dirs = [interrupted / "results" / "resume" / "cells" / cell for cell in cells]
+    # A slow checkpoint keeps each epoch long enough for the kill to land mid-run.
+    env = os.environ | {CHECKPOINT_DELAY_ENV: "0.3"}
+    stop = threading.Event()
+    killed: dict[str, int] = {}
+    watcher = threading.Thread(target=lambda: killed.update(kill_after_epochs(cell_dirs, 2, stop)))
+    watcher.start()
+    first = subprocess.run(snakemake_command(interrupted, Path(__file__).parents[1] / "profiles" / "default"),
+                           capture_output=True, text=True, timeout=900, cwd=interrupted, env=env)
+    stop.set()
+    watcher.join()
+    assert first.returncode != 0 and set(killed) == set(cells), (killed, first.stderr[-3000:])
+    for cell_dir in cell_dirs:
+        assert not (cell_dir / "summary.json").exists()
+
+    second = run_snakemake(interrupted, timeout=300)
+
+    assert second.returncode == 0, second.stderr[-4000:]
+    for cell, cell_dir in zip(cells, cell_dirs):
+        log = CellDir(cell_dir).read_metrics()
+        resumed_from = log.metas[-1]["resumed_from_epoch"]
+        assert len(log.metas) == 2 and 2 <= resumed_from < 8, (cell, [m["resumed_from_epoch"] for m in log.metas])
+        assert [epoch["epoch"] for epoch in log.epochs] == list(range(1, 9))
+        uninterrupted = final_state(reference / "results" / "resume" / "cells" / cell)
+        resumed = final_state(cell_dir)
+        assert resumed["progress"]["epoch"] == uninterrupted["progress"]["epoch"] == 8
+        for name, tensor in uninterrupted["model"].items():
+            torch.testing.assert_close(resumed["model"][name], tensor, rtol=1e-5, atol=1e-6, msg=f"{cell} {name}")
+        assert log.epochs[-1]["train_loss"] < 0.9 * log.epochs[0]["train_loss"]  # it trained: the weights moved
+        # The optimizer's state (momentum buffers, Adam's moments and step) was restored, not restarted.
+        assert len(uninterrupted["optimizer"]["state"]) > 0
+        for index, state in uninterrupted["optimizer"]["state"].items():
+            for key, value in state.items():
+                torch.testing.assert_close(resumed["optimizer"]["state"][index][key], value, rtol=1e-5, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- honest time split
+
+CHECKPOINT_DELAY_S = 1.0
+
+
+@pytest.fixture(scope="module")
+def slow_checkpoint_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("slowio")
+    config = default_config()
+    config["studies"] = {"slowio": {"grid": {"batch_size": [32], "gpus": [1, 2]},
+                                    "fixed": {"dataset": "digits", "model": "cnn", "epochs": 4,
+                                              "train_subset": 400}}}
+    write_config(workdir, config)
+    result = run_snakemake(workdir, env=os.environ | {CHECKPOINT_DELAY_ENV: str(CHECKPOINT_DELAY_S)})
+    assert result.returncode == 0, result.stderr[-4000:]
+    return workdir
+
+
+def test_rank_zeros_checkpoint_write_is_io_not_anyones_step_time(slow_checkpoint_run):
+    epochs = epochs_of(slow_checkpoint_run, "slowio")
+    for workers in (1, 2):
+        cell = epochs[epochs["gpus"] == workers].sort_values("epoch")
+        after_first = cell[cell["epoch"] > 1]
+        # Each epoch after the first starts with rank 0 saving the previous one: slow, and I/O.
+        assert (after_first["io_s"] >= CHECKPOINT_DELAY_S).all(), cell[["epoch", "io_s"]]
+        # No rank's steps waited for it: the slowest rank's step time is far below the delay.
+        assert (cell["slowest_steps_s"] < CHECKPOINT_DELAY_S / 2).all(), cell[["epoch", "slowest_steps_s"]]
+        np.testing.assert_allclose(cell["samples_per_s"], cell["samples"] / cell["steps_s"], rtol=1e-9)
+
+
+def test_the_named_parts_account_for_each_epochs_wall_time(slow_checkpoint_run):
+    epochs = epochs_of(slow_checkpoint_run, "slowio")
+    parts = epochs[["steps_s", "validation_s", "io_s", "wait_s", "other_s"]]
+    assert (parts >= -1e-9).all().all()
+    np.testing.assert_allclose(parts.sum(axis=1), epochs["epoch_time_s"], rtol=1e-9)
+    # What no named part claims is small: the parts are where the time went.
+    assert (epochs["other_s"] < 0.05 * epochs["epoch_time_s"] + 0.02).all(), epochs[["epoch_time_s", "other_s"]]
+    for _, cell in epochs.groupby("cell"):
+        np.testing.assert_allclose(cell["train_time_s"], cell["steps_s"].cumsum(), rtol=1e-9)
+        np.testing.assert_allclose(cell["wall_time_s"], cell["epoch_time_s"].cumsum(), rtol=1e-9)
+
+
+def test_runs_table_carries_the_time_split_per_cell(slow_checkpoint_run):
+    runs = pd.read_csv(slow_checkpoint_run / "results" / "slowio" / "runs.csv").set_index("cell")
+    epochs = epochs_of(slow_checkpoint_run, "slowio")
+    for cell, group in epochs.groupby("cell"):
+        row = runs.loc[cell]
+        for part, column in (("steps_s", "steps_time_s"), ("validation_s", "validation_time_s"),
+                             ("io_s", "io_time_s"), ("wait_s", "wait_time_s")):
+            assert row[column] == pytest.approx(group[part].sum())
+        assert row["train_time_s"] == pytest.approx(group["steps_s"].sum())
+        assert row["io_time_s"] >= 3 * CHECKPOINT_DELAY_S
+        assert row["train_time_s"] < row["wall_time_training_s"]
