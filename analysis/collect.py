@@ -17,14 +17,14 @@ import argparse
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from analysis.metrics import speedup_and_efficiency, steady_state_throughput, time_to_accuracy
-from jobs.cell import FINISHED_STATUSES, STARTUP_EPOCH, TIME_PARTS, CellDir, EpochRecord, MetricsLog
+from jobs.cell import FINISHED_STATUSES, STARTUP_EPOCH, CellDir, EpochRecord, MetricsLog
 
 DEFAULT_GRID_AXES = ("batch_size", "gpus")
 
@@ -254,12 +254,12 @@ def collect_study(study_dir: Path, cells: Sequence[str] | None = None) -> tuple[
         cell_dirs = [cells_dir / cell for cell in sorted(cells)]
     else:
         cell_dirs = sorted(path for path in cells_dir.iterdir() if path.is_dir()) if cells_dir.is_dir() else []
-    cells = [read_cell(cell_dir) for cell_dir in cell_dirs]
-    grid_axes = study_grid_axes(cells)
+    found = [read_cell(cell_dir) for cell_dir in cell_dirs]
+    grid_axes = study_grid_axes(found)
     study = Path(study_dir).name
 
     run_columns = [*LEADING_COLUMNS, *grid_axes, *RESULT_COLUMNS]
-    run_rows = [run_row(cell, grid_axes, study) for cell in cells]
+    run_rows = [run_row(cell, grid_axes, study) for cell in found]
     runs = _with_integer_columns(pd.DataFrame(run_rows), run_rows)
     runs = runs.reindex(columns=_ordered(run_columns, runs.columns, last=GRID_AXES_COLUMN))
     if len(runs):
@@ -269,7 +269,7 @@ def collect_study(study_dir: Path, cells: Sequence[str] | None = None) -> tuple[
     runs = _sort_by_grid(runs, grid_axes)
 
     epoch_columns = ["cell", *grid_axes, *EPOCH_FIELDS, STARTUP_EPOCH_COLUMN]
-    all_epoch_rows = [row for cell in cells for row in epoch_rows(cell, grid_axes)]
+    all_epoch_rows = [row for cell in found for row in epoch_rows(cell, grid_axes)]
     epochs = _with_integer_columns(pd.DataFrame(all_epoch_rows), all_epoch_rows)
     epochs = epochs.reindex(columns=_ordered(epoch_columns, epochs.columns))
     epochs = _sort_by_grid(epochs, grid_axes, then=["epoch"])

@@ -28,8 +28,6 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator, NullLocator, PercentFormatter
 
-from analysis import FIGURE_NAMES
-
 PLOTTED_STATUSES = ("complete", "diverged")
 FIGURE_FORMATS = ("png", "svg")
 BATCH_AXIS, WORKERS_AXIS = "batch_size", "gpus"
@@ -189,7 +187,7 @@ def _batch_legend(figure: Figure, palette: dict[int, tuple[float, float, float]]
                       ncols=min(len(handles), fitting_columns))
 
 
-def _reference_legend(ax: Axes, handles: list[Line2D | Patch], title: str) -> None:
+def _reference_legend(ax: Axes, handles: Sequence[Line2D | Patch], title: str) -> None:
     if handles:
         ax.legend(handles=handles, title=title, loc="best", fontsize="small", title_fontsize="small")
 

@@ -6,9 +6,11 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from analysis.collect import collect_study, main as collect_main
+from analysis.collect import collect_study
+from analysis.collect import main as collect_main
+from analysis.figures import main as figures_main
+from analysis.figures import make_all_figures
 from jobs.cell import CellDir
-from analysis.figures import make_all_figures, main as figures_main
 
 TARGET = 0.9
 

@@ -1,4 +1,5 @@
 import math
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -53,7 +54,7 @@ class TestSteadyStateThroughput:
 
 
 class TestTimeToAccuracy:
-    times = [10.0, 20.0, 30.0, 40.0, 50.0, 60.0]
+    times: ClassVar[list[float]] = [10.0, 20.0, 30.0, 40.0, 50.0, 60.0]
 
     def test_patience_one_is_first_epoch_at_or_above_target(self) -> None:
         accuracies = [0.5, 0.8, 0.9, 0.95, 0.97, 0.98]

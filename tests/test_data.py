@@ -69,7 +69,7 @@ def test_fashion_mnist_shapes_values_and_labels(tmp_path: Path, gzipped: bool) -
     np.testing.assert_allclose(train_x[:, 0].numpy(), arrays["train_images"] / 255.0, rtol=1e-6)
     assert train_y.tolist() == arrays["train_labels"].tolist()
     assert val_y.tolist() == arrays["val_labels"].tolist()
-    assert 0.0 <= float(train_x.min()) and float(train_x.max()) <= 1.0
+    assert float(train_x.min()) >= 0.0 and float(train_x.max()) <= 1.0
 
 
 def test_fashion_mnist_train_subset_takes_first_images_and_keeps_all_val(tmp_path: Path) -> None:
@@ -166,7 +166,7 @@ def test_idx_writer_matches_standard_magic_numbers() -> None:
 def test_digits_shapes_split_and_range(tmp_path: Path) -> None:
     splits = load_dataset("digits", tmp_path, seed=0)
     train_x, train_y = splits.train.tensors
-    val_x, val_y = splits.val.tensors
+    _val_x, val_y = splits.val.tensors
     assert (splits.input_shape, splits.num_classes, splits.task) == ((1, 8, 8), 10, "classification")
     assert len(splits.train) + len(splits.val) == 1797
     assert len(splits.val) == 360  # ceil(0.2 * 1797)
@@ -199,7 +199,7 @@ def test_linear_data_follows_lab1_process(tmp_path: Path) -> None:
     assert splits.train.tensors[0].shape == (100, 1) and splits.train.tensors[1].shape == (100, 1)
     assert splits.train.tensors[1].dtype == torch.float32
     assert len(splits.val) == 100
-    assert 0.0 <= x.min() and x.max() <= 10.0
+    assert x.min() >= 0.0 and x.max() <= 10.0
     slope, intercept = np.polyfit(x, y, 1)
     # Residual y - 10 x - 2 = 10 * N(0, 1): slope standard error ~ 10 / (sqrt(100) * 2.9) ~ 0.35.
     assert slope == pytest.approx(10.0, abs=1.5)
@@ -230,7 +230,7 @@ def test_synthetic_images_sizes_and_determinism(tmp_path: Path) -> None:
     small = load_dataset("synthetic_images", tmp_path, seed=0, train_subset=64)
     images, labels = small.train.tensors
     assert images.shape == (64, 3, 32, 32) and images.dtype == torch.float32
-    assert labels.dtype == torch.int64 and 0 <= int(labels.min()) and int(labels.max()) <= 9
+    assert labels.dtype == torch.int64 and int(labels.min()) >= 0 and int(labels.max()) <= 9
     assert torch.equal(small.val.tensors[0], default.val.tensors[0])
     again = load_dataset("synthetic_images", tmp_path, seed=0, train_subset=64)
     other = load_dataset("synthetic_images", tmp_path, seed=1, train_subset=64)

@@ -12,6 +12,7 @@ tests compute themselves:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -25,8 +26,8 @@ import pandas as pd
 import psutil
 import pytest
 import torch
-
 from conftest import default_config, run_snakemake, snakemake_command, write_config
+
 from jobs.cell import CellDir
 from jobs.train.data import load_linear
 from jobs.train.job import CHECKPOINT_DELAY_ENV
@@ -117,10 +118,8 @@ def kill_after_epochs(cell_dirs: list[Path], epochs: int, stop: threading.Event)
             done = sum(1 for record in CellDir(cell_dir).new_epoch_records(0)[0])
             if done >= epochs:
                 for process in job_processes(cell_dir):
-                    try:
+                    with contextlib.suppress(psutil.NoSuchProcess):
                         process.send_signal(signal.SIGKILL)
-                    except psutil.NoSuchProcess:
-                        pass
                 killed[cell_dir.name] = done
         time.sleep(0.05)
     return killed

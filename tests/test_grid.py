@@ -150,3 +150,21 @@ def test_schema_and_defaults_name_the_same_training_parameters():
     fields = {f.name for f in dataclasses.fields(TrainParams)}
     assert set(schema["$defs"]["params"]["properties"]) == fields
     assert set(schema["$defs"]["study"]["properties"]["grid"]["properties"]) <= fields
+
+
+def test_launcher_defaults_live_in_one_place():
+    """config.yaml and profiles/slurm set only what differs from LauncherSettings' defaults."""
+    import dataclasses
+
+    import yaml
+    from conftest import REPO, default_config
+
+    from jobs.plan.params import LauncherSettings
+
+    defaults = {f.name: getattr(LauncherSettings(), f.name) for f in dataclasses.fields(LauncherSettings)}
+    profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())["config"]
+    for source, launcher in (("config/config.yaml", default_config().get("launcher") or {}),
+                             ("profiles/slurm", profile["launcher"])):
+        restated = {key: value for key, value in launcher.items() if key in defaults and value == defaults[key]}
+        assert not restated, f"{source} restates launcher defaults {restated}"
+        assert set(launcher) <= set(defaults), f"{source}: unknown launcher keys {set(launcher) - set(defaults)}"

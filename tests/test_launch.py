@@ -12,8 +12,8 @@ import submitit
 
 from jobs.cell import CellDir, JobRecord
 from jobs.launch.launcher import collect_result, job_paths, root_failure
-from jobs.plan.params import LauncherSettings, TrainParams
 from jobs.launch.scheduler import parse_sacct
+from jobs.plan.params import LauncherSettings, TrainParams
 
 
 def write_result(cell_dir, job_id, params):

@@ -16,9 +16,17 @@ from typing import Any
 
 import pandas as pd
 import pytest
-
-from conftest import (REPO, default_config, run_snakemake, slurm, slurm_profile, snakemake_command, tiny_study,
-                      write_config)
+import torch
+from conftest import (
+    REPO,
+    default_config,
+    run_snakemake,
+    slurm,
+    slurm_profile,
+    snakemake_command,
+    tiny_study,
+    write_config,
+)
 
 pytestmark = pytest.mark.slurm
 
@@ -64,7 +72,7 @@ def wait_until(condition, timeout: float, what: str, interval: float = 0.5) -> N
 
 
 def start_snakemake(workdir: Path, profile: Path, env: dict[str, str]) -> subprocess.Popen[str]:
-    log = open(workdir / "snakemake.out", "w")
+    log = open(workdir / "snakemake.out", "w")  # noqa: SIM115  (the child writes to it)
     return subprocess.Popen(snakemake_command(workdir, profile), cwd=workdir, env=env, stdout=log,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
@@ -245,17 +253,19 @@ def assert_resumed_without_repeating(cell_dir: Path, epochs: int) -> dict[str, A
     assert summary["restarts"] >= 1
     assert [r["epoch"] for r in records] == list(range(1, epochs + 1))  # no finished epoch ran twice
     assert len(metas) >= 2 and metas[-1]["resumed_from_epoch"] > 0
-    # Training time counts epochs only: queue time and restarts are recorded apart.
-    assert summary["train_time_s"] == pytest.approx(sum(r["epoch_time_s"] for r in records), rel=1e-6)
-    assert summary["wall_time_s"] > summary["train_time_s"] + summary["queue_time_s"]
+    # Training time counts the steps of the epochs only: queue time and restarts are recorded apart.
+    assert summary["train_time_s"] == pytest.approx(sum(r["steps_s"] for r in records), rel=1e-6)
+    assert summary["wall_time_training_s"] == pytest.approx(sum(r["epoch_time_s"] for r in records), rel=1e-6)
+    assert summary["wall_time_s"] > summary["wall_time_training_s"] + summary["queue_time_s"]
     return summary
 
 
-def test_requeued_cell_resumes_from_its_last_checkpoint(slurm_cluster, tmp_path):
-    study = unique("requeue")
+def test_requeued_cell_resumes_exactly_from_its_last_checkpoint(slurm_cluster, tmp_path):
+    study, reference = unique("requeue"), unique("requeue_ref")
     config = default_config()
-    config["studies"] = {study: {"grid": {"batch_size": [32], "gpus": [2]},
-                                 "fixed": {"epochs": 400, "train_subset": 600}}}
+    # SGD with momentum (config.yaml's default): its momentum must survive the requeue.
+    cell_study = {"grid": {"batch_size": [32], "gpus": [2]}, "fixed": {"epochs": 400, "train_subset": 600}}
+    config["studies"] = {study: cell_study, reference: cell_study}
     write_config(tmp_path, config)
     run = start_snakemake(tmp_path, slurm_profile(tmp_path / "profile"), slurm_cluster)
     cell_dir = tmp_path / "results" / study / "cells" / "bs32-gpus2"
@@ -267,6 +277,17 @@ def test_requeued_cell_resumes_from_its_last_checkpoint(slurm_cluster, tmp_path)
     assert run.wait(timeout=600) == 0, (tmp_path / "snakemake.out").read_text()[-4000:]
     assert_resumed_without_repeating(cell_dir, epochs=400)
     assert len(jobs_by_name(study)[f"{study}.bs32-gpus2"]) == 1  # requeued, not resubmitted
+    # The same cell, never interrupted, ends with the same weights and optimizer state.
+    resumed = torch.load(cell_dir / "checkpoint.pt", weights_only=False)
+    uninterrupted = torch.load(tmp_path / "results" / reference / "cells" / "bs32-gpus2" / "checkpoint.pt",
+                               weights_only=False)
+    assert epoch_log(tmp_path / "results" / reference / "cells" / "bs32-gpus2")[0][-1]["resumed_from_epoch"] == 0
+    for name, tensor in uninterrupted["model"].items():
+        torch.testing.assert_close(resumed["model"][name], tensor, rtol=1e-5, atol=1e-6, msg=name)
+    assert uninterrupted["optimizer"]["state"]
+    for index, state in uninterrupted["optimizer"]["state"].items():
+        torch.testing.assert_close(resumed["optimizer"]["state"][index]["momentum_buffer"], state["momentum_buffer"],
+                                   rtol=1e-5, atol=1e-6)
 
 
 def test_time_limit_shorter_than_the_run_checkpoints_and_requeues(slurm_cluster, tmp_path):

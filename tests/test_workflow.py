@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import default_config, run_snakemake, tiny_study, write_config
 
 from analysis import FIGURE_NAMES as FIGURES
-from conftest import default_config, run_snakemake, tiny_study, write_config
 
 pytestmark = pytest.mark.workflow
 

@@ -19,15 +19,16 @@ import fcntl
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, TextIO
+from typing import Any, TextIO
 
 import submitit
 from submitit.core.utils import FailedJobError, JobPaths
 
 from jobs.cell import CellDir, EpochRecord, JobRecord
-from jobs.plan.params import LauncherSettings, TrainParams
 from jobs.launch.scheduler import JobState, SharedSlurmView, current_state
+from jobs.plan.params import LauncherSettings, TrainParams
 from jobs.train.job import TrainingJob
 
 
@@ -135,7 +136,7 @@ def root_failure(cell_dir: Path, record: JobRecord, num_tasks: int) -> tuple[str
         if outcome == "error":
             failures.append((last_error_line(str(payload)), paths.stderr))
     causes = [f for f in failures if "Horovod has been shut down" not in f[0]]
-    return (causes or failures or [None])[0]
+    return (causes or failures)[0] if failures else None
 
 
 def last_error_line(traceback_text: str) -> str:
@@ -223,7 +224,7 @@ def cell_slot(scheduler_dir: Path, limit: int, cell: str, out: TextIO) -> Iterat
     announced = False
     while True:
         for index in range(limit):
-            handle = open(slots / f"{index}.lock", "w")
+            handle = open(slots / f"{index}.lock", "w")  # noqa: SIM115  (held open while the slot is ours)
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

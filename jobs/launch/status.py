@@ -15,9 +15,9 @@ from typing import Any
 import yaml
 
 from jobs.cell import CellDir, JobRecord
+from jobs.launch.scheduler import JobState, query_sacct
 from jobs.plan.config import ConfigError
 from jobs.plan.grid import make_plan
-from jobs.launch.scheduler import JobState, query_sacct
 
 COLUMNS = ("study", "cell", "job", "state", "elapsed", "epoch", "val_acc")
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from jobs.plan.config import ConfigError, validate_config
-from jobs.plan.params import LauncherSettings, TrainParams
+from jobs.plan.params import LauncherSettings, TrainParams, parse_time_limit
 
 # Short names for cell ids; any other axis appears under its own name.
 AXIS_ABBREVIATIONS = {
@@ -121,7 +121,7 @@ def make_plan(config: dict[str, Any]) -> Plan:
     validate_config(config)
     launcher = LauncherSettings.from_dict(config.get("launcher", {}) or {})
     try:
-        launcher.timeout_min
+        parse_time_limit(launcher.time_limit)
     except ValueError as error:
         raise ConfigError(f"config error: launcher.time_limit: {error}") from None
     studies = {name: expand_study(name, spec, launcher) for name, spec in config["studies"].items()}

@@ -46,7 +46,7 @@ class TrainParams:
     fail_at_epoch: int | None = None
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "TrainParams":
+    def from_dict(cls, values: dict[str, Any]) -> TrainParams:
         values = dict(values)
         if "lr_decay_epochs" in values:  # JSON and YAML give lists; keep them sorted, as floats
             values["lr_decay_epochs"] = sorted(float(epoch) for epoch in values["lr_decay_epochs"] or [])
@@ -105,7 +105,8 @@ def parse_time_limit(text: str) -> int:
 
 @dataclass(frozen=True)
 class LauncherSettings:
-    """How a cell is submitted through submitit. Profiles override these."""
+    """How a cell is submitted through submitit: the one place of the launcher's defaults.
+    config/config.yaml and profiles/slurm set only what differs (tests/test_grid.py checks)."""
 
     executor: Literal["local", "slurm"] = "local"
     gpus_per_node: int = 2
@@ -116,7 +117,7 @@ class LauncherSettings:
     time_limit: str = "1:00:00"  # per cell, in Slurm's format
     max_requeues: int = 3  # times a cell that reaches its time limit is requeued to resume
     max_gpus: int | None = None  # the most GPUs one cell may ask for (the site's limit)
-    poll_interval_s: float = 2.0
+    poll_interval_s: float = 1.0  # reads the cell's files only: cheap on any scheduler
     # Cells queued or running at once, across every Snakemake job of the workflow.
     max_cells_in_flight: int = 1
     # Slurm: seconds between two sacct calls, shared by every waiting cell.
@@ -129,7 +130,7 @@ class LauncherSettings:
     slurm: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "LauncherSettings":
+    def from_dict(cls, values: dict[str, Any]) -> LauncherSettings:
         return cls(**values)
 
     @property

@@ -12,9 +12,10 @@ from __future__ import annotations
 import gzip
 import math
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -199,9 +200,11 @@ def load_fashion_mnist(directory: Path, *, train_subset: int | None = None) -> D
             "run `snakemake download_fashion_mnist` on a node with internet, or copy the IDX files there"
         )
 
+    found = {role: path for role, path in paths.items() if path is not None}
+
     def split(images_role: str, labels_role: str, limit: int | None) -> TensorDataset:
-        images = read_idx(paths[images_role], IDX_IMAGES_MAGIC)
-        labels = read_idx(paths[labels_role], IDX_LABELS_MAGIC)
+        images = read_idx(found[images_role], IDX_IMAGES_MAGIC)
+        labels = read_idx(found[labels_role], IDX_LABELS_MAGIC)
         if len(images) != len(labels):
             raise IdxFormatError(
                 f"{paths[images_role]} holds {len(images)} images but {paths[labels_role]} holds {len(labels)} labels"
@@ -287,7 +290,7 @@ class DeviceSplit:
         return len(self.targets)
 
     @classmethod
-    def of(cls, dataset: Dataset, device: torch.device) -> "DeviceSplit":
+    def of(cls, dataset: Dataset, device: torch.device) -> DeviceSplit:
         if not isinstance(dataset, TensorDataset) or len(dataset.tensors) != 2:
             raise TypeError("data on the device needs a TensorDataset of (inputs, targets)")
         inputs, targets = dataset.tensors
@@ -303,6 +306,6 @@ class DeviceSplit:
         for start in range(0, len(self), size):
             yield self.inputs[start:start + size], self.targets[start:start + size]
 
-    def shard(self, world_size: int, rank: int) -> "DeviceSplit":
+    def shard(self, world_size: int, rank: int) -> DeviceSplit:
         """Every world_size-th sample from `rank` on (validation: each rank scores its share)."""
         return DeviceSplit(self.inputs[rank::world_size], self.targets[rank::world_size])

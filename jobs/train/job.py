@@ -358,7 +358,7 @@ def average_batchnorm_statistics(model: Any, hvd: Any) -> None:
 
     buffers = [buffer for module in model.modules()
                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and module.track_running_stats
-               for buffer in (module.running_mean, module.running_var)]
+               for buffer in (module.running_mean, module.running_var) if buffer is not None]
     if hvd.size() == 1 or not buffers:
         return
     averaged = hvd.grouped_allreduce(buffers, op=hvd.Average, name="batchnorm_statistics")

@@ -96,7 +96,7 @@ def download_fashion_mnist(out_dir: Path) -> None:
     print(f"Fashion-MNIST ready in {out_dir}", flush=True)
 
 
-def out_dir_from_snakemake(snakemake_object) -> Path:  # noqa: ANN001 (Snakemake's injected object)
+def out_dir_from_snakemake(snakemake_object) -> Path:
     """The rule's output: a directory, or the four files (whose folder is then the directory)."""
     first_output = Path(snakemake_object.output[0])
     return first_output.parent if first_output.name in EXPECTED_MD5 else first_output
@@ -106,7 +106,7 @@ def main() -> None:
     if "snakemake" in globals():
         out_dir = out_dir_from_snakemake(snakemake)  # type: ignore[name-defined]  # noqa: F821
         if snakemake.log:  # type: ignore[name-defined]  # noqa: F821
-            log_file = open(snakemake.log[0], "w")  # type: ignore[name-defined]  # noqa: F821
+            log_file = open(snakemake.log[0], "w")  # type: ignore[name-defined]  # noqa: F821, SIM115
             sys.stdout = sys.stderr = log_file
     else:
         parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

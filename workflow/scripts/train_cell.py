@@ -3,8 +3,8 @@
 import sys
 from pathlib import Path
 
-from jobs.plan.grid import make_plan
 from jobs.launch.launcher import CellFailed, run_cell, say
+from jobs.plan.grid import make_plan
 from jobs.plan.params import TrainParams
 
 smk = snakemake  # noqa: F821  (injected by Snakemake)

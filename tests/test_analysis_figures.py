@@ -1,0 +1,97 @@
+"""What the figures draw: labelled axes, one line per cell or batch size, and the
+numbers of the runs and epochs tables, not only a file that exists."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+from test_analysis_collect import study_dir  # noqa: F401  (the fixture)
+
+from analysis.collect import collect_study
+from analysis.figures import (
+    WORKERS_LABEL,
+    _accuracy_curves,
+    accuracy_vs_time_figure,
+    finished_runs,
+    grid_axes_of,
+    scaling_efficiency_figure,
+    throughput_figure,
+    time_to_accuracy_figure,
+)
+
+
+@pytest.fixture
+def tables(study_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:  # noqa: F811
+    runs, epochs = collect_study(study_dir)
+    finished = finished_runs(runs, grid_axes_of(runs))
+    return runs, epochs, finished
+
+
+def data_lines(ax: Axes, style: str = "-") -> list[np.ndarray]:
+    """The (x, y) points of every drawn line of a linestyle, legend proxies and empty lines left out."""
+    return [line.get_xydata() for line in ax.lines if line.get_linestyle() == style and len(line.get_xdata()) > 0]
+
+
+def only_axes(figure: Figure) -> Axes:
+    axes = [ax for ax in figure.axes if ax.get_visible()]
+    assert len(axes) == 1
+    return axes[0]
+
+
+def test_throughput_draws_each_batch_sizes_measured_line_and_its_ideal(tables):
+    runs, _, finished = tables
+    ax = only_axes(throughput_figure(finished))
+    assert (ax.get_xlabel(), ax.get_ylabel()) == (WORKERS_LABEL, "Throughput (samples/s)")
+    assert "training steps" in ax.figure.get_suptitle()
+    measured = runs[runs["status"].isin(["complete", "diverged"])].set_index("cell")["throughput"]
+    solid = np.array(sorted(map(tuple, np.concatenate(data_lines(ax, "-")))))
+    # Batch 64 on 1 and 2 workers, batch 32 (diverged, no baseline) on 2: every finished cell once.
+    expected = sorted([(1.0, measured["bs64-gpus1"]), (2.0, measured["bs64-gpus2"]), (2.0, measured["bs32-gpus2"])])
+    np.testing.assert_allclose(solid, expected)
+    ideal = data_lines(ax, "--")
+    assert len(ideal) == 1  # only batch 64 has a complete 1-worker baseline
+    np.testing.assert_allclose(ideal[0], [[1, measured["bs64-gpus1"]], [2, 2 * measured["bs64-gpus1"]]])
+
+
+def test_scaling_efficiency_draws_percent_of_ideal(tables):
+    runs, _, finished = tables
+    ax = only_axes(scaling_efficiency_figure(finished))
+    assert (ax.get_xlabel(), ax.get_ylabel()) == (WORKERS_LABEL, "Weak-scaling efficiency (%)")
+    efficiency = runs.set_index("cell")["efficiency"]
+    lines = data_lines(ax, "-")
+    assert len(lines) == 1
+    np.testing.assert_allclose(lines[0], [[1, 100 * efficiency["bs64-gpus1"]], [2, 100 * efficiency["bs64-gpus2"]]])
+
+
+def test_accuracy_vs_time_draws_one_curve_per_finished_cell_on_the_steps_clock(tables):
+    _, epochs, finished = tables
+    ax = only_axes(accuracy_vs_time_figure(_accuracy_curves(epochs, finished), finished, 0.9))
+    assert ax.get_xlabel() == "Time in training steps (s)"
+    assert ax.get_ylabel() == "Validation accuracy (%)"
+    curves = data_lines(ax, "-") + data_lines(ax, "--")
+    expected = {}
+    for cell in finished["cell"]:
+        rows = epochs[(epochs["cell"] == cell) & epochs["val_accuracy"].notna()].sort_values("epoch")
+        expected[cell] = rows[["train_time_s", "val_accuracy"]].to_numpy(dtype=float)
+    assert len(curves) == len(expected) == 3
+    for points in expected.values():
+        assert any(drawn.shape == points.shape and np.allclose(drawn, points) for drawn in curves), points
+    # The diverged cell is the dashed one.
+    dashed = data_lines(ax, "--")
+    assert len(dashed) == 1 and np.allclose(dashed[0], expected["bs32-gpus2"])
+
+
+def test_time_to_accuracy_bars_are_the_runs_time_to_target(tables):
+    runs, _, finished = tables
+    ax = only_axes(time_to_accuracy_figure(finished, 0.9, 2))
+    assert ax.get_ylabel() == "Time to target accuracy (s of training steps)"
+    bars = [patch for patch in ax.patches if isinstance(patch, Rectangle) and patch.get_height() > 0]
+    reached = runs["time_to_target_s"].dropna()
+    assert sorted(bar.get_height() for bar in bars) == pytest.approx(sorted(reached))
+    assert len(bars) == 1  # bs64-gpus1; bs64-gpus2 lost the target, bs32-gpus2 diverged
