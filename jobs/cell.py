@@ -12,6 +12,11 @@ cell's files through this one, so the layout and the record formats live here on
     rendezvous.json  rank 0's Horovod rendezvous address (jobs/train/rendezvous.py)
     submitit/        submitit's scripts and per-task logs (unless submitit_root is set)
 
+A run is never deleted: when a cell must run again (its parameters or measurement
+settings changed, its summary was removed, or its files are damaged) the earlier
+run's files move to results/<study>/superseded/<cell>.<UTC time>/, a cell directory
+of its own that analysis/collect.py can still read.
+
 Records carry ``version`` (RECORD_VERSION); readers accept older records, filling the
 fields those lacked with None.
 """
@@ -22,6 +27,8 @@ import dataclasses
 import json
 import math
 import os
+import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -35,6 +42,8 @@ SUMMARY_FILE = "summary.json"
 JOB_FILE = "job.json"
 LAUNCHER_LOCK_FILE = ".launcher.lock"
 SUBMITIT_DIR = "submitit"
+DAMAGED_SUFFIX = ".damaged"
+SUPERSEDED_DIR = "superseded"
 
 FINISHED_STATUSES = ("complete", "diverged")
 
@@ -170,6 +179,7 @@ class SummaryRecord(Record):
     restarts: int | None = None
     queue_time_s: float | None = None
     wall_time_s: float | None = None
+    measured_with: dict[str, Any] | None = None  # added by the launcher when it publishes the result
 
 
 @dataclass(frozen=True)
@@ -181,6 +191,9 @@ class JobRecord:
     submitted_at: float
     folder: str = ""  # submitit's folder: the job's scripts and per-task logs
     collected: bool = False  # its result was published as summary.json
+    # The launcher settings that change what is measured (threads, placement, controller);
+    # None in records written before they were recorded.
+    measured_with: dict[str, Any] | None = None
 
 
 @dataclass
@@ -367,18 +380,70 @@ class CellDir:
             return summary, f"{SUMMARY_FILE} has unknown status {summary.get('status')!r}"
         return summary, None
 
-    def clear_finished_run(self) -> None:
-        """A cell whose published summary was deleted runs again from scratch."""
-        for path in (self.result, self.checkpoint, self.metrics):
-            path.unlink(missing_ok=True)
+    # ---- damage and superseded runs -----------------------------------------------
+
+    @property
+    def damaged_summary(self) -> Path:
+        return self.path / (SUMMARY_FILE + DAMAGED_SUFFIX)
+
+    def damage(self) -> str | None:
+        """Why a finished cell's results cannot be trusted (unreadable summary or metrics), or None."""
+        if not self.summary.exists():
+            return None
+        _, problem = self.read_summary()
+        if problem is None:
+            log = self.read_metrics()
+            problem = log.problem
+            if problem is None and not log.epochs:
+                problem = f"{METRICS_FILE} has no epoch records"
+        return problem
+
+    def set_aside_damaged_summary(self) -> None:
+        """Renamed, not deleted: the cell counts as unfinished, so the next run trains it again."""
+        os.replace(self.summary, self.damaged_summary)
+
+    def has_run_files(self) -> bool:
+        return any(entry.name != LAUNCHER_LOCK_FILE for entry in self.path.iterdir()) if self.path.is_dir() else False
+
+    def last_params(self) -> dict[str, Any] | None:
+        """The parameters of the run on disk: its result, else its last meta line."""
+        result = self.read_result()
+        if result is not None and isinstance(result.get("params"), dict):
+            return result["params"]
+        for meta in reversed(self.read_metrics().metas):
+            if isinstance(meta.get("params"), dict):
+                return meta["params"]
+        return None
+
+    def move_run_aside(self, now: float) -> Path:
+        """Move every file of the run on disk (all but the launcher's lock, held by the caller)
+        to results/<study>/superseded/<cell>.<UTC time>/ and return that directory."""
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+        destination = self.path.parent.parent / SUPERSEDED_DIR / f"{self.name}.{stamp}"
+        suffix = 1
+        while destination.exists():
+            suffix += 1
+            destination = destination.with_name(f"{self.name}.{stamp}.{suffix}")
+        destination.mkdir(parents=True)
+        for entry in self.path.iterdir():
+            if entry.name != LAUNCHER_LOCK_FILE:
+                os.replace(entry, destination / entry.name)
+        # A collected run whose summary.json was removed still has its result: make the
+        # superseded directory a complete cell again.
+        moved = CellDir(destination)
+        if not moved.summary.exists() and not moved.damaged_summary.exists() and moved.result.exists():
+            shutil.copyfile(moved.result, moved.summary)
+        return destination
 
     # ---- job.json ---------------------------------------------------------------
 
     def read_job(self) -> JobRecord | None:
         try:
             data = json.loads(self.job.read_text())
+            measured_with = data.get("measured_with")
             return JobRecord(str(data["job_id"]), data["executor"], float(data["submitted_at"]),
-                             str(data.get("folder", "")), bool(data.get("collected", False)))
+                             str(data.get("folder", "")), bool(data.get("collected", False)),
+                             measured_with if isinstance(measured_with, dict) else None)
         except (FileNotFoundError, KeyError, ValueError, TypeError):
             return None
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import submitit
 
 from jobs.cell import CellDir, JobRecord
-from jobs.launch.launcher import collect_result, job_paths, root_failure
+from jobs.launch.launcher import collect_result, job_paths, rerun_reason, root_failure
 from jobs.launch.scheduler import parse_sacct
 from jobs.plan.params import LauncherSettings, TrainParams
 
@@ -35,11 +35,65 @@ def test_result_is_published_only_for_its_own_job_and_parameters(tmp_path):
     assert CellDir(tmp_path).read_job() == JobRecord("17", "slurm", 0.0, collected=True)
 
 
-def test_rerun_of_a_collected_cell_starts_from_scratch(tmp_path):
-    for name in ("result.json", "checkpoint.pt", "metrics.jsonl", "job.json"):
-        (tmp_path / name).write_text("x")
-    CellDir(tmp_path).clear_finished_run()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["job.json"]
+def finished_cell(tmp_path, params, job_id="17", measured_with=None):
+    cell_dir = tmp_path / "results" / "study" / "cells" / "bs8-gpus1"
+    cell_dir.mkdir(parents=True)
+    cell = CellDir(cell_dir)
+    meta = {"type": "meta", "params": params.to_dict()}
+    (cell_dir / "metrics.jsonl").write_text(json.dumps(meta) + "\n" + json.dumps({"type": "epoch", "epoch": 1}) + "\n")
+    (cell_dir / "checkpoint.pt").write_text("weights")
+    (cell_dir / ".launcher.lock").write_text("")
+    write_result(cell_dir, job_id, params)
+    cell.write_job(JobRecord(job_id, "local", 0.0, collected=True, measured_with=measured_with))
+    return cell
+
+
+def test_a_rerun_moves_the_finished_run_aside_whole_never_deleting_it(tmp_path):
+    params = TrainParams(batch_size=8)
+    cell = finished_cell(tmp_path, params)
+    reason = rerun_reason(cell, cell.read_job(), params, {"threads_per_worker": 1})
+    assert reason is not None and "runs it again" in reason
+    moved = cell.move_run_aside(now=0.0)
+    assert moved == tmp_path / "results" / "study" / "superseded" / "bs8-gpus1.19700101T000000Z"
+    assert sorted(p.name for p in cell.path.iterdir()) == [".launcher.lock"]  # the caller's lock stays
+    assert sorted(p.name for p in moved.iterdir()) == ["checkpoint.pt", "job.json", "metrics.jsonl", "result.json",
+                                                         "summary.json"]
+    # Snakemake had removed summary.json before the rerun: the moved run gets it back from its result.
+    assert json.loads((moved / "summary.json").read_text())["job_id"] == "17"
+    assert cell.move_run_aside(now=0.0).name == "bs8-gpus1.19700101T000000Z.2"  # never over an earlier one
+
+
+def test_rerun_reason_names_what_changed(tmp_path):
+    old = TrainParams(batch_size=8, epochs=8)
+    cell = finished_cell(tmp_path, old, measured_with={"threads_per_worker": 1, "nodes": 1})
+    new = TrainParams(batch_size=8, epochs=10)
+    assert rerun_reason(cell, cell.read_job(), new, {"threads_per_worker": 1, "nodes": 1}) == \
+        "parameters changed (epochs 8 -> 10)"
+    assert rerun_reason(cell, cell.read_job(), old, {"threads_per_worker": 2, "nodes": 1}) == \
+        "measurement settings changed (threads_per_worker 1 -> 2)"
+
+
+def test_an_unfinished_run_with_the_same_settings_is_resumed_not_moved(tmp_path):
+    params = TrainParams(batch_size=8)
+    cell = finished_cell(tmp_path, params, measured_with={"threads_per_worker": 1})
+    cell.result.unlink()
+    cell.write_job(JobRecord("18", "local", 0.0, measured_with={"threads_per_worker": 1}))
+    assert rerun_reason(cell, cell.read_job(), params, {"threads_per_worker": 1}) is None
+    assert rerun_reason(CellDir(tmp_path / "empty"), None, params, {}) is None
+
+
+def test_damage_is_an_unreadable_summary_or_metrics_of_a_finished_cell(tmp_path):
+    params = TrainParams(batch_size=8)
+    cell = finished_cell(tmp_path, params)
+    assert cell.damage() is None  # not finished: no summary.json yet
+    cell.publish_summary({"status": "complete", "params": params.to_dict()})
+    assert cell.damage() is None
+    with cell.metrics.open("a") as log:
+        log.write("{garbage\n")
+    assert "line 3" in cell.damage()
+    cell.set_aside_damaged_summary()
+    assert not cell.summary.exists() and cell.damaged_summary.exists()
+    assert rerun_reason(cell, cell.read_job(), params, {}) == "its results were damaged"
 
 
 def test_progress_reads_only_complete_new_epoch_lines(tmp_path):

@@ -151,3 +151,46 @@ def test_fashion_mnist_cell_reads_idx_files_from_the_data_directory(tmp_path):
               .read_text().splitlines()[1:]]
     assert meta["params"]["dataset"] == "fashion_mnist"
     assert [e["samples"] for e in epochs] == [256, 256]
+
+
+def test_no_finished_result_is_lost_to_damage_or_changed_settings(tmp_path):
+    config = default_config()
+    config["studies"] = {"keep": {"grid": {"batch_size": [32], "gpus": [1]},
+                                  "fixed": {"epochs": 2, "train_subset": 200}}}
+    cells = tmp_path / "results" / "keep" / "cells"
+    superseded = tmp_path / "results" / "keep" / "superseded"
+
+    def run(expected_line: str | None) -> str:
+        write_config(tmp_path, config)
+        result = run_snakemake(tmp_path)
+        assert result.returncode == 0, result.stderr[-3000:]
+        if expected_line is not None:
+            assert expected_line in result.stderr, result.stderr[-3000:]
+        return json.loads((cells / "bs32-gpus1" / "summary.json").read_text())["job_id"]
+
+    first_job = run(None)
+    # A damaged log: reported, the cell trained again, the damaged run kept.
+    with (cells / "bs32-gpus1" / "metrics.jsonl").open("a") as log:
+        log.write('{"type": "epoch", "epo\n')
+    second_job = run("keep/bs32-gpus1: damaged (metrics.jsonl line 4: not valid JSON")
+    assert second_job != first_job
+    (kept,) = superseded.iterdir()
+    assert (kept / "summary.json.damaged").exists() and (kept / "checkpoint.pt").exists()
+
+    # A changed fixed parameter: the earlier, finished run moves aside whole, with a line.
+    config["studies"]["keep"]["fixed"]["epochs"] = 3
+    run("bs32-gpus1: parameters changed (epochs 2 -> 3); the earlier run is kept in")
+    by_job = {json.loads((d / "summary.json").read_text())["job_id"]: d for d in superseded.iterdir()
+              if (d / "summary.json").exists()}
+    assert set(by_job) == {second_job}
+    assert json.loads((by_job[second_job] / "summary.json").read_text())["epochs_run"] == 2
+    assert json.loads((cells / "bs32-gpus1" / "summary.json").read_text())["epochs_run"] == 3
+
+    # Threads per worker change what is measured: the cell runs again too.
+    config["launcher"] = {"cpus_per_task": 2}
+    run("bs32-gpus1: measurement settings changed (threads_per_worker 1 -> 2)")
+    assert len(list(superseded.iterdir())) == 3
+    meta = json.loads((cells / "bs32-gpus1" / "metrics.jsonl").read_text().splitlines()[0])
+    assert meta["threads_per_worker"] == 2
+    # The study's tables hold only the current cells.
+    assert list(pd.read_csv(tmp_path / "results" / "keep" / "runs.csv")["epochs_run"]) == [3]

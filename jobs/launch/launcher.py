@@ -50,6 +50,19 @@ def job_paths(cell: CellDir, record: JobRecord, task: int = 0) -> JobPaths:
     return JobPaths(folder, job_id=record.job_id, task_id=task)
 
 
+def measurement(launcher: LauncherSettings, gpus: int) -> dict[str, Any]:
+    """The launcher settings that change what a cell measures. A result belongs to them as
+    much as to its training parameters: changing one runs the cell again (the earlier run
+    is kept aside), and Snakemake sees them among the rule's params."""
+    return {
+        "executor": launcher.executor,
+        "controller": launcher.controller,
+        "threads_per_worker": launcher.cpus_per_task,
+        "nodes": launcher.nodes_for(gpus),
+        "tasks_per_node": launcher.tasks_per_node_for(gpus),
+    }
+
+
 def make_executor(folder: Path, study: str, cell: str, params: TrainParams,
                   launcher: LauncherSettings) -> submitit.Executor:
     executor = submitit.AutoExecutor(folder=folder, cluster=launcher.executor,
@@ -91,7 +104,7 @@ def submit_cell(cell_dir: Path, study: str, cell: str, grid_axes: tuple[str, ...
     except (FailedJobError, subprocess.CalledProcessError) as error:
         raise CellFailed(f"cell {cell}: sbatch refused the job: {scheduler_message(error)}") from error
     record = JobRecord(job_id=str(job.job_id), executor=launcher.executor, submitted_at=time.time(),
-                       folder=str(folder))
+                       folder=str(folder), measured_with=measurement(launcher, params.gpus))
     CellDir(cell_dir).write_job(record)
     return record, job
 
@@ -110,6 +123,7 @@ def collect_result(cell_dir: Path, record: JobRecord, params: TrainParams) -> di
     result = cell.read_result()
     if result is None or str(result.get("job_id")) != record.job_id or result.get("params") != params.to_dict():
         return None
+    result = {**result, "measured_with": record.measured_with}
     cell.publish_summary(result)
     cell.write_job(dataclasses.replace(record, collected=True))
     return result
@@ -175,6 +189,31 @@ class JobWatch:
     def close(self) -> None:
         if self.view is not None:
             self.view.unwatch(self.record.job_id)
+
+
+def differences(old: dict[str, Any], new: dict[str, Any]) -> str:
+    changed = [f"{key} {old.get(key)!r} -> {new.get(key)!r}" for key in sorted(set(old) | set(new))
+               if old.get(key) != new.get(key)]
+    return ", ".join(changed)
+
+
+def rerun_reason(cell: CellDir, previous: JobRecord | None, params: TrainParams,
+                 measured_with: dict[str, Any]) -> str | None:
+    """Why the run on disk cannot be continued or reused, so it moves aside; None to resume it (or start)."""
+    if not cell.has_run_files():
+        return None
+    old_params = cell.last_params()
+    if old_params is not None and old_params != params.to_dict():
+        return f"parameters changed ({differences(old_params, params.to_dict())})"
+    if previous is not None and previous.measured_with not in (None, measured_with):
+        return f"measurement settings changed ({differences(previous.measured_with, measured_with)})"
+    if cell.damaged_summary.exists():
+        return "its results were damaged"
+    if previous is not None and previous.collected:
+        return "Snakemake runs it again (its summary.json was removed, or its settings changed)"
+    if old_params is None and (cell.metrics.exists() or cell.checkpoint.exists()):
+        return "its earlier files are unreadable"
+    return None
 
 
 def still_running_job(cell_dir: Path, launcher: LauncherSettings) -> JobRecord | None:
@@ -265,17 +304,25 @@ def run_cell(cell_dir: Path, study: str, cell: str, grid_axes: tuple[str, ...], 
 def run_cell_in_slot(cell_dir: Path, study: str, cell: str, grid_axes: tuple[str, ...], params: TrainParams,
                      launcher: LauncherSettings, data_dir: Path, scheduler_dir: Path,
                      out: TextIO) -> dict[str, Any]:
+    measured_with = measurement(launcher, params.gpus)
     previous = CellDir(cell_dir).read_job()
-    if previous is not None and previous.collected:
-        CellDir(cell_dir).clear_finished_run()
-    elif previous is not None and (summary := collect_result(cell_dir, previous, params)) is not None:
+    stale = previous is not None and previous.measured_with not in (None, measured_with)
+    if previous is not None and not previous.collected and not stale \
+            and (summary := collect_result(cell_dir, previous, params)) is not None:
         say(out, f"{cell}: collected the result of job {previous.job_id}, which finished meanwhile")
         return summary
+    reason = rerun_reason(CellDir(cell_dir), previous, params, measured_with)
     job = None
     record = still_running_job(cell_dir, launcher)
+    if record is not None and reason is not None:
+        raise CellFailed(f"cell {cell}: Slurm job {record.job_id} still runs the earlier version ({reason}); "
+                         f"let it finish or `scancel {record.job_id}`, then run again")
     if record is not None:
         say(out, f"{cell}: reattached to Slurm job {record.job_id}, still in the queue or running")
     else:
+        if reason is not None:
+            moved_to = CellDir(cell_dir).move_run_aside(time.time())
+            say(out, f"{cell}: {reason}; the earlier run is kept in {moved_to}")
         nodes = launcher.nodes_for(params.gpus)
         say(out, f"{cell}: submitting {params.gpus} worker(s) on {nodes} node(s) via submitit ({launcher.executor})")
         record, job = submit_cell(cell_dir, study, cell, grid_axes, params, launcher, data_dir)

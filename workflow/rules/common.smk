@@ -2,6 +2,8 @@ import sys
 from pathlib import Path
 
 from analysis import FIGURE_NAMES
+from jobs.cell import CellDir
+from jobs.launch.launcher import measurement
 from jobs.plan.config import ConfigError
 from jobs.plan.grid import CELL_ID_PATTERN, make_plan
 
@@ -12,6 +14,23 @@ except ConfigError as error:
     sys.exit(str(error))
 
 RESULTS = PLAN.results_dir
+
+
+def set_aside_damaged_cells():
+    """A finished cell whose summary or metrics cannot be read is not finished: its
+    summary.json is renamed (kept) so this run trains it again, and the launcher then
+    moves the damaged run to results/<study>/superseded/."""
+    for study, spec in PLAN.studies.items():
+        for cell in spec.cells:
+            cell_dir = CellDir(Path(RESULTS) / study / "cells" / cell)
+            problem = cell_dir.damage()
+            if problem is not None:
+                cell_dir.set_aside_damaged_summary()
+                print(f"{study}/{cell}: damaged ({problem}); kept as {cell_dir.damaged_summary.name}, "
+                      "and the cell runs again", file=sys.stderr)
+
+
+set_aside_damaged_cells()
 # Shell rules use the interpreter Snakemake runs in (the project's .venv), whether or
 # not that environment is activated.
 PYTHON = sys.executable
@@ -49,7 +68,10 @@ def get_cell(wildcards):
     study = PLAN.studies[wildcards.study]
     if wildcards.cell not in study.cells:
         raise ValueError(f"study {wildcards.study} has no cell {wildcards.cell}; cells: {', '.join(study.cells)}")
-    return {"params": study.cells[wildcards.cell].to_dict(), "grid_axes": list(study.axes)}
+    params = study.cells[wildcards.cell]
+    # measured_with is here so that Snakemake reruns a cell when the threads or the placement change.
+    return {"params": params.to_dict(), "grid_axes": list(study.axes),
+            "measured_with": measurement(PLAN.launcher, params.gpus)}
 
 
 def collect_partial_results():
