@@ -21,9 +21,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from analysis.metrics import speedup_and_efficiency, steady_state_throughput, time_to_accuracy
+from analysis.metrics import (
+    REPLICATE_AXES,
+    across_replicates,
+    speedup_and_efficiency,
+    steady_state_throughput,
+    time_to_accuracy,
+)
 from jobs.cell import FINISHED_STATUSES, STARTUP_EPOCH, CellDir, EpochRecord, MetricsLog
 
 DEFAULT_GRID_AXES = ("batch_size", "gpus")
@@ -266,6 +273,8 @@ def collect_study(study_dir: Path, cells: Sequence[str] | None = None) -> tuple[
         scaling = speedup_and_efficiency(runs, grid_axes)
         runs["speedup"] = scaling["speedup"]
         runs["efficiency"] = scaling["efficiency"]
+        runs = with_replicate_columns(runs, grid_axes)
+        runs = runs[[*(c for c in runs.columns if c != GRID_AXES_COLUMN), GRID_AXES_COLUMN]]
     runs = _sort_by_grid(runs, grid_axes)
 
     epoch_columns = ["cell", *grid_axes, *EPOCH_FIELDS, STARTUP_EPOCH_COLUMN]
@@ -276,6 +285,34 @@ def collect_study(study_dir: Path, cells: Sequence[str] | None = None) -> tuple[
     runs.attrs["grid_axes"] = grid_axes
     epochs.attrs["grid_axes"] = grid_axes
     return runs, epochs
+
+
+OVER_REPEATS = ("throughput", "time_to_target_s", "efficiency")
+"""Results averaged over the replicate axes: <name>_over_repeats and <name>_over_repeats_ci95."""
+
+
+def with_replicate_columns(runs: pd.DataFrame, grid_axes: list[str]) -> pd.DataFrame:
+    """When the grid has a replicate axis (repeat, seed), each row also gets the mean over its
+    replicates (same values of every other axis, finished runs only) with a Student's t
+    interval, and ``repeats``, how many finished replicates there are."""
+    replicate_axes = [axis for axis in grid_axes if axis in REPLICATE_AXES]
+    if not replicate_axes:
+        return runs
+    keys = [axis for axis in grid_axes if axis not in replicate_axes]
+    finished = runs["status"].isin(FINISHED_STATUSES)
+    runs = runs.copy()
+    runs["repeats"] = pd.Series(pd.NA, index=runs.index, dtype="Int64")
+    for name in OVER_REPEATS:
+        runs[f"{name}_over_repeats"] = np.nan
+        runs[f"{name}_over_repeats_ci95"] = np.nan
+    for _, group in runs.groupby(keys, dropna=False, sort=False):
+        done = group[finished[group.index]]
+        runs.loc[group.index, "repeats"] = len(done)
+        for name in OVER_REPEATS:
+            summary = across_replicates(pd.to_numeric(done[name], errors="coerce").tolist())
+            runs.loc[group.index, f"{name}_over_repeats"] = summary.mean
+            runs.loc[group.index, f"{name}_over_repeats_ci95"] = summary.ci95
+    return runs
 
 
 def _with_integer_columns(frame: pd.DataFrame, rows: list[dict[str, Any]]) -> pd.DataFrame:

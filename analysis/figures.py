@@ -28,6 +28,8 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator, NullLocator, PercentFormatter
 
+from analysis.metrics import REPLICATE_AXES
+
 PLOTTED_STATUSES = ("complete", "diverged")
 FIGURE_FORMATS = ("png", "svg")
 BATCH_AXIS, WORKERS_AXIS = "batch_size", "gpus"
@@ -63,12 +65,14 @@ def make_all_figures(
     paths: list[Path] = []
     # A fixed SVG hash salt keeps element ids, and so the files, identical across reruns.
     with sns.axes_style("whitegrid"), sns.plotting_context("notebook"), matplotlib.rc_context({"svg.hashsalt": "scaling-study"}):
+        # One point per (panel, batch, workers): repeats are averaged, with their t interval.
+        points = over_replicates(finished)
         figures = {
-            "throughput": throughput_figure(finished),
-            "scaling_efficiency": scaling_efficiency_figure(finished),
+            "throughput": throughput_figure(points),
+            "scaling_efficiency": scaling_efficiency_figure(points),
             # time_to_target_s was computed against each run's own target: name that one.
             "time_to_accuracy": time_to_accuracy_figure(
-                finished, run_target if run_target is not None else line_target, _common_value(runs, "patience")
+                points, run_target if run_target is not None else line_target, _common_value(runs, "patience")
             ),
             "accuracy_vs_time": accuracy_vs_time_figure(curves, finished, line_target),
         }
@@ -104,13 +108,46 @@ def finished_runs(runs: pd.DataFrame, grid_axes: Sequence[str]) -> pd.DataFrame:
         finished[column] = pd.to_numeric(finished.get(column), errors="coerce")
     finished = finished.dropna(subset=list(DEFAULT_GRID_AXES))
     finished[list(DEFAULT_GRID_AXES)] = finished[list(DEFAULT_GRID_AXES)].astype(int)
-    other_axes = [axis for axis in grid_axes if axis not in DEFAULT_GRID_AXES and axis in finished.columns]
+    # Replicates (repeat, seed) are averaged, not split into panels.
+    other_axes = [axis for axis in grid_axes
+                  if axis not in DEFAULT_GRID_AXES and axis not in REPLICATE_AXES and axis in finished.columns]
     finished["panel"] = [
         ", ".join(f"{axis}={_format_value(value)}" for axis, value in zip(other_axes, values))
         for values in finished[other_axes].itertuples(index=False)
     ] if other_axes else ""
     finished = _sort_values_safely(finished, [*other_axes, BATCH_AXIS, WORKERS_AXIS])
     return finished.reset_index(drop=True)
+
+
+REPEATS_COLUMN = "repeats"
+
+
+def over_replicates(finished: pd.DataFrame) -> pd.DataFrame:
+    """With a replicate axis (repeat, seed), one row per panel, batch size and workers: the
+    mean over the repeats and its Student's t interval (collect.py's *_over_repeats
+    columns); a group is diverged only if every repeat diverged. Otherwise unchanged."""
+    if REPEATS_COLUMN not in finished.columns or finished.empty:
+        return finished
+    rows = []
+    for _, group in finished.groupby(["panel", BATCH_AXIS, WORKERS_AXIS], sort=False):
+        row = group.iloc[0].copy()
+        for name in ("throughput", "efficiency", "time_to_target_s"):
+            row[name] = pd.to_numeric(pd.Series([row.get(f"{name}_over_repeats")]), errors="coerce").iloc[0]
+        row["throughput_ci95"] = row.get("throughput_over_repeats_ci95")
+        row["efficiency_ci95"] = row.get("efficiency_over_repeats_ci95")
+        row["time_to_target_s_ci95"] = row.get("time_to_target_s_over_repeats_ci95")
+        row["status"] = "diverged" if (group["status"] == "diverged").all() else "complete"
+        row[REPEATS_COLUMN] = len(group)
+        rows.append(row)
+    return pd.DataFrame(rows).reset_index(drop=True)
+
+
+def _interval_text(points: pd.DataFrame, within_run: str) -> str:
+    if REPEATS_COLUMN in points.columns and len(points):
+        counts = sorted({int(n) for n in points[REPEATS_COLUMN]})
+        shown = "/".join(str(n) for n in counts)
+        return f"mean of {shown} repeats; error bars: 95 % Student's t interval over the repeats"
+    return within_run
 
 
 def _accuracy_curves(epochs: pd.DataFrame, finished: pd.DataFrame) -> pd.DataFrame:
@@ -268,7 +305,8 @@ def throughput_figure(finished: pd.DataFrame) -> Figure:
             ax.set_ylim(bottom=0)
     _label(axes, min(len(panels), MAX_PANEL_COLUMNS), WORKERS_LABEL, "Throughput (samples/s)", panels)
     _title(figure, "Steady-state training throughput",
-           "samples / time in training steps; first epoch left out; error bars: 95 % CI of the mean")
+           "samples / time in training steps; first epoch left out; "
+           + _interval_text(finished, "error bars: 95 % CI of the mean"))
     _batch_legend(figure, palette)
     references = [Line2D([], [], color=REFERENCE_COLOR, ls="--", label="ideal linear scaling (N × 1-worker)")] if any_ideal else []
     _reference_legend(axes[-1], references + ([DIVERGED_HANDLE] if any_diverged else []), "Reference")
@@ -292,11 +330,18 @@ def scaling_efficiency_figure(finished: pd.DataFrame) -> Figure:
         else:
             sns.lineplot(data=rows, x=WORKERS_AXIS, y="efficiency_percent", hue=BATCH_AXIS, palette=palette,
                          marker="o", errorbar=None, legend=False, ax=ax)
+            if "efficiency_ci95" in rows.columns:
+                for batch, group in rows.groupby(BATCH_AXIS):
+                    ax.errorbar(group[WORKERS_AXIS], group["efficiency_percent"],
+                                yerr=100 * pd.to_numeric(group["efficiency_ci95"], errors="coerce").fillna(0),
+                                fmt="none", ecolor=palette[batch], capsize=4)
             any_diverged |= _diverged_marks(ax, rows, WORKERS_AXIS, rows["efficiency_percent"])
         _worker_ticks(ax, finished[WORKERS_AXIS])
         ax.set_ylim(0, max(110, highest * 1.1))
     _label(axes, min(len(panels), MAX_PANEL_COLUMNS), WORKERS_LABEL, "Weak-scaling efficiency (%)", panels)
-    _title(figure, "Weak-scaling efficiency", "X_N / (N · X_1), per-worker batch size fixed")
+    _title(figure, "Weak-scaling efficiency",
+           "X_N / (N · X_1), per-worker batch size fixed" + ("; " + _interval_text(finished, "") if
+                                                             REPEATS_COLUMN in finished.columns else ""))
     _batch_legend(figure, palette)
     references = [Line2D([], [], color=REFERENCE_COLOR, ls="--", label="ideal (100 %)")]
     _reference_legend(axes[-1], references + ([DIVERGED_HANDLE] if any_diverged else []), "Reference")
@@ -333,6 +378,9 @@ def time_to_accuracy_figure(finished: pd.DataFrame, target: float | None, patien
                 diverged = outcome != "reached"
                 ax.bar(position, height, bar_width * 0.9, color=color,
                        edgecolor="black" if diverged else color, hatch="//" if diverged else None)
+                spread = pd.to_numeric(pd.Series([row.get("time_to_target_s_ci95")]), errors="coerce").iloc[0]
+                if np.isfinite(spread):
+                    ax.errorbar(position, height, yerr=spread, fmt="none", ecolor="black", capsize=4)
             else:
                 ax.plot(position, 0, marker=TTA_MARKERS[outcome], ms=10, mew=2.5 if outcome == "not reached" else 1,
                         color=color, markeredgecolor=color if outcome == "not reached" else "black", clip_on=False, zorder=5)
@@ -347,8 +395,9 @@ def time_to_accuracy_figure(finished: pd.DataFrame, target: float | None, patien
     _label(axes, min(len(panels), MAX_PANEL_COLUMNS), WORKERS_LABEL, "Time to target accuracy (s of training steps)", panels)
     target_text = f"{target:.0%}" if target is not None else "target"
     patience_text = f", held for {int(patience)} consecutive epochs" if patience and patience > 1 else ""
+    replicated = "; " + _interval_text(finished, "") if REPEATS_COLUMN in finished.columns else ""
     _title(figure, "Time to target accuracy", f"time in training steps (not validation, checkpoints or start-up) until validation "
-           f"accuracy ≥ {target_text}{patience_text}")
+           f"accuracy ≥ {target_text}{patience_text}{replicated}")
     _batch_legend(figure, palette, bars=True)
     references: list[Line2D | Patch] = []
     if "reached, then diverged" in outcomes:

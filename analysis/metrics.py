@@ -2,13 +2,15 @@
 
 - steady-state throughput (samples/s) with a 95 % interval,
 - time to a target validation accuracy with the course's patience rule,
-- speed-up and weak-scaling efficiency against the 1-worker run.
+- speed-up and weak-scaling efficiency against the 1-worker run,
+- the mean of repeated measurements with its Student's t interval.
 
 Definitions follow /work/shared/COURSE.md ("Definitions the analysis uses").
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -17,6 +19,33 @@ import pandas as pd
 
 Z_95 = 1.96
 """Two-sided 95 % quantile of the normal distribution."""
+
+REPLICATE_AXES = ("repeat", "seed")
+"""Grid axes whose values are replicates of one measurement: analysis averages over them."""
+
+
+@dataclass(frozen=True)
+class Replicates:
+    """The mean of n repeated measurements and the half-width of its 95 % Student's t
+    interval, t(0.975, n-1)·s/√n (NaN for n < 2: one run says nothing about the spread)."""
+
+    mean: float
+    ci95: float
+    n: int
+
+
+def across_replicates(values: Sequence[float | None]) -> Replicates:
+    from scipy import stats
+
+    measured = np.asarray([v for v in values if v is not None], dtype=float)
+    measured = measured[np.isfinite(measured)]
+    if measured.size == 0:
+        return Replicates(float("nan"), float("nan"), 0)
+    if measured.size == 1:
+        return Replicates(float(measured[0]), float("nan"), 1)
+    t = float(stats.t.ppf(0.975, measured.size - 1))
+    return Replicates(float(measured.mean()), t * float(measured.std(ddof=1)) / math.sqrt(measured.size),
+                      int(measured.size))
 
 
 @dataclass(frozen=True)
@@ -123,13 +152,15 @@ def speedup_and_efficiency(
     the per-worker batch is fixed: weak scaling, which is what data-parallel
     training does. N is the row's ``workers`` value. S and E are NaN when that
     1-worker baseline is missing or did not finish with status "complete".
-    Should two baseline rows match (repeats of one cell), their mean is used.
+    Replicate axes (REPLICATE_AXES: repeat, seed) are not matched on: the baseline is
+    the mean over every repeat of the 1-worker cell.
 
     Returns a frame with columns ``speedup`` and ``efficiency`` on ``runs.index``.
     """
     if workers not in runs.columns:
         raise KeyError(f"runs has no {workers!r} column")
-    match_on = [axis for axis in grid_axes if axis != workers and axis in runs.columns]
+    match_on = [axis for axis in grid_axes
+                if axis != workers and axis not in REPLICATE_AXES and axis in runs.columns]
     worker_count = pd.to_numeric(runs[workers], errors="coerce").astype(float)
     own_throughput = pd.to_numeric(runs[throughput], errors="coerce").astype(float)
     is_baseline = (worker_count == 1) & (runs[status] == "complete")

@@ -107,6 +107,8 @@ class MetaRecord(Record):
     steps_per_epoch: int | None = None
     samples_per_epoch: int | None = None
     initial_val_loss: float | None = None
+    # What the numbers were measured on: CPUs given, load average, GPU model, CUDA version.
+    machine: dict[str, Any] | None = None
     versions: dict[str, str] | None = None
     params: dict[str, Any] | None = None
 
@@ -144,6 +146,7 @@ class EpochRecord(Record):
     val_accuracy: float | None = None
     lr: float | None = None
     world_size: int | None = None
+    load_average_1m: float | None = None  # rank 0's host at the end of the epoch: others' load skews timings
     # The linear model's (w, b) at the end of the epoch (Lab 1); None for other models.
     weight: float | None = None
     bias: float | None = None

@@ -364,3 +364,24 @@ def test_figures_with_an_extra_grid_axis_from_csv(tmp_path: Path) -> None:
     epochs.to_csv(tmp_path / "epochs.csv", index=False)
     figures_main([str(tmp_path / "runs.csv"), str(tmp_path / "epochs.csv"), "--out", str(tmp_path / "figures")])
     assert_all_figures(tmp_path / "figures")
+
+
+def test_repeats_are_averaged_with_a_t_interval_and_share_one_baseline(tmp_path: Path) -> None:
+    study = tmp_path / "repeats"
+    rates = {(1, 0): 100.0, (1, 1): 104.0, (1, 2): 96.0, (2, 0): 150.0, (2, 1): 170.0, (2, 2): 160.0}
+    for (gpus, repeat), rate in rates.items():
+        name = f"bs32-gpus{gpus}-rep{repeat}"
+        cell_params = params(32, gpus, repeat=repeat)
+        cell_summary = summary(name, cell_params, "complete", 2, 2.0, 0.5) | {"grid_axes": ["batch_size", "gpus", "repeat"]}
+        write_cell(study, name, [meta(cell_params, gpus), epoch(1, 1.0, 1.0, 0.5, gpus), epoch(2, 2.0, rate, 0.5, gpus)],
+                   cell_summary)
+    runs = collect_study(study)[0].set_index("cell")
+    assert list(runs.columns)[-1] == "grid_axes"
+    two = runs.loc["bs32-gpus2-rep1"]
+    assert two["repeats"] == 3
+    assert two["throughput_over_repeats"] == pytest.approx(160.0)
+    assert two["throughput_over_repeats_ci95"] == pytest.approx(4.302653 * 10.0 / math.sqrt(3), rel=1e-6)
+    # Each 2-worker repeat is compared with the mean of the 1-worker repeats (100), not its own index.
+    assert runs.loc["bs32-gpus2-rep1", "efficiency"] == pytest.approx(170.0 / 200.0)
+    assert two["efficiency_over_repeats"] == pytest.approx(0.8)
+    assert runs.loc["bs32-gpus1-rep2", "throughput_over_repeats"] == pytest.approx(100.0)

@@ -95,3 +95,28 @@ def test_time_to_accuracy_bars_are_the_runs_time_to_target(tables):
     reached = runs["time_to_target_s"].dropna()
     assert sorted(bar.get_height() for bar in bars) == pytest.approx(sorted(reached))
     assert len(bars) == 1  # bs64-gpus1; bs64-gpus2 lost the target, bs32-gpus2 diverged
+
+
+def test_repeats_are_drawn_as_one_mean_point_with_the_t_interval(tmp_path):
+    from test_analysis_collect import epoch, meta, params, summary, write_cell
+
+    study = tmp_path / "repeats"
+    rates = {(1, 0): 100.0, (1, 1): 104.0, (1, 2): 96.0, (2, 0): 150.0, (2, 1): 170.0, (2, 2): 160.0}
+    for (gpus, repeat), rate in rates.items():
+        name = f"bs32-gpus{gpus}-rep{repeat}"
+        cell_params = params(32, gpus, repeat=repeat)
+        cell_summary = summary(name, cell_params, "complete", 2, 2.0, 0.5) | {"grid_axes": ["batch_size", "gpus", "repeat"]}
+        write_cell(study, name, [meta(cell_params, gpus), epoch(1, 1.0, 1.0, 0.5, gpus), epoch(2, 2.0, rate, 0.5, gpus)],
+                   cell_summary)
+    runs, _ = collect_study(study)
+    from analysis.figures import over_replicates
+
+    figure = throughput_figure(over_replicates(finished_runs(runs, grid_axes_of(runs))))
+    ax = only_axes(figure)  # the repeat axis is averaged, not a panel
+    assert "Student's t" in figure.get_suptitle()
+    (line,) = data_lines(ax, "-")
+    np.testing.assert_allclose(line.tolist(), [[1, 100.0], [2, 160.0]])
+    half_width = 4.302653 * 10.0 / np.sqrt(3)  # t(0.975, 2) · s / √n for 150, 170, 160
+    bars = [segment for container in ax.containers for collection in container.lines[2]
+            for segment in collection.get_segments()]
+    assert any(np.allclose(segment, [[2, 160 - half_width], [2, 160 + half_width]], rtol=1e-5) for segment in bars)

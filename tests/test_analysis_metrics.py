@@ -148,3 +148,16 @@ class TestSpeedupAndEfficiency:
         result = speedup_and_efficiency(runs, ["batch_size", "gpus"])
         assert result["speedup"].iloc[1] == pytest.approx(3.88, abs=0.005)
         assert result["efficiency"].iloc[1] == pytest.approx(0.97, abs=0.005)
+
+
+def test_across_replicates_is_the_mean_with_students_t_interval():
+    from analysis.metrics import across_replicates
+
+    values = [100.0, 110.0, 90.0]
+    mean = sum(values) / 3
+    s = math.sqrt(sum((v - mean) ** 2 for v in values) / 2)
+    summary = across_replicates([*values, None, float("nan")])  # missing runs are left out
+    assert (summary.mean, summary.n) == (pytest.approx(100.0), 3)
+    assert summary.ci95 == pytest.approx(4.302653 * s / math.sqrt(3), rel=1e-6)  # t(0.975, 2), from the table
+    assert across_replicates([5.0, 7.0]).ci95 == pytest.approx(12.706205 * math.sqrt(2) / math.sqrt(2), rel=1e-6)
+    assert math.isnan(across_replicates([5.0]).ci95) and across_replicates([]).n == 0

@@ -4,6 +4,7 @@ Horovod across real worker processes."""
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -75,6 +76,10 @@ def test_each_rank_ran_as_its_own_horovod_process(first_run):
     epochs = [json.loads(line) for line in (cell_dir / "metrics.jsonl").read_text().splitlines()[1:]]
     assert [e["epoch"] for e in epochs] == [1, 2, 3]
     assert all(e["world_size"] == 2 and e["samples_per_s"] > 0 for e in epochs)
+    # What it was measured on: this machine's CPUs and load, no GPU.
+    assert meta["machine"]["cpus"] == len(os.sched_getaffinity(0)) and meta["machine"]["gpu"] is None
+    assert len(meta["machine"]["load_average"]) == 3
+    assert all(e["load_average_1m"] >= 0 for e in epochs)
 
 
 def test_diverged_run_is_a_recorded_result(first_run):

@@ -180,6 +180,7 @@ def run_training(job: TrainingJob, placement: rendezvous.TaskPlacement, started:
             steps_per_epoch=steps_per_epoch,
             samples_per_epoch=samples_per_rank * world,
             initial_val_loss=finite_or_none(progress.initial_val_loss),
+            machine=machine(device),
             versions=versions(),
             params=params.to_dict(),
         ))
@@ -251,6 +252,7 @@ def run_training(job: TrainingJob, placement: rendezvous.TaskPlacement, started:
             val_accuracy=None if is_diverged else val_accuracy,
             lr=lr,
             world_size=world,
+            load_average_1m=os.getloadavg()[0],
             weight=finite_or_none(weight),
             bias=finite_or_none(bias),
         )
@@ -415,6 +417,19 @@ def load_checkpoint(cell: CellDir, model: Any, optimizer: Any, params: TrainPara
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     return Progress(**state["progress"])
+
+
+def machine(device: Any) -> dict[str, Any]:
+    """Rank 0's host as the cell found it: the CPUs it may use, its load, its GPU."""
+    import torch
+
+    found: dict[str, Any] = {"cpus": len(os.sched_getaffinity(0)), "cpus_on_host": os.cpu_count(),
+                             "load_average": list(os.getloadavg()), "gpu": None, "cuda": torch.version.cuda}
+    if device.type == "cuda":
+        properties = torch.cuda.get_device_properties(device)
+        found.update(gpu=properties.name, gpu_memory_gb=round(properties.total_memory / 2**30, 1),
+                     compute_capability=f"{properties.major}.{properties.minor}")
+    return found
 
 
 def versions() -> dict[str, str]:
