@@ -6,6 +6,7 @@ import copy
 from typing import Any
 
 import pytest
+import yaml
 
 from jobs.plan.config import ConfigError
 from jobs.plan.grid import cell_id, make_plan
@@ -168,3 +169,218 @@ def test_launcher_defaults_live_in_one_place():
         restated = {key: value for key, value in launcher.items() if key in defaults and value == defaults[key]}
         assert not restated, f"{source} restates launcher defaults {restated}"
         assert set(launcher) <= set(defaults), f"{source}: unknown launcher keys {set(launcher) - set(defaults)}"
+
+
+def test_a_repeat_axis_repeats_each_cell_with_identical_training(config):
+    plan = make_plan(with_study(config, {"grid": {"batch_size": [32], "gpus": [1, 2], "repeat": [0, 1, 2]}}))
+    cells = plan.studies["s"].cells
+    assert sorted(cells) == [f"bs32-gpus{g}-rep{r}" for g in (1, 2) for r in (0, 1, 2)]
+    first, third = cells["bs32-gpus2-rep0"].to_dict(), cells["bs32-gpus2-rep2"].to_dict()
+    assert {key for key in first if first[key] != third[key]} == {"repeat"}
+
+
+# --------------------------------------------------------------------------- issue 7: bad inputs, one line each
+
+def one_line_error(config: dict[str, Any], **plan_args: Any) -> str:
+    with pytest.raises(ConfigError) as caught:
+        make_plan(config, **plan_args)
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith("config error: "), message
+    return message
+
+
+def test_values_that_would_share_a_cell_id_are_refused_naming_both(config):
+    study = {"grid": {"batch_size": [32], "gpus": [1], "lr": [0.1, 0.1000001]}, "fixed": {}}
+    message = one_line_error(with_study(config, study))
+    assert "studies.s.grid.lr" in message and "0.1 and 0.1000001 both give the cell id part 'lr0.1'" in message
+    study["grid"]["lr"] = [0.1, 0.1001]
+    assert sorted(make_plan(with_study(config, study)).studies["s"].cells) == ["bs32-gpus1-lr0.1", "bs32-gpus1-lr0.1001"]
+
+
+def test_large_floats_give_valid_cell_ids(config):
+    study = {"grid": {"batch_size": [32], "gpus": [1], "weight_decay": [1e-5, 1e6]}}
+    cells = make_plan(with_study(config, study)).studies["s"].cells
+    assert sorted(cells) == ["bs32-gpus1-wd1e-05", "bs32-gpus1-wd1e06"]
+
+
+def test_a_grid_beyond_the_cell_limit_is_refused_before_any_cell_is_made(config, monkeypatch):
+    from jobs.plan import grid as grid_module
+
+    def no_cells(values: dict[str, Any]) -> None:
+        raise AssertionError("a cell was made")
+
+    monkeypatch.setattr(grid_module.TrainParams, "from_dict", staticmethod(no_cells))
+    study = {"grid": {"batch_size": list(range(1, 1001)), "gpus": list(range(1, 1001))}}
+    message = one_line_error(with_study(config, study))
+    assert f"1000 batch_size x 1000 gpus = 1000000 cells: too many; a study may have at most " \
+           f"{grid_module.MAX_CELLS_PER_STUDY} cells" in message
+
+
+def test_a_grid_at_the_cell_limit_is_planned(config):
+    from jobs.plan.grid import MAX_CELLS_PER_STUDY
+
+    side = int(MAX_CELLS_PER_STUDY ** 0.5)
+    study = {"grid": {"batch_size": list(range(1, side + 1)), "gpus": [1], "seed": list(range(side))}}
+    assert len(make_plan(with_study(config, study)).studies["s"].cells) == MAX_CELLS_PER_STUDY
+
+
+def test_the_schema_documents_the_cell_limit():
+    from jobs.plan.config import load_schema
+    from jobs.plan.grid import MAX_CELLS_PER_STUDY
+
+    grid_schema = load_schema()["$defs"]["study"]["properties"]["grid"]
+    assert f"at most {MAX_CELLS_PER_STUDY} cells" in grid_schema["description"]
+
+
+@pytest.mark.parametrize("results_dir, words", [
+    ("", ["results_dir = ''", "empty"]),
+    ("   ", ["results_dir = '   '", "empty"]),
+    ("taken", ["results_dir = 'taken'", "is an existing file, not a directory"]),
+    ("taken/below", ["results_dir = 'taken/below'", "taken is an existing file"]),
+])
+def test_results_dir_must_be_a_directory(config, tmp_path, results_dir, words):
+    (tmp_path / "taken").write_text("a file")
+    config["results_dir"] = results_dir
+    message = one_line_error(config, root=tmp_path)
+    for word in words:
+        assert word in message, message
+
+
+def test_results_dir_may_be_missing_or_an_existing_directory(config, tmp_path):
+    config["results_dir"] = "new/results"
+    assert make_plan(config, root=tmp_path).results_dir == "new/results"
+    (tmp_path / "new" / "results").mkdir(parents=True)
+    assert make_plan(config, root=tmp_path).results_dir == "new/results"
+
+
+def test_slurm_key_typo_is_refused_with_the_close_match(config):
+    config["launcher"] = {"executor": "slurm", "slurm": {"partiton": "gpu"}}
+    message = one_line_error(config)
+    assert "launcher.slurm.partiton = 'gpu': not an sbatch setting submitit knows (did you mean 'partition'?)" in message
+
+
+def test_slurm_keys_the_profile_suggests_are_accepted(config):
+    """profiles/slurm names these (some commented out): submitit takes every one."""
+    slurm = {"partition": "debug", "account": "a", "qos": "normal", "constraint": "a100", "mem_gb": 64,
+             "setup": ["module load cuda"], "exclusive": True, "gres": "gpu:4"}
+    config["launcher"] = {"executor": "slurm", "slurm": slurm}
+    assert make_plan(config).launcher.slurm == slurm
+
+
+def test_slurm_keys_the_launcher_sets_are_refused(config):
+    config["launcher"] = {"executor": "slurm", "slurm": {"nodes": 3}}
+    assert "launcher.slurm.nodes = 3: the launcher sets it for every cell" in one_line_error(config)
+
+
+@pytest.mark.parametrize("fixed, words", [
+    ({"lr": float("nan")}, ["fixed.lr = nan: not a finite number; it must be a number > 0"]),
+    ({"lr": float("inf")}, ["fixed.lr = inf: not a finite number"]),
+    ({"epochs": 4.0}, ["fixed.epochs = 4.0 is not an integer; write 4"]),
+    ({"epochs": True}, ["fixed.epochs = True has the wrong type; it must be an integer"]),
+    ({"train_subset": 1438}, ["train_subset = 1438 is more than the 1437 training samples of digits"]),
+    ({"dataset": "fashion_mnist", "train_subset": 60001}, ["more than the 60000 training samples of fashion_mnist"]),
+])
+def test_numbers_that_would_fail_inside_the_job_are_refused(config, fixed, words):
+    config["studies"]["default"]["fixed"].update(fixed)
+    message = one_line_error(config)
+    for word in words:
+        assert word in message, message
+
+
+@pytest.mark.parametrize("line, expected", [
+    ("lr: 1e-1", "fixed.lr = '1e-1' is text, not a number; write 1.0e-1 or 0.1: YAML reads 1e-1 as text"),
+    ("lr: 5e3", "fixed.lr = '5e3' is text, not a number; write 5.0e+3 or 5000.0: YAML reads 5e3 as text"),
+    ("epochs: 1e1", "fixed.epochs = '1e1' is text, not an integer; write 10: YAML reads 1e1 as text"),
+    ("epochs: '12'", "fixed.epochs = '12' is text, not an integer; write 12 without quotes"),
+])
+def test_numbers_yaml_reads_as_text_are_explained(config, line, expected):
+    config["studies"]["default"]["fixed"].update(yaml.safe_load(line))
+    assert one_line_error(config) == f"config error: studies.default.{expected}"
+
+
+@pytest.mark.parametrize("batch_size, gpus, ok", [(718, 2, True), (719, 2, False), (1437, 1, True), (1438, 1, False)])
+def test_batch_size_is_at_most_a_workers_share_of_the_data(config, batch_size, gpus, ok):
+    study = {"grid": {"batch_size": [batch_size], "gpus": [gpus]}, "fixed": {"dataset": "digits"}}
+    if ok:
+        assert make_plan(with_study(config, study)).studies["s"].cells
+    else:
+        message = one_line_error(with_study(config, study))
+        assert f"batch_size = {batch_size} is more than a worker's share of the data" in message
+        assert f"use batch_size <= {1437 // gpus}" in message
+
+
+def test_generated_data_sets_grow_with_train_subset(config):
+    study = {"grid": {"batch_size": [500], "gpus": [2]},
+             "fixed": {"dataset": "linear", "model": "linear", "train_subset": 1000}}
+    assert make_plan(with_study(config, study)).studies["s"].cells["bs500-gpus2"].train_samples() == 1000
+
+
+def test_train_set_sizes_match_the_data_sets(tmp_path):
+    """The plan checks sizes from constants; the data sets themselves must agree."""
+    from jobs.plan.datasets import TRAIN_SET_SIZES
+    from jobs.train.data import load_dataset
+
+    for name in ("digits", "linear", "synthetic_images"):
+        assert len(load_dataset(name, tmp_path, seed=0).train) == TRAIN_SET_SIZES[name], name
+
+
+def test_soft_problems_give_one_warning_line_each(config, monkeypatch):
+    from jobs.plan import grid as grid_module
+
+    monkeypatch.setattr(grid_module, "available_cpus", lambda: 64)
+    config["studies"]["default"]["fixed"].update(warmup_epochs=10, epochs=8)
+    warnings: list[str] = []
+    make_plan(config, warn=warnings.append)
+    assert warnings == ["config warning: studies.default: warmup_epochs = 10 is more than epochs = 8: training ends "
+                        "during warmup, before the lr reaches its scaled value; use warmup_epochs <= epochs"]
+
+
+@pytest.mark.parametrize("cpus, expected", [(2, 0), (1, 1)])
+def test_local_workers_beyond_the_cpus_give_a_warning(config, monkeypatch, cpus, expected):
+    from jobs.plan import grid as grid_module
+
+    monkeypatch.setattr(grid_module, "available_cpus", lambda: cpus)
+    warnings: list[str] = []
+    make_plan(config, warn=warnings.append)
+    assert len(warnings) == expected
+    if expected:
+        assert warnings[0].startswith("config warning: launcher.cpus_per_task = 1: studies.default needs "
+                                      "gpus x cpus_per_task = 2 x 1 = 2 CPUs for its local workers, but this "
+                                      "machine has 1")
+
+
+# --------------------------------------------------------------------------- scaling-status from anywhere
+
+def test_status_reads_the_study_in_the_given_directory(config, tmp_path, monkeypatch, capsys):
+    from conftest import write_config
+
+    from jobs.launch.status import main
+
+    study = tmp_path / "study"
+    write_config(study, config)
+    cell = study / "results" / "default" / "cells" / "bs16-gpus1"
+    cell.mkdir(parents=True)
+    (cell / "summary.json").write_text('{"status": "complete", "wall_time_s": 61}')
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+
+    main(["--directory", str(study)])
+
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert rows[0] == ["study", "cell", "job", "state", "elapsed", "epoch", "val_acc"]
+    states = {row[1]: row[3] for row in rows[1:]}
+    assert states == {"bs16-gpus1": "complete", "bs16-gpus2": "not", "bs64-gpus1": "not", "bs64-gpus2": "not"}
+    assert rows[1][4] == "00:01:01"
+
+
+def test_status_without_a_study_says_so_in_one_line(tmp_path, monkeypatch):
+    from jobs.launch.status import main
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as caught:
+        main([])
+    assert str(caught.value) == ("scaling-status: no config file config/config.yaml; run it in the study's directory "
+                                 "(where `snakemake` runs) or pass --directory DIR")
+    with pytest.raises(SystemExit, match="--directory nowhere is not a directory"):
+        main(["--directory", "nowhere"])

@@ -1,7 +1,8 @@
 """Status at a glance: every cell of every study, with its job, state and progress.
 
-    scaling-status                       # reads config/config.yaml
-    scaling-status --configfile my.yaml
+    scaling-status                       # the study in this directory: config/config.yaml, results/
+    scaling-status --directory ~/study   # the study in ~/study, from anywhere
+    scaling-status --configfile my.yaml  # relative to --directory
 
 Reads the cell directories and makes one batched sacct call for all Slurm jobs.
 """
@@ -43,9 +44,10 @@ def cell_state(cell: CellDir, record: JobRecord | None, slurm: dict[str, JobStat
     return "incomplete", ""
 
 
-def status_rows(config: dict[str, Any]) -> list[dict[str, str]]:
-    plan = make_plan(config)
-    cells = [(study, name, CellDir(Path(plan.results_dir) / study / "cells" / name))
+def status_rows(config: dict[str, Any], directory: Path = Path(".")) -> list[dict[str, str]]:
+    """One row per cell of `config`, whose results_dir is relative to `directory`."""
+    plan = make_plan(config, root=directory, warn=lambda _message: None)
+    cells = [(study, name, CellDir(directory / plan.results_dir / study / "cells" / name))
              for study, spec in plan.studies.items() for name in spec.cells]
     records = {cell.path: cell.read_job() for _, _, cell in cells}
     slurm_ids = sorted({r.job_id for r in records.values() if r is not None and r.executor == "slurm"})
@@ -75,13 +77,32 @@ def format_table(rows: list[dict[str, str]]) -> str:
     return "\n".join(lines)
 
 
+def read_config(path: Path) -> dict[str, Any]:
+    """The study's config, or SystemExit with one line saying what is wrong with the file."""
+    if not path.is_file():
+        raise SystemExit(f"scaling-status: no config file {path}; run it in the study's directory "
+                         "(where `snakemake` runs) or pass --directory DIR")
+    try:
+        config = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        raise SystemExit(f"scaling-status: cannot read {path}: {' '.join(str(error).split())}") from None
+    if not isinstance(config, dict):
+        raise SystemExit(f"scaling-status: {path} does not hold a mapping of settings (studies: ...)")
+    return config
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--configfile", type=Path, default=Path("config/config.yaml"))
+    parser.add_argument("--directory", "-d", type=Path, default=Path("."),
+                        help="the study's directory, where `snakemake` runs (default: this one)")
+    parser.add_argument("--configfile", type=Path, default=Path("config/config.yaml"),
+                        help="the config, relative to --directory (default: config/config.yaml)")
     args = parser.parse_args(argv)
-    config = yaml.safe_load(args.configfile.read_text())
+    if not args.directory.is_dir():
+        raise SystemExit(f"scaling-status: --directory {args.directory} is not a directory")
+    config = read_config(args.directory / args.configfile)
     try:
-        print(format_table(status_rows(config)))
+        print(format_table(status_rows(config, args.directory)))
     except ConfigError as error:
         raise SystemExit(str(error)) from None
 

@@ -4,10 +4,16 @@ readable id (`bs64-gpus2`, `bs32-gpus4-warmup5`) and its full TrainParams."""
 from __future__ import annotations
 
 import itertools
+import math
+import os
+import re
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from jobs.plan.config import ConfigError, validate_config
+from jobs.plan.config import ConfigError, check_directory, check_slurm_settings, short, validate_config
 from jobs.plan.params import LauncherSettings, TrainParams, parse_time_limit
 
 # Short names for cell ids; any other axis appears under its own name.
@@ -26,9 +32,12 @@ AXIS_ABBREVIATIONS = {
     "lr_schedule": "sched",
     "lr_decay_epochs": "decay",
     "lr_decay_factor": "gamma",
+    "repeat": "rep",
 }
 FIRST_AXES = ("batch_size", "gpus")
 CELL_ID_PATTERN = r"[A-Za-z0-9_.\-]+"
+# Beyond this, building the DAG alone takes minutes and ends in a MemoryError.
+MAX_CELLS_PER_STUDY = 4096
 
 
 @dataclass(frozen=True)
@@ -36,6 +45,7 @@ class Study:
     name: str
     axes: tuple[str, ...]
     cells: dict[str, TrainParams]
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -52,7 +62,7 @@ def format_value(value: Any) -> str:
     if isinstance(value, bool):
         return "_yes" if value else "_no"
     if isinstance(value, float):
-        return f"{value:g}"
+        return f"{value:g}".replace("+", "")  # 1e+06 -> 1e06: `+` is not allowed in a cell id
     if isinstance(value, (list, tuple)):
         return "_".join(format_value(item).lstrip("_") for item in value) or "_none"
     text = str(value)
@@ -67,6 +77,31 @@ def ordered_axes(grid: dict[str, list[Any]]) -> tuple[str, ...]:
     return FIRST_AXES + tuple(axis for axis in grid if axis not in FIRST_AXES)
 
 
+def check_grid_size(name: str, grid: dict[str, list[Any]], axes: tuple[str, ...]) -> None:
+    """Refuse a huge grid from its axis lengths, before a single cell is made."""
+    count = math.prod(len(grid[axis]) for axis in axes)
+    if count > MAX_CELLS_PER_STUDY:
+        shape = " x ".join(f"{len(grid[axis])} {axis}" for axis in axes)
+        raise ConfigError(f"config error: studies.{name}.grid = {shape} = {count} cells: too many; a study may have "
+                          f"at most {MAX_CELLS_PER_STUDY} cells: use fewer values or split it into several studies")
+
+
+def check_distinct_ids(name: str, grid: dict[str, list[Any]], axes: tuple[str, ...]) -> None:
+    """Two values of an axis that look the same in a cell id would share one cell."""
+    for axis in axes:
+        seen: dict[str, Any] = {}
+        for value in grid[axis]:
+            part = AXIS_ABBREVIATIONS.get(axis, axis) + format_value(value)
+            if part in seen:
+                raise ConfigError(
+                    f"config error: studies.{name}.grid.{axis} = {short(grid[axis])}: {seen[part]!r} and {value!r} "
+                    f"both give the cell id part {part!r}; use values that differ within 6 significant digits")
+            if not re.fullmatch(CELL_ID_PATTERN, part):
+                raise ConfigError(f"config error: studies.{name}.grid.{axis} = {short(grid[axis])}: {value!r} gives "
+                                  f"the cell id part {part!r}; cell ids may only hold letters, digits, '_', '.', '-'")
+            seen[part] = value
+
+
 def expand_study(name: str, spec: dict[str, Any], launcher: LauncherSettings) -> Study:
     grid = spec["grid"]
     fixed = spec.get("fixed", {}) or {}
@@ -76,7 +111,10 @@ def expand_study(name: str, spec: dict[str, Any], launcher: LauncherSettings) ->
             raise ConfigError(
                 f"config error: studies.{name}: {axis!r} is both a grid axis and fixed; keep it in one place"
             )
+    check_grid_size(name, grid, axes)
+    check_distinct_ids(name, grid, axes)
     cells: dict[str, TrainParams] = {}
+    warnings: dict[str, None] = {}  # ordered and without repeats: one line however many cells share it
     for combination in itertools.product(*(grid[axis] for axis in axes)):
         values = dict(zip(axes, combination))
         params = TrainParams.from_dict({**fixed, **values})
@@ -84,8 +122,12 @@ def expand_study(name: str, spec: dict[str, Any], launcher: LauncherSettings) ->
         problems = params.problems() + launcher_problems(launcher, params.gpus)
         if problems:
             raise ConfigError(f"config error: studies.{name}, cell {cid}: {problems[0]}")
+        if cid in cells:  # distinct per axis; this guards the joined id
+            raise ConfigError(f"config error: studies.{name}: two cells share the id {cid!r}; "
+                              "give the grid values that differ within 6 significant digits")
         cells[cid] = params
-    return Study(name=name, axes=axes, cells=cells)
+        warnings.update(dict.fromkeys(f"studies.{name}: {text}" for text in params.warnings()))
+    return Study(name=name, axes=axes, cells=cells, warnings=tuple(warnings))
 
 
 def launcher_problems(launcher: LauncherSettings, gpus: int) -> list[str]:
@@ -115,19 +157,51 @@ def typed(value: Any) -> Any:
     return value
 
 
-def make_plan(config: dict[str, Any]) -> Plan:
+def available_cpus() -> int:
+    """CPUs this process may run on (a container or taskset may allow fewer than the machine has)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def local_cpu_warnings(launcher: LauncherSettings, studies: dict[str, Study]) -> list[str]:
+    """Local workers beyond the CPUs share cores: the run works, but its timings mean little."""
+    if launcher.executor != "local" or not studies or not any(s.cells for s in studies.values()):
+        return []
+    study, gpus = max(((s.name, p.gpus) for s in studies.values() for p in s.cells.values()), key=lambda x: x[1])
+    needed, cpus = gpus * launcher.cpus_per_task, available_cpus()
+    if needed <= cpus:
+        return []
+    return [f"launcher.cpus_per_task = {launcher.cpus_per_task}: studies.{study} needs gpus x cpus_per_task = "
+            f"{gpus} x {launcher.cpus_per_task} = {needed} CPUs for its local workers, but this machine has {cpus}; "
+            f"workers will share cores and timings will be skewed: keep gpus x cpus_per_task <= {cpus}, "
+            "or use executor slurm"]
+
+
+def warn_on_stderr(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def make_plan(config: dict[str, Any], *, root: Path = Path("."),
+              warn: Callable[[str], None] = warn_on_stderr) -> Plan:
+    """The checked plan of `config`, whose relative paths are relative to `root`.
+    ConfigError on the first mistake; each soft problem goes to `warn` as one line."""
     if "launcher" in config:
         config = {**config, "launcher": typed(config["launcher"])}
     validate_config(config)
+    results_dir, data_dir = config.get("results_dir", "results"), config.get("data_dir", "data")
+    check_directory("results_dir", results_dir, root)
+    check_directory("data_dir", data_dir, root)
     launcher = LauncherSettings.from_dict(config.get("launcher", {}) or {})
     try:
         parse_time_limit(launcher.time_limit)
     except ValueError as error:
         raise ConfigError(f"config error: launcher.time_limit: {error}") from None
+    check_slurm_settings(launcher.slurm)
     studies = {name: expand_study(name, spec, launcher) for name, spec in config["studies"].items()}
-    return Plan(
-        results_dir=config.get("results_dir", "results"),
-        data_dir=config.get("data_dir", "data"),
-        launcher=launcher,
-        studies=studies,
-    )
+    for study in studies.values():
+        for message in study.warnings:
+            warn(f"config warning: {message}")
+    for message in local_cpu_warnings(launcher, studies):
+        warn(f"config warning: {message}")
+    return Plan(results_dir=results_dir, data_dir=data_dir, launcher=launcher, studies=studies)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from jobs.cell import CellDir
+from jobs.plan.datasets import GENERATED_DATASETS, TRAIN_SET_SIZES
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,9 @@ class TrainParams:
     # loss before the first step, is recorded as diverged and stops.
     divergence_factor: float = 10.0
     fail_at_epoch: int | None = None
+    # The index of a repeated measurement: it changes nothing in training (seed does),
+    # only makes another cell, so a `repeat: [0, 1, 2]` axis measures run-to-run noise.
+    repeat: int = 0
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainParams:
@@ -78,8 +82,40 @@ class TrainParams:
                          f"{self.epochs}: no epochs left to decay over")
         if self.fail_at_epoch is not None and self.fail_at_epoch > self.epochs:
             found.append(f"fail_at_epoch = {self.fail_at_epoch}: must be at most epochs = {self.epochs}")
-        return found
+        return found + self.data_size_problems()
 
+    def train_samples(self) -> int:
+        """How many training samples the run uses, all workers together."""
+        if self.train_subset is not None:
+            return self.train_subset
+        return TRAIN_SET_SIZES[self.dataset]
+
+    def data_size_problems(self) -> list[str]:
+        available = TRAIN_SET_SIZES[self.dataset]
+        if self.dataset not in GENERATED_DATASETS and self.train_subset is not None and self.train_subset > available:
+            return [f"train_subset = {self.train_subset} is more than the {available} training samples of "
+                    f"{self.dataset}; use train_subset <= {available}, or null for all of them"]
+        samples = self.train_samples()
+        share = samples // self.gpus
+        if share == 0:
+            return [f"gpus = {self.gpus} is more than the {samples} training samples of {self.dataset}: "
+                    f"some workers would get no data; use gpus <= {samples}"]
+        if self.batch_size > share:
+            return [f"batch_size = {self.batch_size} is more than a worker's share of the data ({samples} training "
+                    f"samples of {self.dataset} / gpus = {self.gpus} = {share}); use batch_size <= {share}"]
+        return []
+
+    def warnings(self) -> list[str]:
+        """Settings that run but are most likely not what was meant."""
+        found = []
+        if self.lr_schedule != "cosine" and self.warmup_epochs > self.epochs:
+            found.append(f"warmup_epochs = {self.warmup_epochs} is more than epochs = {self.epochs}: training ends "
+                         "during warmup, before the lr reaches its scaled value; use warmup_epochs <= epochs")
+        late = [epoch for epoch in self.lr_decay_epochs if epoch >= self.epochs]
+        if self.lr_schedule == "step" and late:
+            found.append(f"lr_decay_epochs = {self.lr_decay_epochs}: {late} not before the last epoch "
+                         f"(epochs = {self.epochs}), so never applied; use epochs < {self.epochs}")
+        return found
 
 
 TIME_LIMIT_FORMATS = "MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS"
@@ -149,3 +185,24 @@ class LauncherSettings:
 
     def tasks_per_node_for(self, gpus: int) -> int:
         return gpus // self.nodes_for(gpus)
+
+    def measured_with(self, gpus: int) -> dict[str, Any]:
+        """The settings that change what a cell measures. A result belongs to them as much
+        as to its training parameters: changing one runs the cell again (the earlier run
+        is kept aside), and Snakemake sees them among the rule's params."""
+        return {
+            "executor": self.executor,
+            "controller": self.controller,
+            "threads_per_worker": self.cpus_per_task,
+            "nodes": self.nodes_for(gpus),
+            "tasks_per_node": self.tasks_per_node_for(gpus),
+        }
+
+
+def normalized_params(values: dict[str, Any]) -> dict[str, Any]:
+    """A recorded parameter set with the defaults of fields added since it was written, so a
+    run recorded before a new parameter existed still matches the same settings now."""
+    try:
+        return TrainParams.from_dict(values).to_dict()
+    except (TypeError, ValueError):  # a field since removed, or a value no longer valid
+        return dict(values)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
-DATASETS = ("linear", "digits", "fashion_mnist", "synthetic_images")
+from jobs.plan.datasets import DATASETS, DIGITS_VAL_FRACTION, LINEAR_NUM_POINTS, SYNTHETIC_NUM_TRAIN
 
 Task = Literal["classification", "regression"]
 
@@ -62,7 +62,6 @@ def _take_first(dataset_name: str, train_subset: int | None, num_available: int)
 
 # ----------------------------------------------------------------------------- linear (Lab 1)
 
-LINEAR_NUM_POINTS = 100
 LINEAR_W_GEN = 10.0
 LINEAR_B_GEN = 2.0
 
@@ -96,7 +95,6 @@ def load_linear(*, seed: int, num_train: int = LINEAR_NUM_POINTS) -> DatasetSpli
 
 # ----------------------------------------------------------------------------- digits (scikit-learn, bundled)
 
-DIGITS_VAL_FRACTION = 0.2
 
 
 def load_digits(*, seed: int, train_subset: int | None = None) -> DatasetSplits:
@@ -230,7 +228,6 @@ def load_fashion_mnist(directory: Path, *, train_subset: int | None = None) -> D
 
 # ----------------------------------------------------------------------------- synthetic images (throughput only)
 
-SYNTHETIC_NUM_TRAIN = 2048
 SYNTHETIC_NUM_VAL = 256
 SYNTHETIC_IMAGE_SHAPE = (3, 32, 32)
 SYNTHETIC_NUM_CLASSES = 10
