@@ -9,6 +9,10 @@ Each runs the same model and batch on one CPU thread per process, with submitit'
 local executor. Ratios are per-worker throughput against the baseline, so 1.00 means
 no loss.
 
+This benchmark isolates Horovod's own cost and the hardware's: all four rows time a
+synthetic loop on fixed tensors, not the project's training job (jobs/train/job.py),
+so they say nothing about the job's data path or bookkeeping.
+
     .venv/bin/python benchmarks/step_overhead.py --batch-size 64 --workers 2
 """
 

@@ -14,19 +14,19 @@ HOROVODRUN = Path(sys.executable).parent / "horovodrun"
 
 WORKER = """
 import json, sys
-import horovod.torch as hvd
 import torch
 from jobs.train.job import average_batchnorm_statistics
+from jobs.train.workers import HorovodWorkers
 
-hvd.init()
-rank = hvd.rank()
+workers = HorovodWorkers("gloo")
+rank = workers.rank
 torch.manual_seed(rank)
 model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2), torch.nn.ReLU(),
                             torch.nn.Flatten(), torch.nn.BatchNorm1d(8))
 model.train()
 model(torch.randn(16, 1, 4, 4) * (rank + 1) + rank)  # each rank's running statistics from its own data
 before = {name: buffer.tolist() for name, buffer in model.named_buffers() if "running" in name}
-average_batchnorm_statistics(model, hvd)
+average_batchnorm_statistics(model, workers)
 after = {name: buffer.tolist() for name, buffer in model.named_buffers() if "running" in name}
 print("RESULT " + json.dumps({"rank": rank, "before": before, "after": after}), flush=True)
 """

@@ -152,3 +152,16 @@ def test_progress_lines_of_concurrent_cells_never_share_a_line():
     lines = output.splitlines()
     assert len(lines) == 6000
     assert all(line.count("submitting") == 1 for line in lines)
+
+
+def test_a_run_recorded_before_a_parameter_existed_still_matches_its_default(tmp_path):
+    params = TrainParams(batch_size=8)
+    cell = finished_cell(tmp_path, params, measured_with={"threads_per_worker": 1})
+    older = {key: value for key, value in params.to_dict().items() if key != "repeat"}
+    write_result(cell.path, "17", params)
+    cell.result.write_text(json.dumps({"job_id": "17", "params": older, "status": "complete"}))
+    cell.write_job(JobRecord("17", "local", 0.0, measured_with={"threads_per_worker": 1}))
+    assert rerun_reason(cell, cell.read_job(), params, {"threads_per_worker": 1}) is None
+    assert collect_result(cell.path, cell.read_job(), params)["status"] == "complete"
+    changed = TrainParams(batch_size=8, repeat=1)
+    assert rerun_reason(cell, cell.read_job(), changed, {"threads_per_worker": 1}) == "parameters changed (repeat 0 -> 1)"

@@ -125,3 +125,43 @@ def test_threads_never_oversubscribe_the_cpus_given():
     assert torch_threads(64, 1) == cpus
     assert torch_threads(64, cpus) == 1
     assert torch_threads(2, 4 * cpus) == 1  # more workers than CPUs: one thread each, no fewer
+
+
+class DeviceReads(torch.utils._python_dispatch.TorchDispatchMode):
+    """Counts the operations that copy a value from a tensor to Python: each is a host-device
+    synchronisation on a GPU (.item(), float(), bool(), comparisons in an if)."""
+
+    READS = frozenset({torch.ops.aten._local_scalar_dense.default, torch.ops.aten.is_nonzero.default})
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func in self.READS:
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def test_the_step_loop_and_validation_never_read_from_the_device():
+    from jobs.train.data import DeviceSplit, load_dataset
+    from jobs.train.job import evaluate, train_epoch
+    from jobs.train.models import build_model
+    from jobs.train.optim import make_optimizer
+
+    params = TrainParams(batch_size=16, train_subset=160, optimizer="sgd", momentum=0.9)
+    data = load_dataset("digits", None, seed=0, train_subset=params.train_subset)
+    train, val = DeviceSplit.of(data.train, torch.device("cpu")), DeviceSplit.of(data.val, torch.device("cpu"))
+    model = build_model("cnn", data.input_shape, data.num_classes)
+    optimizer = make_optimizer(params, model)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    shard = epoch_shard(len(train), 1, 0, seed=0, epoch=1)
+    with DeviceReads() as reads:
+        loss_sum, _ = train_epoch(model, optimizer, train, shard, params, loss_fn, epoch=1, steps_per_epoch=10)
+        _, correct, count = evaluate(model, val, loss_fn, classification=True)
+    assert reads.count == 0
+    # The same counter does see a read: the test could fail.
+    with DeviceReads() as reads:
+        float(loss_sum)
+    assert reads.count == 1
+    assert 0 < float(loss_sum) / 160 < 10 and 0 <= float(correct) <= float(count) == len(val)

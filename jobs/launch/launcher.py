@@ -28,7 +28,7 @@ from submitit.core.utils import FailedJobError, JobPaths
 
 from jobs.cell import CellDir, EpochRecord, JobRecord
 from jobs.launch.scheduler import JobState, SharedSlurmView, current_state
-from jobs.plan.params import LauncherSettings, TrainParams
+from jobs.plan.params import LauncherSettings, TrainParams, normalized_params
 from jobs.train.job import TrainingJob
 
 
@@ -48,19 +48,6 @@ def job_paths(cell: CellDir, record: JobRecord, task: int = 0) -> JobPaths:
     """submitit's files of one task of the cell's job: its logs and its outcome pickle."""
     folder = Path(record.folder) if record.folder else cell.default_submitit_folder
     return JobPaths(folder, job_id=record.job_id, task_id=task)
-
-
-def measurement(launcher: LauncherSettings, gpus: int) -> dict[str, Any]:
-    """The launcher settings that change what a cell measures. A result belongs to them as
-    much as to its training parameters: changing one runs the cell again (the earlier run
-    is kept aside), and Snakemake sees them among the rule's params."""
-    return {
-        "executor": launcher.executor,
-        "controller": launcher.controller,
-        "threads_per_worker": launcher.cpus_per_task,
-        "nodes": launcher.nodes_for(gpus),
-        "tasks_per_node": launcher.tasks_per_node_for(gpus),
-    }
 
 
 def make_executor(folder: Path, study: str, cell: str, params: TrainParams,
@@ -104,7 +91,7 @@ def submit_cell(cell_dir: Path, study: str, cell: str, grid_axes: tuple[str, ...
     except (FailedJobError, subprocess.CalledProcessError) as error:
         raise CellFailed(f"cell {cell}: sbatch refused the job: {scheduler_message(error)}") from error
     record = JobRecord(job_id=str(job.job_id), executor=launcher.executor, submitted_at=time.time(),
-                       folder=str(folder), measured_with=measurement(launcher, params.gpus))
+                       folder=str(folder), measured_with=launcher.measured_with(params.gpus))
     CellDir(cell_dir).write_job(record)
     return record, job
 
@@ -121,7 +108,8 @@ def collect_result(cell_dir: Path, record: JobRecord, params: TrainParams) -> di
     """Publish the job's result.json as summary.json if it is this job's, for these parameters."""
     cell = CellDir(cell_dir)
     result = cell.read_result()
-    if result is None or str(result.get("job_id")) != record.job_id or result.get("params") != params.to_dict():
+    if result is None or str(result.get("job_id")) != record.job_id \
+            or normalized_params(result.get("params") or {}) != params.to_dict():
         return None
     result = {**result, "measured_with": record.measured_with}
     cell.publish_summary(result)
@@ -203,6 +191,8 @@ def rerun_reason(cell: CellDir, previous: JobRecord | None, params: TrainParams,
     if not cell.has_run_files():
         return None
     old_params = cell.last_params()
+    if old_params is not None:
+        old_params = normalized_params(old_params)
     if old_params is not None and old_params != params.to_dict():
         return f"parameters changed ({differences(old_params, params.to_dict())})"
     if previous is not None and previous.measured_with not in (None, measured_with):
@@ -304,7 +294,7 @@ def run_cell(cell_dir: Path, study: str, cell: str, grid_axes: tuple[str, ...], 
 def run_cell_in_slot(cell_dir: Path, study: str, cell: str, grid_axes: tuple[str, ...], params: TrainParams,
                      launcher: LauncherSettings, data_dir: Path, scheduler_dir: Path,
                      out: TextIO) -> dict[str, Any]:
-    measured_with = measurement(launcher, params.gpus)
+    measured_with = launcher.measured_with(params.gpus)
     previous = CellDir(cell_dir).read_job()
     stale = previous is not None and previous.measured_with not in (None, measured_with)
     if previous is not None and not previous.collected and not stale \

@@ -1,10 +1,11 @@
 """Where a grid cell is trained: the Horovod data-parallel training job.
 
 Every task of a cell's submitit job runs `TrainingJob.__call__`. It follows Horovod's
-PyTorch recipe, in Horovod's order (each distributed line is marked `# Horovod:`):
-init, pin the local rank's GPU, shard the data, scale the learning rate, broadcast the
-initial state from rank 0, wrap the optimizer, average metrics with allreduce, and let
-rank 0 alone write. jobs/launch/launcher.py submits it.
+PyTorch recipe, in Horovod's order: init, pin the local rank's GPU, shard the data,
+scale the learning rate, broadcast the initial state from rank 0, wrap the optimizer,
+average metrics with allreduce, and let rank 0 alone write. The collectives go
+through jobs/train/workers.py: Horovod for several workers, nothing for one (a
+1-worker cell never imports Horovod). jobs/launch/launcher.py submits the job.
 
 What the numbers mean (jobs/cell.py's EpochRecord has the fields):
 - The data sit on the worker's device as tensors; each epoch every rank slices its
@@ -27,6 +28,7 @@ What the numbers mean (jobs/cell.py's EpochRecord has the fields):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -39,8 +41,9 @@ from typing import Any
 import submitit
 
 from jobs.cell import CellDir, EpochRecord, MetaRecord, SummaryRecord, finite_or_none
-from jobs.plan.params import TrainParams
+from jobs.plan.params import TrainParams, normalized_params
 from jobs.train import rendezvous
+from jobs.train.workers import Workers, start_workers
 
 CHECKPOINT_VERSION = 2
 VALIDATION_CHUNK = 1024  # samples per validation forward pass
@@ -96,13 +99,14 @@ class TrainingJob(submitit.helpers.Checkpointable):
         started = time.time()
         placement = rendezvous.placement_from_submitit()
         server = None
-        if self.controller == "gloo":
+        if self.controller == "gloo" and placement.num_tasks > 1:
             server = rendezvous.join(placement, CellDir(self.cell_dir).path)  # noqa: F841  (rank 0 keeps it alive)
-        return run_training(self, placement, started)
+        return run_training(self, start_workers(placement.num_tasks, self.controller), placement.hostname,
+                            placement.job_id, placement.attempt, started)
 
 
-def run_training(job: TrainingJob, placement: rendezvous.TaskPlacement, started: float) -> dict[str, Any] | None:
-    import horovod.torch as hvd
+def run_training(job: TrainingJob, workers: Workers, hostname: str, job_id: str, attempt: int,
+                 started: float) -> dict[str, Any] | None:
     import torch
 
     from jobs.train.data import DeviceSplit, epoch_seed, epoch_shard, load_dataset
@@ -111,17 +115,13 @@ def run_training(job: TrainingJob, placement: rendezvous.TaskPlacement, started:
 
     params = TrainParams.from_dict(job.params)
     cell = CellDir(job.cell_dir)
-    if job.controller == "mpi" and not hvd.mpi_built():
-        raise RuntimeError("launcher.controller = 'mpi', but this Horovod was built without MPI: "
-                           "rerun setup.sh with an MPI (mpicxx) on PATH, or use controller 'gloo'")
-    hvd.init()  # Horovod: initialise (Gloo: from rendezvous.join's HOROVOD_* variables; MPI: from PMIx)
-    threads = torch_threads(job.threads_per_worker, hvd.local_size())
+    threads = torch_threads(job.threads_per_worker, workers.local_size)
     torch.set_num_threads(threads)
     device = torch.device("cpu")
     if torch.cuda.is_available():
-        torch.cuda.set_device(hvd.local_rank())  # Horovod: pin one GPU per process
-        device = torch.device("cuda", hvd.local_rank())
-    world, rank = hvd.size(), hvd.rank()
+        torch.cuda.set_device(workers.local_rank)  # one GPU per worker process
+        device = torch.device("cuda", workers.local_rank)
+    world, rank = workers.size, workers.rank
     is_writer = rank == 0
 
     torch.manual_seed(params.seed)
@@ -135,31 +135,27 @@ def run_training(job: TrainingJob, placement: rendezvous.TaskPlacement, started:
 
     model = build_model(params.model, data.input_shape, data.num_classes, width=params.width, depth=params.depth)
     model.to(device)
-    # Horovod: average gradients across workers with allreduce at each step. The wrapper is
-    # a new optimizer object holding the state (momentum, Adam's moments): the one to save.
-    optimizer = hvd.DistributedOptimizer(make_optimizer(params, model), named_parameters=model.named_parameters())
+    optimizer = workers.wrap_optimizer(make_optimizer(params, model), model)
     progress = Progress()
     if is_writer and cell.checkpoint.exists():
         progress = load_checkpoint(cell, model, optimizer, params)
-    # Named: the default name is the object's type, which differs where only the root holds the object.
-    progress = hvd.broadcast_object(progress, root_rank=0, name="progress")
-    # Horovod: every worker starts from rank 0's parameters and, resuming, its optimizer state.
+    progress = workers.broadcast_object(progress, name="progress")
+    # Every worker starts from rank 0's parameters and, resuming, its optimizer state.
     # (Not hvd.broadcast_optimizer_state: its zero-gradient step would apply weight decay once.)
-    hvd.broadcast_parameters(model.state_dict(), root_rank=0)
+    workers.broadcast_parameters(model.state_dict())
     if progress.epoch > 0:
-        optimizer_state = hvd.broadcast_object(optimizer.state_dict() if is_writer else None, root_rank=0,
-                                               name="optimizer_state")
+        optimizer_state = workers.broadcast_object(optimizer.state_dict() if is_writer else None,
+                                                   name="optimizer_state")
         if not is_writer:
             optimizer.load_state_dict(optimizer_state)
     if progress.first_started_at is None:
         progress.first_started_at = started
     if progress.initial_val_loss is None:
         loss_sum, _, count = evaluate(model, val, loss_fn, classification)
-        totals = hvd.allreduce(torch.stack([loss_sum, count]).to("cpu", torch.float64), op=hvd.Sum,
-                               name="initial_val_loss")
+        totals = workers.sum(torch.stack([loss_sum, count]).to("cpu", torch.float64), name="initial_val_loss")
         progress.initial_val_loss = float(totals[0] / totals[1])
 
-    hosts = hvd.allgather_object(placement.hostname, name="hosts")
+    hosts = workers.allgather_object(hostname, name="hosts")
     startup_s = time.time() - started
     if is_writer:
         cell.trim_metrics(progress.epoch, EpochRecord.from_dict(progress.last_record) if progress.last_record else None)
@@ -167,14 +163,14 @@ def run_training(job: TrainingJob, placement: rendezvous.TaskPlacement, started:
             study=job.study,
             cell=job.cell,
             world_size=world,
-            local_size=hvd.local_size(),
-            nodes=hvd.cross_size(),
+            local_size=workers.local_size,
+            nodes=workers.nodes,
             hosts=hosts,
-            controller="mpi" if hvd.mpi_enabled() else "gloo",  # what Horovod runs on, not what was asked
+            controller=workers.controller,
             threads_per_worker=threads,
             device=str(device),
-            job_id=placement.job_id,
-            attempt=placement.attempt,
+            job_id=job_id,
+            attempt=attempt,
             resumed_from_epoch=progress.epoch,
             startup_s=startup_s,
             steps_per_epoch=steps_per_epoch,
@@ -197,7 +193,7 @@ def run_training(job: TrainingJob, placement: rendezvous.TaskPlacement, started:
         if pending is not None and is_writer:
             io_s = persist_epoch(cell, job.cell, params, model, optimizer, progress, pending)
         mark = device_clock(device)
-        hvd.barrier()
+        workers.barrier()
         wait_s = device_clock(device) - mark
         if params.fail_at_epoch == epoch and rank == world - 1:
             raise RuntimeError(f"fail_at_epoch = {epoch}: rank {rank} fails on purpose (testing switch)")
@@ -209,7 +205,7 @@ def run_training(job: TrainingJob, placement: rendezvous.TaskPlacement, started:
         steps_s = device_clock(device) - mark
 
         mark = device_clock(device)
-        average_batchnorm_statistics(model, hvd)  # Horovod: one set of statistics to validate and save
+        average_batchnorm_statistics(model, workers)  # one set of statistics to validate and save
         wait_s += device_clock(device) - mark
         mark = device_clock(device)
         val_loss_sum, val_correct, val_count = evaluate(model, val, loss_fn, classification)
@@ -219,9 +215,8 @@ def run_training(job: TrainingJob, placement: rendezvous.TaskPlacement, started:
         # The epoch's one read from the device: every metric at once. Horovod: summed over workers.
         local = torch.stack([loss_sum, val_loss_sum, val_correct, val_count, *linear_weights(model, params)])
         local = local.to("cpu", torch.float64)
-        sums = hvd.allreduce(local[:4], op=hvd.Sum, name="epoch_sums")
-        slowest_steps_s = float(hvd.allreduce(torch.tensor([steps_s], dtype=torch.float64), op=hvd.Max,
-                                              name="epoch_steps_s")[0])
+        sums = workers.sum(local[:4], name="epoch_sums")
+        slowest_steps_s = float(workers.max(torch.tensor([steps_s], dtype=torch.float64), name="epoch_steps_s")[0])
         wait_s += device_clock(device) - mark
 
         epoch_end = device_clock(device)
@@ -287,8 +282,8 @@ def run_training(job: TrainingJob, placement: rendezvous.TaskPlacement, started:
         startup_s=startup_s,
         best_val_accuracy=progress.best_val_accuracy,
         final_val_accuracy=(progress.last_record or {}).get("val_accuracy"),
-        job_id=placement.job_id,
-        restarts=placement.attempt,
+        job_id=job_id,
+        restarts=attempt,
         queue_time_s=max(0.0, progress.first_started_at - cell.submitted_at(progress.first_started_at)),
         wall_time_s=time.time() - cell.submitted_at(started),
     )
@@ -314,17 +309,20 @@ def train_epoch(model: Any, optimizer: Any, train: Any, shard: Any, params: Trai
 
     model.train()
     loss_sum = torch.zeros((), device=shard.device)
-    lr = learning_rate(params, epoch - 1)
+    # The schedule is computed up front: in the loop, the lr is only set when it changes.
+    rates = [learning_rate(params, epoch - 1 + step / steps_per_epoch) for step in range(steps_per_epoch)]
+    lr = None
     for step, (inputs, targets) in enumerate(train.batches(shard, params.batch_size)):
-        lr = learning_rate(params, epoch - 1 + step / steps_per_epoch)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        if rates[step] != lr:
+            lr = rates[step]
+            for group in optimizer.param_groups:
+                group["lr"] = lr
         optimizer.zero_grad()
         loss = loss_fn(model(inputs), targets)
         loss.backward()
         optimizer.step()
-        loss_sum += loss.detach() * len(targets)
-    return loss_sum, lr
+        loss_sum.add_(loss.detach(), alpha=len(targets))  # one kernel: the loss summed over samples
+    return loss_sum, float(lr if lr is not None else rates[-1])
 
 
 def evaluate(model: Any, split: Any, loss_fn: Any, classification: bool) -> tuple[Any, Any, Any]:
@@ -354,18 +352,15 @@ def linear_weights(model: Any, params: TrainParams) -> list[Any]:
     return [layer.weight.detach().reshape(()), layer.bias.detach().reshape(())]
 
 
-def average_batchnorm_statistics(model: Any, hvd: Any) -> None:
+def average_batchnorm_statistics(model: Any, workers: Workers) -> None:
     """Each rank's BatchNorm running statistics come from its own shard; validate and save their mean."""
     import torch
 
     buffers = [buffer for module in model.modules()
                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and module.track_running_stats
                for buffer in (module.running_mean, module.running_var) if buffer is not None]
-    if hvd.size() == 1 or not buffers:
-        return
-    averaged = hvd.grouped_allreduce(buffers, op=hvd.Average, name="batchnorm_statistics")
-    for buffer, mean in zip(buffers, averaged):
-        buffer.copy_(mean)
+    if workers.size > 1 and buffers:
+        workers.average_in_place(buffers, name="batchnorm_statistics")
 
 
 def diverged(train_loss: float, val_loss: float, initial_val_loss: float | None, factor: float) -> bool:
@@ -411,7 +406,7 @@ def load_checkpoint(cell: CellDir, model: Any, optimizer: Any, params: TrainPara
     import torch
 
     state = torch.load(cell.checkpoint, map_location="cpu", weights_only=False)
-    if state.get("version") != CHECKPOINT_VERSION or state.get("params") != params.to_dict():
+    if state.get("version") != CHECKPOINT_VERSION or normalized_params(state.get("params") or {}) != params.to_dict():
         print(f"ignoring {cell.checkpoint}: it was saved with other parameters or by another version", flush=True)
         return Progress()
     model.load_state_dict(state["model"])
@@ -433,12 +428,11 @@ def machine(device: Any) -> dict[str, Any]:
 
 
 def versions() -> dict[str, str]:
-    import horovod
+    import importlib.metadata
+
     import torch
 
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "horovod": horovod.__version__,
-        "submitit": submitit.__version__,
-    }
+    found = {"python": platform.python_version(), "torch": torch.__version__, "submitit": submitit.__version__}
+    with contextlib.suppress(importlib.metadata.PackageNotFoundError):  # not imported: 1 worker runs without it
+        found["horovod"] = importlib.metadata.version("horovod")
+    return found

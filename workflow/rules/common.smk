@@ -3,7 +3,6 @@ from pathlib import Path
 
 from analysis import FIGURE_NAMES
 from jobs.cell import CellDir
-from jobs.launch.launcher import measurement
 from jobs.plan.config import ConfigError
 from jobs.plan.grid import CELL_ID_PATTERN, make_plan
 
@@ -71,7 +70,7 @@ def get_cell(wildcards):
     params = study.cells[wildcards.cell]
     # measured_with is here so that Snakemake reruns a cell when the threads or the placement change.
     return {"params": params.to_dict(), "grid_axes": list(study.axes),
-            "measured_with": measurement(PLAN.launcher, params.gpus)}
+            "measured_with": PLAN.launcher.measured_with(params.gpus)}
 
 
 def collect_partial_results():
