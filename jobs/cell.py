@@ -104,6 +104,7 @@ class MetaRecord(Record):
     attempt: int | None = None
     resumed_from_epoch: int | None = None
     startup_s: float | None = None
+    compile_s: float | None = None  # torch.compile's warm-up, before the first epoch's clock
     steps_per_epoch: int | None = None
     samples_per_epoch: int | None = None
     initial_val_loss: float | None = None

@@ -384,3 +384,15 @@ def test_status_without_a_study_says_so_in_one_line(tmp_path, monkeypatch):
                                  "(where `snakemake` runs) or pass --directory DIR")
     with pytest.raises(SystemExit, match="--directory nowhere is not a directory"):
         main(["--directory", "nowhere"])
+
+
+def test_a_gpu_only_precision_is_refused_for_local_workers_without_a_gpu(config, monkeypatch):
+    import jobs.plan.grid as grid
+
+    monkeypatch.setattr(grid, "machine_has_nvidia_gpu", lambda: False)
+    study = {"grid": {"batch_size": [32], "gpus": [1], "precision": ["bf16", "fp16"]}}
+    with pytest.raises(ConfigError, match=r"cell bs32-gpus1-prec_fp16: precision = 'fp16' needs an NVIDIA GPU"):
+        make_plan(with_study(config, study))
+    study["grid"]["precision"] = ["fp32", "bf16"]
+    assert sorted(make_plan(with_study(config, study)).studies["s"].cells) == ["bs32-gpus1-prec_bf16",
+                                                                                "bs32-gpus1-prec_fp32"]

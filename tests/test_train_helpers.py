@@ -145,20 +145,21 @@ class DeviceReads(torch.utils._python_dispatch.TorchDispatchMode):
 
 def test_the_step_loop_and_validation_never_read_from_the_device():
     from jobs.train.data import DeviceSplit, load_dataset
-    from jobs.train.job import evaluate, train_epoch
+    from jobs.train.job import Step, evaluate, train_epoch
     from jobs.train.models import build_model
     from jobs.train.optim import make_optimizer
+    from jobs.train.precision import configure_precision
 
     params = TrainParams(batch_size=16, train_subset=160, optimizer="sgd", momentum=0.9)
     data = load_dataset("digits", None, seed=0, train_subset=params.train_subset)
     train, val = DeviceSplit.of(data.train, torch.device("cpu")), DeviceSplit.of(data.val, torch.device("cpu"))
     model = build_model("cnn", data.input_shape, data.num_classes)
-    optimizer = make_optimizer(params, model)
-    loss_fn = torch.nn.CrossEntropyLoss()
+    step = Step(model, model, make_optimizer(params, model), torch.nn.CrossEntropyLoss(),
+                configure_precision(params, torch.device("cpu"), model))
     shard = epoch_shard(len(train), 1, 0, seed=0, epoch=1)
     with DeviceReads() as reads:
-        loss_sum, _ = train_epoch(model, optimizer, train, shard, params, loss_fn, epoch=1, steps_per_epoch=10)
-        _, correct, count = evaluate(model, val, loss_fn, classification=True)
+        loss_sum, _ = train_epoch(step, train, shard, params, epoch=1, steps_per_epoch=10)
+        _, correct, count = evaluate(step, val, classification=True)
     assert reads.count == 0
     # The same counter does see a read: the test could fail.
     with DeviceReads() as reads:

@@ -199,3 +199,30 @@ def test_no_finished_result_is_lost_to_damage_or_changed_settings(tmp_path):
     assert meta["threads_per_worker"] == 2
     # The study's tables hold only the current cells.
     assert list(pd.read_csv(tmp_path / "results" / "keep" / "runs.csv")["epochs_run"]) == [3]
+
+
+def test_precision_memory_format_and_compile_are_grid_axes_that_train(tmp_path):
+    config = default_config()
+    fixed = {"dataset": "digits", "model": "cnn", "epochs": 3, "train_subset": 320, "channels_last": True}
+    config["studies"] = {"numerics": {"grid": {"batch_size": [32], "gpus": [1], "precision": ["fp32", "bf16"],
+                                               "compile": [False, True]},
+                                      "fixed": fixed}}
+    write_config(tmp_path, config)
+    result = run_snakemake(tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    cells = tmp_path / "results/numerics/cells"
+
+    def losses(cell: str) -> list[float]:
+        lines = (cells / cell / "metrics.jsonl").read_text().splitlines()
+        return [json.loads(line)["train_loss"] for line in lines[1:]]
+
+    fp32, bf16 = losses("bs32-gpus1-compiled_no-prec_fp32"), losses("bs32-gpus1-compiled_no-prec_bf16")
+    assert fp32[-1] < fp32[0] and bf16[-1] < bf16[0]  # both train
+    assert bf16 != fp32  # bf16 really ran in bf16
+    # torch.compile changes how the step runs, not what it computes; its warm-up is undone.
+    assert losses("bs32-gpus1-compiled_yes-prec_fp32") == pytest.approx(fp32, rel=1e-5)
+    assert losses("bs32-gpus1-compiled_yes-prec_bf16") == pytest.approx(bf16, rel=1e-3)
+    meta = json.loads((cells / "bs32-gpus1-compiled_yes-prec_fp32" / "metrics.jsonl").read_text().splitlines()[0])
+    assert meta["compile_s"] > 0 and meta["params"]["channels_last"] is True
+    assert json.loads((cells / "bs32-gpus1-compiled_no-prec_fp32" / "metrics.jsonl").read_text()
+                      .splitlines()[0])["compile_s"] is None

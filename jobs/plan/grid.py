@@ -33,6 +33,9 @@ AXIS_ABBREVIATIONS = {
     "lr_decay_epochs": "decay",
     "lr_decay_factor": "gamma",
     "repeat": "rep",
+    "precision": "prec",
+    "channels_last": "nhwc",
+    "compile": "compiled",
 }
 FIRST_AXES = ("batch_size", "gpus")
 CELL_ID_PATTERN = r"[A-Za-z0-9_.\-]+"
@@ -119,7 +122,7 @@ def expand_study(name: str, spec: dict[str, Any], launcher: LauncherSettings) ->
         values = dict(zip(axes, combination))
         params = TrainParams.from_dict({**fixed, **values})
         cid = cell_id(values)
-        problems = params.problems() + launcher_problems(launcher, params.gpus)
+        problems = params.problems() + launcher_problems(launcher, params.gpus) + device_problems(launcher, params)
         if problems:
             raise ConfigError(f"config error: studies.{name}, cell {cid}: {problems[0]}")
         if cid in cells:  # distinct per axis; this guards the joined id
@@ -140,6 +143,23 @@ def launcher_problems(launcher: LauncherSettings, gpus: int) -> list[str]:
     if launcher.max_gpus is not None and gpus > launcher.max_gpus:
         found.append(f"gpus = {gpus} is more than launcher.max_gpus = {launcher.max_gpus} allows")
     return found
+
+
+CUDA_ONLY_PRECISIONS = ("tf32", "fp16")
+
+
+def machine_has_nvidia_gpu() -> bool:
+    """Without importing torch: the NVIDIA driver lists its GPUs under /proc."""
+    gpus = Path("/proc/driver/nvidia/gpus")
+    return gpus.is_dir() and any(gpus.iterdir())
+
+
+def device_problems(launcher: LauncherSettings, params: TrainParams) -> list[str]:
+    """Settings the workers' device cannot run: known here only for local workers."""
+    if launcher.executor == "local" and params.precision in CUDA_ONLY_PRECISIONS and not machine_has_nvidia_gpu():
+        return [f"precision = {params.precision!r} needs an NVIDIA GPU, and this machine's local workers have "
+                "none; use fp32 or bf16 here, or executor slurm on GPU nodes"]
+    return []
 
 
 def typed(value: Any) -> Any:

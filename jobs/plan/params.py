@@ -48,6 +48,11 @@ class TrainParams:
     # The index of a repeated measurement: it changes nothing in training (seed does),
     # only makes another cell, so a `repeat: [0, 1, 2]` axis measures run-to-run noise.
     repeat: int = 0
+    # Numerics and speed: fp32 (TF32 off), tf32 (CUDA matmuls and convolutions in TF32),
+    # bf16 (autocast), fp16 (autocast with a gradient scaler; CUDA only).
+    precision: Literal["fp32", "tf32", "bf16", "fp16"] = "fp32"
+    channels_last: bool = False  # NHWC memory format for image models
+    compile: bool = False  # torch.compile the model; the first step (compilation) is timed apart
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainParams:
@@ -80,6 +85,9 @@ class TrainParams:
         if self.lr_schedule == "cosine" and self.warmup_epochs >= self.epochs:
             found.append(f"lr_schedule = 'cosine' with warmup_epochs = {self.warmup_epochs} >= epochs = "
                          f"{self.epochs}: no epochs left to decay over")
+        if self.channels_last and self.model == "linear":
+            found.append("channels_last = true with model 'linear': the memory format is for image models "
+                         "(cnn, wide_resnet)")
         if self.fail_at_epoch is not None and self.fail_at_epoch > self.epochs:
             found.append(f"fail_at_epoch = {self.fail_at_epoch}: must be at most epochs = {self.epochs}")
         return found + self.data_size_problems()

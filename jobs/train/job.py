@@ -36,7 +36,7 @@ import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import submitit
 
@@ -44,6 +44,9 @@ from jobs.cell import CellDir, EpochRecord, MetaRecord, SummaryRecord, finite_or
 from jobs.plan.params import TrainParams, normalized_params
 from jobs.train import rendezvous
 from jobs.train.workers import Workers, start_workers
+
+if TYPE_CHECKING:  # torch and what needs it are imported by the job itself, not by the launcher
+    from jobs.train.precision import Precision
 
 CHECKPOINT_VERSION = 2
 VALIDATION_CHUNK = 1024  # samples per validation forward pass
@@ -112,6 +115,7 @@ def run_training(job: TrainingJob, workers: Workers, hostname: str, job_id: str,
     from jobs.train.data import DeviceSplit, epoch_seed, epoch_shard, load_dataset
     from jobs.train.models import build_model
     from jobs.train.optim import make_optimizer
+    from jobs.train.precision import configure_precision
 
     params = TrainParams.from_dict(job.params)
     cell = CellDir(job.cell_dir)
@@ -135,10 +139,13 @@ def run_training(job: TrainingJob, workers: Workers, hostname: str, job_id: str,
 
     model = build_model(params.model, data.input_shape, data.num_classes, width=params.width, depth=params.depth)
     model.to(device)
+    precision = configure_precision(params, device, model)
     optimizer = workers.wrap_optimizer(make_optimizer(params, model), model)
+    # The module is what is saved and broadcast; its compiled wrapper, if any, shares its parameters.
+    step = Step(model, torch.compile(model) if params.compile else model, optimizer, loss_fn, precision)
     progress = Progress()
     if is_writer and cell.checkpoint.exists():
-        progress = load_checkpoint(cell, model, optimizer, params)
+        progress = load_checkpoint(cell, step, params)
     progress = workers.broadcast_object(progress, name="progress")
     # Every worker starts from rank 0's parameters and, resuming, its optimizer state.
     # (Not hvd.broadcast_optimizer_state: its zero-gradient step would apply weight decay once.)
@@ -148,10 +155,14 @@ def run_training(job: TrainingJob, workers: Workers, hostname: str, job_id: str,
                                                    name="optimizer_state")
         if not is_writer:
             optimizer.load_state_dict(optimizer_state)
+        if precision.scaler is not None:
+            precision.scaler.load_state_dict(workers.broadcast_object(
+                precision.scaler.state_dict() if is_writer else None, name="grad_scaler"))
     if progress.first_started_at is None:
         progress.first_started_at = started
+    compile_s = warm_up_compiled(step, train, val, params.batch_size, device) if params.compile else None
     if progress.initial_val_loss is None:
-        loss_sum, _, count = evaluate(model, val, loss_fn, classification)
+        loss_sum, _, count = evaluate(step, val, classification)
         totals = workers.sum(torch.stack([loss_sum, count]).to("cpu", torch.float64), name="initial_val_loss")
         progress.initial_val_loss = float(totals[0] / totals[1])
 
@@ -173,6 +184,7 @@ def run_training(job: TrainingJob, workers: Workers, hostname: str, job_id: str,
             attempt=attempt,
             resumed_from_epoch=progress.epoch,
             startup_s=startup_s,
+            compile_s=compile_s,
             steps_per_epoch=steps_per_epoch,
             samples_per_epoch=samples_per_rank * world,
             initial_val_loss=finite_or_none(progress.initial_val_loss),
@@ -191,7 +203,7 @@ def run_training(job: TrainingJob, workers: Workers, hostname: str, job_id: str,
         # I/O: rank 0 saves the previous epoch; everyone waits for it before stepping.
         io_s = 0.0
         if pending is not None and is_writer:
-            io_s = persist_epoch(cell, job.cell, params, model, optimizer, progress, pending)
+            io_s = persist_epoch(cell, job.cell, params, step, progress, pending)
         mark = device_clock(device)
         workers.barrier()
         wait_s = device_clock(device) - mark
@@ -201,14 +213,14 @@ def run_training(job: TrainingJob, workers: Workers, hostname: str, job_id: str,
         torch.manual_seed(epoch_seed(params.seed, epoch) + rank)  # any randomness in the model, resumable
         shard = epoch_shard(len(train), world, rank, seed=params.seed, epoch=epoch).to(device)
         mark = device_clock(device)
-        loss_sum, lr = train_epoch(model, optimizer, train, shard, params, loss_fn, epoch, steps_per_epoch)
+        loss_sum, lr = train_epoch(step, train, shard, params, epoch, steps_per_epoch)
         steps_s = device_clock(device) - mark
 
         mark = device_clock(device)
         average_batchnorm_statistics(model, workers)  # one set of statistics to validate and save
         wait_s += device_clock(device) - mark
         mark = device_clock(device)
-        val_loss_sum, val_correct, val_count = evaluate(model, val, loss_fn, classification)
+        val_loss_sum, val_correct, val_count = evaluate(step, val, classification)
         validation_s = device_clock(device) - mark
 
         mark = device_clock(device)
@@ -260,7 +272,7 @@ def run_training(job: TrainingJob, workers: Workers, hostname: str, job_id: str,
             stop_reason = "target"
             break
     if pending is not None and is_writer:
-        persist_epoch(cell, job.cell, params, model, optimizer, progress, pending)
+        persist_epoch(cell, job.cell, params, step, progress, pending)
 
     if not is_writer:
         return None
@@ -300,46 +312,79 @@ def device_clock(device: Any) -> float:
     return time.perf_counter()
 
 
-def train_epoch(model: Any, optimizer: Any, train: Any, shard: Any, params: TrainParams, loss_fn: Any,
-                epoch: int, steps_per_epoch: int) -> tuple[Any, float]:
+@dataclass
+class Step:
+    """What one training step uses."""
+
+    model: Any  # the torch.nn.Module: its state is what is saved and broadcast
+    forward: Any  # the module itself, or its torch.compile wrapper (same parameters)
+    optimizer: Any  # Horovod's DistributedOptimizer for several workers
+    loss_fn: Any
+    precision: Precision
+
+
+def train_epoch(step: Step, train: Any, shard: Any, params: TrainParams, epoch: int,
+                steps_per_epoch: int) -> tuple[Any, float]:
     """One epoch of steps over this rank's shard: (the summed loss, on the device; the last lr)."""
     import torch
 
     from jobs.train.optim import learning_rate
 
-    model.train()
+    step.model.train()
     loss_sum = torch.zeros((), device=shard.device)
     # The schedule is computed up front: in the loop, the lr is only set when it changes.
-    rates = [learning_rate(params, epoch - 1 + step / steps_per_epoch) for step in range(steps_per_epoch)]
+    rates = [learning_rate(params, epoch - 1 + index / steps_per_epoch) for index in range(steps_per_epoch)]
     lr = None
-    for step, (inputs, targets) in enumerate(train.batches(shard, params.batch_size)):
-        if rates[step] != lr:
-            lr = rates[step]
-            for group in optimizer.param_groups:
+    for index, (inputs, targets) in enumerate(train.batches(shard, params.batch_size)):
+        if rates[index] != lr:
+            lr = rates[index]
+            for group in step.optimizer.param_groups:
                 group["lr"] = lr
-        optimizer.zero_grad()
-        loss = loss_fn(model(inputs), targets)
-        loss.backward()
-        optimizer.step()
-        loss_sum.add_(loss.detach(), alpha=len(targets))  # one kernel: the loss summed over samples
+        step.optimizer.zero_grad()
+        with step.precision.autocast():
+            loss = step.loss_fn(step.forward(step.precision.inputs(inputs)), targets)
+        step.precision.backward_and_step(loss, step.optimizer)
+        loss_sum.add_(loss.detach().float(), alpha=len(targets))  # one kernel: the loss summed over samples
     return loss_sum, float(lr if lr is not None else rates[-1])
 
 
-def evaluate(model: Any, split: Any, loss_fn: Any, classification: bool) -> tuple[Any, Any, Any]:
+def evaluate(step: Step, split: Any, classification: bool) -> tuple[Any, Any, Any]:
     """(summed loss, correct predictions, samples) over a split, as device tensors."""
     import torch
 
-    model.eval()
+    step.model.eval()
     device = split.targets.device
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device)
-    with torch.no_grad():
+    with torch.no_grad(), step.precision.autocast():
         for inputs, targets in split.chunks(VALIDATION_CHUNK):
-            outputs = model(inputs)
-            loss_sum += loss_fn(outputs, targets) * len(targets)
+            outputs = step.forward(step.precision.inputs(inputs))
+            loss_sum += step.loss_fn(outputs, targets).float() * len(targets)
             if classification:
                 correct += (outputs.argmax(dim=1) == targets).sum()
     return loss_sum, correct, torch.tensor(float(len(split)), device=device)
+
+
+def warm_up_compiled(step: Step, train: Any, val: Any, batch_size: int, device: Any) -> float:
+    """Compile the training and the validation graph before the first epoch's clock starts, and
+    return the seconds it took. The warm-up step's effects (gradients, BatchNorm statistics,
+    random numbers) are undone, so the run trains exactly as without it."""
+    import copy
+
+    import torch
+
+    started = device_clock(device)
+    saved_state, saved_rng = copy.deepcopy(step.model.state_dict()), torch.get_rng_state()
+    step.model.train()
+    inputs, targets = next(train.batches(torch.arange(min(batch_size, len(train)), device=device), batch_size))
+    with step.precision.autocast():
+        loss = step.loss_fn(step.forward(step.precision.inputs(inputs)), targets)
+    loss.backward()
+    step.optimizer.zero_grad(set_to_none=True)
+    step.model.load_state_dict(saved_state)
+    torch.set_rng_state(saved_rng)
+    evaluate(step, val, classification=False)
+    return device_clock(device) - started
 
 
 def linear_weights(model: Any, params: TrainParams) -> list[Any]:
@@ -376,11 +421,11 @@ def torch_threads(wanted: int, workers_on_this_node: int) -> int:
     return max(1, min(wanted, available // workers_on_this_node))
 
 
-def persist_epoch(cell: CellDir, cell_name: str, params: TrainParams, model: Any, optimizer: Any,
+def persist_epoch(cell: CellDir, cell_name: str, params: TrainParams, step: Step,
                   progress: Progress, record: EpochRecord) -> float:
     """Rank 0 saves the checkpoint of a finished epoch, then logs it; returns the seconds it took."""
     started = time.perf_counter()
-    save_checkpoint(cell, model, optimizer, progress, params)
+    save_checkpoint(cell, step, progress, params)
     cell.append(record)
     acc = "n/a" if record.val_accuracy is None else f"{record.val_accuracy:.3f}"
     print(f"[{cell_name}] epoch {record.epoch}/{params.epochs}: loss {record.train_loss}, val acc {acc}, "
@@ -389,11 +434,13 @@ def persist_epoch(cell: CellDir, cell_name: str, params: TrainParams, model: Any
     return time.perf_counter() - started
 
 
-def save_checkpoint(cell: CellDir, model: Any, optimizer: Any, progress: Progress, params: TrainParams) -> None:
+def save_checkpoint(cell: CellDir, step: Step, progress: Progress, params: TrainParams) -> None:
     import torch
 
     tmp = cell.checkpoint.with_name(f".{cell.checkpoint.name}.tmp")
-    torch.save({"version": CHECKPOINT_VERSION, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+    scaler = step.precision.scaler
+    torch.save({"version": CHECKPOINT_VERSION, "model": step.model.state_dict(),
+                "optimizer": step.optimizer.state_dict(), "grad_scaler": scaler.state_dict() if scaler else None,
                 "progress": dataclasses.asdict(progress), "params": params.to_dict()}, tmp)
     delay = float(os.environ.get(CHECKPOINT_DELAY_ENV, "0") or 0)
     if delay > 0:
@@ -401,7 +448,7 @@ def save_checkpoint(cell: CellDir, model: Any, optimizer: Any, progress: Progres
     os.replace(tmp, cell.checkpoint)
 
 
-def load_checkpoint(cell: CellDir, model: Any, optimizer: Any, params: TrainParams) -> Progress:
+def load_checkpoint(cell: CellDir, step: Step, params: TrainParams) -> Progress:
     """Resume from the cell's checkpoint, unless it was made with other parameters or another format."""
     import torch
 
@@ -409,8 +456,10 @@ def load_checkpoint(cell: CellDir, model: Any, optimizer: Any, params: TrainPara
     if state.get("version") != CHECKPOINT_VERSION or normalized_params(state.get("params") or {}) != params.to_dict():
         print(f"ignoring {cell.checkpoint}: it was saved with other parameters or by another version", flush=True)
         return Progress()
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
+    step.model.load_state_dict(state["model"])
+    step.optimizer.load_state_dict(state["optimizer"])
+    if step.precision.scaler is not None and state.get("grad_scaler"):
+        step.precision.scaler.load_state_dict(state["grad_scaler"])
     return Progress(**state["progress"])
 
 
