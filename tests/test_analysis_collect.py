@@ -366,16 +366,22 @@ def test_figures_with_an_extra_grid_axis_from_csv(tmp_path: Path) -> None:
     assert_all_figures(tmp_path / "figures")
 
 
-def test_repeats_are_averaged_with_a_t_interval_and_share_one_baseline(tmp_path: Path) -> None:
-    study = tmp_path / "repeats"
-    rates = {(1, 0): 100.0, (1, 1): 104.0, (1, 2): 96.0, (2, 0): 150.0, (2, 1): 170.0, (2, 2): 160.0}
-    for (gpus, repeat), rate in rates.items():
+REPEATED_RATES = {(1, 0): 100.0, (1, 1): 104.0, (1, 2): 96.0, (2, 0): 150.0, (2, 1): 170.0, (2, 2): 160.0}
+"""(workers, repeat) -> steady-state samples/s of a study with a repeat axis."""
+
+
+def write_repeated_study(study: Path) -> None:
+    for (gpus, repeat), rate in REPEATED_RATES.items():
         name = f"bs32-gpus{gpus}-rep{repeat}"
         cell_params = params(32, gpus, repeat=repeat)
         cell_summary = summary(name, cell_params, "complete", 2, 2.0, 0.5) | {"grid_axes": ["batch_size", "gpus", "repeat"]}
         write_cell(study, name, [meta(cell_params, gpus), epoch(1, 1.0, 1.0, 0.5, gpus), epoch(2, 2.0, rate, 0.5, gpus)],
                    cell_summary)
-    runs = collect_study(study)[0].set_index("cell")
+
+
+def test_repeats_are_averaged_with_a_t_interval_and_share_one_baseline(tmp_path: Path) -> None:
+    write_repeated_study(tmp_path / "repeats")
+    runs = collect_study(tmp_path / "repeats")[0].set_index("cell")
     assert list(runs.columns)[-1] == "grid_axes"
     two = runs.loc["bs32-gpus2-rep1"]
     assert two["repeats"] == 3

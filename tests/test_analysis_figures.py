@@ -98,16 +98,10 @@ def test_time_to_accuracy_bars_are_the_runs_time_to_target(tables):
 
 
 def test_repeats_are_drawn_as_one_mean_point_with_the_t_interval(tmp_path):
-    from test_analysis_collect import epoch, meta, params, summary, write_cell
+    from test_analysis_collect import write_repeated_study
 
     study = tmp_path / "repeats"
-    rates = {(1, 0): 100.0, (1, 1): 104.0, (1, 2): 96.0, (2, 0): 150.0, (2, 1): 170.0, (2, 2): 160.0}
-    for (gpus, repeat), rate in rates.items():
-        name = f"bs32-gpus{gpus}-rep{repeat}"
-        cell_params = params(32, gpus, repeat=repeat)
-        cell_summary = summary(name, cell_params, "complete", 2, 2.0, 0.5) | {"grid_axes": ["batch_size", "gpus", "repeat"]}
-        write_cell(study, name, [meta(cell_params, gpus), epoch(1, 1.0, 1.0, 0.5, gpus), epoch(2, 2.0, rate, 0.5, gpus)],
-                   cell_summary)
+    write_repeated_study(study)
     runs, _ = collect_study(study)
     from analysis.figures import over_replicates
 
