@@ -7,6 +7,7 @@ import json
 import math
 import os
 
+import numpy as np
 import pytest
 import torch
 
@@ -166,3 +167,25 @@ def test_the_step_loop_and_validation_never_read_from_the_device():
         float(loss_sum)
     assert reads.count == 1
     assert 0 < float(loss_sum) / 160 < 10 and 0 <= float(correct) <= float(count) == len(val)
+
+
+def test_the_dataloader_path_trains_on_the_same_batches_as_the_device_path(tmp_path):
+    """data_path 'loader' (worker processes, pinned memory where there is a GPU) is for data that
+    does not fit in memory; on data that does, it must give exactly the device path's run."""
+    from jobs.cell import CellDir
+    from jobs.train.job import TrainingJob, run_training
+    from jobs.train.workers import SingleWorker
+
+    losses = {}
+    for path in ("device", "loader"):
+        params = TrainParams(dataset="digits", model="cnn", batch_size=32, epochs=2, train_subset=256,
+                             data_path=path, loader_workers=2)
+        cell_dir = tmp_path / path
+        cell_dir.mkdir()
+        job = TrainingJob(cell_dir=str(cell_dir), study="s", cell=path, grid_axes=("batch_size", "gpus"),
+                          params=params.to_dict(), data_dir=str(tmp_path))
+        run_training(job, SingleWorker(), "localhost", "1", 0, 0.0)
+        log = CellDir(cell_dir).read_metrics()
+        losses[path] = [(e["train_loss"], e["val_loss"], e["val_accuracy"]) for e in log.epochs]
+    assert len(losses["device"]) == 2
+    np.testing.assert_allclose(losses["loader"], losses["device"], rtol=1e-6)

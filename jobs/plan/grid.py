@@ -36,6 +36,8 @@ AXIS_ABBREVIATIONS = {
     "precision": "prec",
     "channels_last": "nhwc",
     "compile": "compiled",
+    "data_path": "path",
+    "loader_workers": "loaders",
 }
 FIRST_AXES = ("batch_size", "gpus")
 CELL_ID_PATTERN = r"[A-Za-z0-9_.\-]+"

@@ -53,6 +53,11 @@ class TrainParams:
     precision: Literal["fp32", "tf32", "bf16", "fp16"] = "fp32"
     channels_last: bool = False  # NHWC memory format for image models
     compile: bool = False  # torch.compile the model; the first step (compilation) is timed apart
+    # device: the data set as tensors on the worker's device (what fits in memory: every data
+    # set shipped); loader: a DataLoader with worker processes, pinned memory and
+    # non-blocking copies, for data that does not fit.
+    data_path: Literal["device", "loader"] = "device"
+    loader_workers: int = 2  # the DataLoader's worker processes per training worker (data_path loader)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainParams:

@@ -306,3 +306,36 @@ class DeviceSplit:
     def shard(self, world_size: int, rank: int) -> DeviceSplit:
         """Every world_size-th sample from `rank` on (validation: each rank scores its share)."""
         return DeviceSplit(self.inputs[rank::world_size], self.targets[rank::world_size])
+
+
+@dataclass(frozen=True)
+class LoaderSplit:
+    """One split served by a DataLoader: the samples stay in host memory and reach the device
+    batch by batch (worker processes, pinned memory, non-blocking copies). The batches are
+    the same as DeviceSplit's for the same indices, so both paths train alike."""
+
+    dataset: TensorDataset
+    device: torch.device
+    workers: int
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def _loader(self, dataset: Dataset, batch_size: int, order: list[int] | None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        from torch.utils.data import DataLoader
+
+        loader = DataLoader(dataset, batch_size=batch_size, sampler=order, num_workers=self.workers,
+                            pin_memory=self.device.type == "cuda")
+        for inputs, targets in loader:
+            yield inputs.to(self.device, non_blocking=True), targets.to(self.device, non_blocking=True)
+
+    def batches(self, indices: torch.Tensor, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self._loader(self.dataset, batch_size, indices.tolist())
+
+    def chunks(self, size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self._loader(self.dataset, size, None)
+
+    def shard(self, world_size: int, rank: int) -> LoaderSplit:
+        inputs, targets = self.dataset.tensors
+        return LoaderSplit(TensorDataset(inputs[rank::world_size], targets[rank::world_size]), self.device,
+                           self.workers)

@@ -112,7 +112,7 @@ def run_training(job: TrainingJob, workers: Workers, hostname: str, job_id: str,
                  started: float) -> dict[str, Any] | None:
     import torch
 
-    from jobs.train.data import DeviceSplit, epoch_seed, epoch_shard, load_dataset
+    from jobs.train.data import epoch_seed, epoch_shard, load_dataset
     from jobs.train.models import build_model
     from jobs.train.optim import make_optimizer
     from jobs.train.precision import configure_precision
@@ -130,8 +130,7 @@ def run_training(job: TrainingJob, workers: Workers, hostname: str, job_id: str,
 
     torch.manual_seed(params.seed)
     data = load_dataset(params.dataset, Path(job.data_dir), seed=params.seed, train_subset=params.train_subset)
-    train = DeviceSplit.of(data.train, device)
-    val = DeviceSplit.of(data.val, device).shard(world, rank)
+    train, val = data_split(data.train, params, device), data_split(data.val, params, device).shard(world, rank)
     samples_per_rank = len(train) // world  # Horovod: each worker trains on its shard (epoch_shard)
     steps_per_epoch = math.ceil(samples_per_rank / params.batch_size)
     classification = data.num_classes > 0
@@ -303,6 +302,15 @@ def run_training(job: TrainingJob, workers: Workers, hostname: str, job_id: str,
     return summary.to_dict()
 
 
+def data_split(dataset: Any, params: TrainParams, device: Any) -> Any:
+    """The split as the step loop reads it: tensors on the device, or a DataLoader (data_path)."""
+    from jobs.train.data import DeviceSplit, LoaderSplit
+
+    if params.data_path == "loader":
+        return LoaderSplit(dataset, device, params.loader_workers)
+    return DeviceSplit.of(dataset, device)
+
+
 def device_clock(device: Any) -> float:
     """Seconds, read once the device has finished the work queued so far."""
     import torch
@@ -353,7 +361,7 @@ def evaluate(step: Step, split: Any, classification: bool) -> tuple[Any, Any, An
     import torch
 
     step.model.eval()
-    device = split.targets.device
+    device = step.precision.device
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device)
     with torch.no_grad(), step.precision.autocast():
