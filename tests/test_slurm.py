@@ -260,34 +260,48 @@ def assert_resumed_without_repeating(cell_dir: Path, epochs: int) -> dict[str, A
     return summary
 
 
-def test_requeued_cell_resumes_exactly_from_its_last_checkpoint(slurm_cluster, tmp_path):
+def test_requeued_cells_resume_exactly_from_their_last_checkpoint(slurm_cluster, tmp_path):
     study, reference = unique("requeue"), unique("requeue_ref")
     config = default_config()
-    # SGD with momentum (config.yaml's default): its momentum must survive the requeue.
-    cell_study = {"grid": {"batch_size": [32], "gpus": [2]}, "fixed": {"epochs": 400, "train_subset": 600}}
+    # SGD with momentum and Adam: their momentum and moments must survive the requeue.
+    cell_study = {"grid": {"batch_size": [32], "gpus": [2], "optimizer": ["sgd", "adam"]},
+                  "fixed": {"epochs": 400, "train_subset": 600, "lr": 0.01}}
     config["studies"] = {study: cell_study, reference: cell_study}
     write_config(tmp_path, config)
     run = start_snakemake(tmp_path, slurm_profile(tmp_path / "profile"), slurm_cluster)
-    cell_dir = tmp_path / "results" / study / "cells" / "bs32-gpus2"
-    wait_until(lambda: epochs_done(cell_dir) >= 5, 240, "a few epochs before the requeue")
-    # What preemption does. Epochs are short, so the run must still be far from its end:
-    # submitit ignores the SIGTERM, and Slurm's SIGKILL follows KillWait (5 s) later.
-    slurm("scontrol", "requeue", job_record(cell_dir)["job_id"])
+    cells = ["bs32-gpus2-opt_sgd", "bs32-gpus2-opt_adam"]
+    requeued: set[str] = set()
 
-    assert run.wait(timeout=600) == 0, (tmp_path / "snakemake.out").read_text()[-4000:]
-    assert_resumed_without_repeating(cell_dir, epochs=400)
-    assert len(jobs_by_name(study)[f"{study}.bs32-gpus2"]) == 1  # requeued, not resubmitted
-    # The same cell, never interrupted, ends with the same weights and optimizer state.
-    resumed = torch.load(cell_dir / "checkpoint.pt", weights_only=False)
-    uninterrupted = torch.load(tmp_path / "results" / reference / "cells" / "bs32-gpus2" / "checkpoint.pt",
-                               weights_only=False)
-    assert epoch_log(tmp_path / "results" / reference / "cells" / "bs32-gpus2")[0][-1]["resumed_from_epoch"] == 0
-    for name, tensor in uninterrupted["model"].items():
-        torch.testing.assert_close(resumed["model"][name], tensor, rtol=1e-5, atol=1e-6, msg=name)
-    assert uninterrupted["optimizer"]["state"]
-    for index, state in uninterrupted["optimizer"]["state"].items():
-        torch.testing.assert_close(resumed["optimizer"]["state"][index]["momentum_buffer"], state["momentum_buffer"],
-                                   rtol=1e-5, atol=1e-6)
+    def requeue_each_after_a_few_epochs() -> bool:
+        # What preemption does. Epochs are short, so each run must still be far from its end:
+        # submitit ignores the SIGTERM, and Slurm's SIGKILL follows KillWait (5 s) later.
+        for cell in cells:
+            cell_dir = tmp_path / "results" / study / "cells" / cell
+            if cell not in requeued and epochs_done(cell_dir) >= 5:
+                slurm("scontrol", "requeue", job_record(cell_dir)["job_id"])
+                requeued.add(cell)
+        return len(requeued) == len(cells)
+
+    # The four cells share 4 GPUs two by two: the requeued ones may start second.
+    wait_until(requeue_each_after_a_few_epochs, 480, "a few epochs of each cell before its requeue")
+
+    assert run.wait(timeout=900) == 0, (tmp_path / "snakemake.out").read_text()[-4000:]
+    for cell in cells:
+        cell_dir = tmp_path / "results" / study / "cells" / cell
+        reference_dir = tmp_path / "results" / reference / "cells" / cell
+        assert_resumed_without_repeating(cell_dir, epochs=400)
+        assert len(jobs_by_name(study)[f"{study}.{cell}"]) == 1  # requeued, not resubmitted
+        # The same cell, never interrupted, ends with the same weights and optimizer state.
+        assert epoch_log(reference_dir)[0][-1]["resumed_from_epoch"] == 0
+        resumed = torch.load(cell_dir / "checkpoint.pt", weights_only=False)
+        uninterrupted = torch.load(reference_dir / "checkpoint.pt", weights_only=False)
+        for name, tensor in uninterrupted["model"].items():
+            torch.testing.assert_close(resumed["model"][name], tensor, rtol=1e-5, atol=1e-6, msg=f"{cell} {name}")
+        assert uninterrupted["optimizer"]["state"]
+        for index, state in uninterrupted["optimizer"]["state"].items():
+            for key, value in state.items():  # momentum_buffer; exp_avg, exp_avg_sq and step
+                torch.testing.assert_close(resumed["optimizer"]["state"][index][key], value, rtol=1e-5, atol=1e-6,
+                                           msg=f"{cell} {key}")
 
 
 def test_time_limit_shorter_than_the_run_checkpoints_and_requeues(slurm_cluster, tmp_path):
