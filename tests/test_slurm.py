@@ -131,7 +131,9 @@ def test_failed_and_cancelled_cells_are_reported_and_rerun_alone(slurm_cluster, 
         ok: tiny_study(epochs=2),
         crash: {"grid": {"batch_size": [32], "gpus": [2]}, "fixed": {"epochs": 3, "fail_at_epoch": 2,
                                                                        "train_subset": 200}},
-        cancel: {"grid": {"batch_size": [32], "gpus": [1]}, "fixed": {"epochs": 400, "train_subset": 200}},
+        # Epochs of 200 samples take milliseconds: only an epoch count no machine gets through
+        # keeps this cell running until it is cancelled.
+        cancel: {"grid": {"batch_size": [32], "gpus": [1]}, "fixed": {"epochs": 1_000_000, "train_subset": 200}},
     }
     write_config(tmp_path, config)
     # Logs kept apart from the results, as on a site whose results go to a slower filesystem.

@@ -226,3 +226,11 @@ def test_precision_memory_format_and_compile_are_grid_axes_that_train(tmp_path):
     assert meta["compile_s"] > 0 and meta["params"]["channels_last"] is True
     assert json.loads((cells / "bs32-gpus1-compiled_no-prec_fp32" / "metrics.jsonl").read_text()
                       .splitlines()[0])["compile_s"] is None
+
+
+def test_snakemake_lint_is_clean(tmp_path):
+    """Snakemake's own linter: params instead of globals in shell commands, a software environment per rule."""
+    write_config(tmp_path, default_config())
+    result = run_snakemake(tmp_path, "--lint", timeout=300)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    assert "Congratulations, your workflow is in a good condition!" in result.stdout + result.stderr

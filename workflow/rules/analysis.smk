@@ -1,8 +1,14 @@
+from pathlib import Path
+
+
 localrules:
     collect_study,
     plot_study,
 
 
+# The params `python` and the directories take `output`, which makes Snakemake count them as
+# derived from the outputs and leave them out of the params whose change reruns a rule: the
+# interpreter is software, not a parameter, and a moved .venv must not rerun tables and figures.
 rule collect_study:
     input:
         get_cell_summaries,
@@ -16,10 +22,14 @@ rule collect_study:
         epochs=f"{RESULTS}/{{study}}/epochs.csv",
     params:
         cells=get_cell_ids,
+        python=lambda wildcards, output: PYTHON,
+        study_dir=lambda wildcards, output: str(Path(output.runs).parent),
     log:
         f"{RESULTS}/{{study}}/logs/collect.log",
+    conda:
+        "../../environment.yml"
     shell:
-        "{PYTHON} -m analysis.collect {RESULTS}/{wildcards.study} --cells {params.cells}"
+        "{params.python} -m analysis.collect {params.study_dir} --cells {params.cells}"
         " --runs {output.runs} --epochs {output.epochs} > {log} 2>&1"
 
 
@@ -38,8 +48,13 @@ rule plot_study:
             for name in FIGURE_NAMES
         },
         svg=expand(f"{RESULTS}/{{{{study}}}}/figures/{{name}}.svg", name=FIGURE_NAMES),
+    params:
+        python=lambda wildcards, output: PYTHON,
+        figures_dir=lambda wildcards, output: str(Path(output.svg[0]).parent),
     log:
         f"{RESULTS}/{{study}}/logs/plot.log",
+    conda:
+        "../../environment.yml"
     shell:
-        "{PYTHON} -m analysis.figures {input.runs} {input.epochs}"
-        " --out {RESULTS}/{wildcards.study}/figures > {log} 2>&1"
+        "{params.python} -m analysis.figures {input.runs} {input.epochs}"
+        " --out {params.figures_dir} > {log} 2>&1"

@@ -13,5 +13,7 @@ rule train_cell:
     threads: 1
     log:
         f"{RESULTS}/{{study}}/logs/train/{{cell}}.log",
+    conda:
+        "../../environment.yml"
     script:
         "../scripts/train_cell.py"
