@@ -2,3 +2,5 @@
 
 # The figures every study gets; the workflow names its outputs after them.
 FIGURE_NAMES = ("throughput", "scaling_efficiency", "time_to_accuracy", "accuracy_vs_time")
+# Lab 1's figures (analysis/lab1_figures.py), for studies that record (w, b) after each update.
+LAB1_FIGURE_NAMES = ("loss_curves", "trajectories")

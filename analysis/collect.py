@@ -68,7 +68,11 @@ RESULT_COLUMNS = (
 GRID_AXES_COLUMN = "grid_axes"
 """Space-separated grid axes of the study, so runs.csv describes itself."""
 
-EPOCH_FIELDS = tuple(name for name in EpochRecord.__dataclass_fields__ if name != "version")
+UPDATES_FIELD = "updates"
+"""Lab 1's (w, b) after each update: its own table, updates.csv, not a column of epochs.csv."""
+EPOCH_FIELDS = tuple(name for name in EpochRecord.__dataclass_fields__ if name not in ("version", UPDATES_FIELD))
+UPDATE_COLUMNS = ("epoch", "update", "weight", "bias")
+UPDATES_CSV = "updates.csv"
 STARTUP_EPOCH_COLUMN = STARTUP_EPOCH
 """True for epochs run right after a (re)start; left out of steady-state throughput."""
 # runs.csv's time split: the sum over epochs of each part of the epochs' wall time.
@@ -247,14 +251,43 @@ def epoch_rows(cell: Cell, grid_axes: list[str]) -> list[dict[str, Any]]:
         {
             "cell": cell.name,
             **grid_values,
-            **{name: value for name, value in record.items() if name != "type" and name not in grid_values},
+            **{name: value for name, value in record.items()
+               if name not in ("type", UPDATES_FIELD) and name not in grid_values},
         }
         for record in cell.log.epochs
     ]
 
 
+def update_rows(cell: Cell, grid_axes: list[str]) -> list[dict[str, Any]]:
+    """One row per recorded update, numbered from 1 over the whole run: (w, b) after it."""
+    grid_values = {axis: _scalar(cell.params.get(axis)) for axis in grid_axes}
+    rows, update = [], 0
+    for record in cell.log.epochs:
+        steps = record.get("steps") or 0
+        recorded = record.get(UPDATES_FIELD) or []
+        first = update + steps - len(recorded)  # updates are numbered even where none were recorded
+        for offset, (weight, bias) in enumerate(recorded, start=1):
+            rows.append({"cell": cell.name, **grid_values, "epoch": record["epoch"], "update": first + offset,
+                         "weight": weight, "bias": bias})
+        update += steps
+    return rows
+
+
+@dataclass
+class Tables:
+    runs: pd.DataFrame  # one row per cell
+    epochs: pd.DataFrame  # one row per epoch of each cell
+    updates: pd.DataFrame  # one row per recorded update (Lab 1's (w, b)); empty for most studies
+
+
 def collect_study(study_dir: Path, cells: Sequence[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(runs, epochs) for the given cells of the study (default: every directory under
+    """(runs, epochs): see collect_tables."""
+    tables = collect_tables(study_dir, cells)
+    return tables.runs, tables.epochs
+
+
+def collect_tables(study_dir: Path, cells: Sequence[str] | None = None) -> Tables:
+    """The tables of the given cells of the study (default: every directory under
     ``study_dir``/cells), sorted by grid values. A cell never started counts as failed."""
     cells_dir = Path(study_dir) / "cells"
     if cells is not None:
@@ -284,7 +317,9 @@ def collect_study(study_dir: Path, cells: Sequence[str] | None = None) -> tuple[
     epochs = _sort_by_grid(epochs, grid_axes, then=["epoch"])
     runs.attrs["grid_axes"] = grid_axes
     epochs.attrs["grid_axes"] = grid_axes
-    return runs, epochs
+    updates = pd.DataFrame([row for cell in found for row in update_rows(cell, grid_axes)],
+                           columns=["cell", *grid_axes, *UPDATE_COLUMNS])
+    return Tables(runs, epochs, _sort_by_grid(updates, grid_axes, then=["update"]))
 
 
 OVER_REPEATS = ("throughput", "time_to_target_s", "efficiency")
@@ -339,12 +374,15 @@ def _sort_by_grid(frame: pd.DataFrame, grid_axes: list[str], then: list[str] | N
 
 
 def write_tables(study_dir: Path, runs_csv: Path, epochs_csv: Path,
-                 cells: Sequence[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    runs, epochs = collect_study(study_dir, cells)
-    for path, table in ((runs_csv, runs), (epochs_csv, epochs)):
+                 cells: Sequence[str] | None = None, updates_csv: Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """runs.csv, epochs.csv and updates.csv (beside epochs.csv unless given; only a header
+    when no cell records its updates)."""
+    tables = collect_tables(study_dir, cells)
+    updates_csv = updates_csv or epochs_csv.with_name(UPDATES_CSV)
+    for path, table in ((runs_csv, tables.runs), (epochs_csv, tables.epochs), (updates_csv, tables.updates)):
         path.parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(path, index=False)
-    return runs, epochs
+    return tables.runs, tables.epochs
 
 
 def _summarize(runs: pd.DataFrame) -> str:
@@ -358,6 +396,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("study_dir", type=Path, help="results/<study>, holding cells/<cell>/")
     parser.add_argument("--runs", type=Path, help="output CSV, one row per cell (default: <study_dir>/runs.csv)")
     parser.add_argument("--epochs", type=Path, help="output CSV, one row per epoch (default: <study_dir>/epochs.csv)")
+    parser.add_argument("--updates", type=Path,
+                        help="output CSV, (w, b) after each recorded update (default: updates.csv beside --epochs)")
     parser.add_argument("--cells", nargs="+", help="the study's cells (default: every directory under cells/)")
     args = parser.parse_args(argv)
     runs, _ = write_tables(
@@ -365,6 +405,7 @@ def main(argv: list[str] | None = None) -> None:
         args.runs or args.study_dir / "runs.csv",
         args.epochs or args.study_dir / "epochs.csv",
         args.cells,
+        args.updates,
     )
     print(_summarize(runs))
     for cell, problem in runs.loc[runs["problem"].notna(), ["cell", "problem"]].itertuples(index=False):

@@ -151,6 +151,8 @@ class EpochRecord(Record):
     # The linear model's (w, b) at the end of the epoch (Lab 1); None for other models.
     weight: float | None = None
     bias: float | None = None
+    # (w, b) after each update of the epoch, when the cell records them (record_updates).
+    updates: list[list[float]] | None = None
 
 
 TIME_PARTS = ("steps_s", "validation_s", "io_s", "wait_s", "other_s")

@@ -158,7 +158,7 @@ BAD_INPUTS = [
     # --- unknown keys, at every level ------------------------------------------------------
     Case("unknown-top-level-key", lambda c: c.update(result_dir="out"),
          E + "(top level): 'result_dir' is not a known key (did you mean 'results_dir'?); "
-         "allowed: data_dir, launcher, results_dir, studies"),
+         "allowed: data_dir, fashion_mnist_mirror, launcher, results_dir, studies"),
     Case("unknown-launcher-key", lambda c: launcher(c).update(gpu_per_node=4),
          E + "launcher: 'gpu_per_node' is not a known key (did you mean 'gpus_per_node'?); allowed: controller, …"),
     Case("unknown-study-key", lambda c: study(c).update(descripton="typo"),
@@ -219,6 +219,18 @@ BAD_INPUTS = [
          "(srun --mpi=pmix starts the ranks)"),
     Case("study-name-with-space", lambda c: c["studies"].update({"my study": c["studies"].pop("default")}),
          E + "studies: 'my study' must match ^[A-Za-z0-9_]+$ (letters, digits, underscores)"),
+    Case("record-updates-of-a-cnn", lambda c: fixed(c).update(record_updates=True),
+         E + f"{S}, cell bs16-gpus1: record_updates = true with model 'cnn' on dataset 'digits': (w, b) per update "
+         "is recorded for Lab 1's linear model only (model and dataset 'linear')"),
+    Case("loss-change-beyond-one", lambda c: fixed(c).update(stop_at_loss_change=1.5),
+         E + f"{S}.fixed.stop_at_loss_change = 1.5 is too large; it must be < 1"),
+    Case("unknown-named-study", lambda c: c.update(study="lab1_gd_vs_sdg"),
+         E + "study = 'lab1_gd_vs_sdg' is not a study in …config/studies (did you mean 'lab1_gd_vs_sgd'?); "
+         "allowed: …lab1_gd_vs_sgd…"),
+    Case("named-study-size", lambda c: c.update(study="lab1_gd_vs_sgd", size="huge"),
+         E + "size = 'huge': must be one of small, full"),
+    Case("size-without-study", lambda c: c.update(size="full"),
+         E + "size = 'full' without study=NAME; size picks the size of a named study (scaling-studies lists them)"),
     # --- soft problems: one warning line, and the dry run goes on -------------------------
     Case("warmup-beyond-epochs", lambda c: (one_worker(c), fixed(c).update(warmup_epochs=10)),
          W + f"{S}: warmup_epochs = 10 is more than epochs = 8: training ends during warmup, before the lr "

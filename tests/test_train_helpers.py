@@ -146,7 +146,7 @@ class DeviceReads(torch.utils._python_dispatch.TorchDispatchMode):
 
 def test_the_step_loop_and_validation_never_read_from_the_device():
     from jobs.train.data import DeviceSplit, load_dataset
-    from jobs.train.job import Step, evaluate, train_epoch
+    from jobs.train.job import Step, epoch_learning_rates, evaluate, train_epoch
     from jobs.train.models import build_model
     from jobs.train.optim import make_optimizer
     from jobs.train.precision import configure_precision
@@ -159,7 +159,7 @@ def test_the_step_loop_and_validation_never_read_from_the_device():
                 configure_precision(params, torch.device("cpu"), model))
     shard = epoch_shard(len(train), 1, 0, seed=0, epoch=1)
     with DeviceReads() as reads:
-        loss_sum, _ = train_epoch(step, train, shard, params, epoch=1, steps_per_epoch=10)
+        loss_sum, _ = train_epoch(step, train, shard, params.batch_size, epoch_learning_rates(params, 1, 10))
         _, correct, count = evaluate(step, val, classification=True)
     assert reads.count == 0
     # The same counter does see a read: the test could fail.
@@ -167,6 +167,32 @@ def test_the_step_loop_and_validation_never_read_from_the_device():
         float(loss_sum)
     assert reads.count == 1
     assert 0 < float(loss_sum) / 160 < 10 and 0 <= float(correct) <= float(count) == len(val)
+
+
+@pytest.mark.parametrize("samples", [160, 170])
+def test_the_epoch_loss_is_the_sum_over_samples_also_with_a_short_last_batch(samples):
+    """At lr 0 the weights stay put, so the epoch's summed loss must be the samples' loss at
+    those weights: the full shard's mean squared error (torch, one call) times its size."""
+    from jobs.train.data import DeviceSplit, load_dataset
+    from jobs.train.job import Step, train_epoch
+    from jobs.train.models import build_model
+    from jobs.train.optim import make_optimizer
+    from jobs.train.precision import configure_precision
+
+    params = TrainParams(dataset="linear", model="linear", batch_size=16, train_subset=samples, momentum=0.9)
+    data = load_dataset("linear", None, seed=0, train_subset=samples)
+    train = DeviceSplit.of(data.train, torch.device("cpu"))
+    torch.manual_seed(0)
+    model = build_model("linear", data.input_shape, 0)
+    step = Step(model, model, make_optimizer(params, model), torch.nn.MSELoss(),
+                configure_precision(params, torch.device("cpu"), model))
+    shard = epoch_shard(len(train), 1, 0, seed=0, epoch=1)
+    steps = -(-samples // params.batch_size)
+    loss_sum, lr = train_epoch(step, train, shard, params.batch_size, [0.0] * steps)
+    with torch.no_grad():
+        expected = torch.nn.functional.mse_loss(model(train.inputs), train.targets, reduction="sum")
+    assert lr == 0.0
+    assert float(loss_sum) == pytest.approx(float(expected), rel=1e-5)
 
 
 def test_the_dataloader_path_trains_on_the_same_batches_as_the_device_path(tmp_path):
@@ -189,3 +215,19 @@ def test_the_dataloader_path_trains_on_the_same_batches_as_the_device_path(tmp_p
         losses[path] = [(e["train_loss"], e["val_loss"], e["val_accuracy"]) for e in log.epochs]
     assert len(losses["device"]) == 2
     np.testing.assert_allclose(losses["loader"], losses["device"], rtol=1e-6)
+
+
+@pytest.mark.parametrize(("text", "version"), [
+    ("NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.54.15  Tue Mar  5 22:23:56 UTC 2024\n"
+     "GCC version:  gcc version 12.2.0 (Debian 12.2.0-14)\n", "550.54.15"),
+    ("NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  535.104.05  Release Build  (dvs-builder@U16)\n",
+     "535.104.05"),
+    ("something else entirely\n", None),
+])
+def test_the_nvidia_driver_version_is_read_from_the_kernel_module(tmp_path, text, version):
+    from jobs.train.job import nvidia_driver
+
+    version_file = tmp_path / "version"
+    version_file.write_text(text)
+    assert nvidia_driver(version_file) == version
+    assert nvidia_driver(tmp_path / "absent") is None

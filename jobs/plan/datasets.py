@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 DATASETS = ("linear", "digits", "fashion_mnist", "synthetic_images")
 
 LINEAR_NUM_POINTS = 100  # Lab 1's points, unless train_subset asks for more
@@ -23,3 +25,21 @@ TRAIN_SET_SIZES = {
 }
 # These are generated: train_subset sets how many samples there are, with no upper limit.
 GENERATED_DATASETS = ("linear", "synthetic_images")
+
+
+# Lab 1's points: x ~ U(0, 10), y = w_gen * (x + N(0, 1)) + b_gen; the noise is on x, before scaling.
+LINEAR_W_GEN = 10.0
+LINEAR_B_GEN = 2.0
+
+
+def linear_points(rng: np.random.Generator, num_points: int) -> tuple[np.ndarray, np.ndarray]:
+    x = rng.uniform(0.0, 10.0, size=num_points)
+    y = LINEAR_W_GEN * (x + rng.normal(0.0, 1.0, size=num_points)) + LINEAR_B_GEN
+    return x, y
+
+
+def linear_splits(seed: int, num_train: int = LINEAR_NUM_POINTS) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+    """((x, y) to train on, (x, y) to validate on) of the linear data set with this seed. Separate
+    streams, so the validation points do not change with the number of training points."""
+    train_rng, val_rng = np.random.default_rng(seed).spawn(2)
+    return linear_points(train_rng, num_train), linear_points(val_rng, LINEAR_NUM_POINTS)

@@ -15,6 +15,7 @@ from typing import Any
 
 from jobs.plan.config import ConfigError, check_directory, check_slurm_settings, short, validate_config
 from jobs.plan.params import LauncherSettings, TrainParams, parse_time_limit
+from jobs.plan.studies import select_named_study
 
 # Short names for cell ids; any other axis appears under its own name.
 AXIS_ABBREVIATIONS = {
@@ -208,6 +209,7 @@ def make_plan(config: dict[str, Any], *, root: Path = Path("."),
               warn: Callable[[str], None] = warn_on_stderr) -> Plan:
     """The checked plan of `config`, whose relative paths are relative to `root`.
     ConfigError on the first mistake; each soft problem goes to `warn` as one line."""
+    config = select_named_study(config, root)
     if "launcher" in config:
         config = {**config, "launcher": typed(config["launcher"])}
     validate_config(config)

@@ -44,6 +44,12 @@ class TrainParams:
     # A run whose training loss is not finite, or exceeds divergence_factor x the validation
     # loss before the first step, is recorded as diverged and stops.
     divergence_factor: float = 10.0
+    # Stop once the epoch's training loss changes by less than this fraction of the previous
+    # epoch's (Lab 1 stops at 0.001, 0.1 %): stop reason "converged".
+    stop_at_loss_change: float | None = None
+    # Record (w, b) after every update, for Lab 1's trajectories over the loss surface: the
+    # one-input linear model only, whose two numbers cost one small copy per step.
+    record_updates: bool = False
     fail_at_epoch: int | None = None
     # The index of a repeated measurement: it changes nothing in training (seed does),
     # only makes another cell, so a `repeat: [0, 1, 2]` axis measures run-to-run noise.
@@ -93,6 +99,9 @@ class TrainParams:
         if self.channels_last and self.model == "linear":
             found.append("channels_last = true with model 'linear': the memory format is for image models "
                          "(cnn, wide_resnet)")
+        if self.record_updates and not (self.model == "linear" and self.dataset == "linear"):
+            found.append(f"record_updates = true with model {self.model!r} on dataset {self.dataset!r}: (w, b) "
+                         "per update is recorded for Lab 1's linear model only (model and dataset 'linear')")
         if self.fail_at_epoch is not None and self.fail_at_epoch > self.epochs:
             found.append(f"fail_at_epoch = {self.fail_at_epoch}: must be at most epochs = {self.epochs}")
         return found + self.data_size_problems()

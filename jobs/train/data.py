@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
-from jobs.plan.datasets import DATASETS, DIGITS_VAL_FRACTION, LINEAR_NUM_POINTS, SYNTHETIC_NUM_TRAIN
+from jobs.plan.datasets import DATASETS, DIGITS_VAL_FRACTION, LINEAR_NUM_POINTS, SYNTHETIC_NUM_TRAIN, linear_splits
 
 Task = Literal["classification", "regression"]
 
@@ -62,31 +62,19 @@ def _take_first(dataset_name: str, train_subset: int | None, num_available: int)
 
 # ----------------------------------------------------------------------------- linear (Lab 1)
 
-LINEAR_W_GEN = 10.0
-LINEAR_B_GEN = 2.0
-
-
-def linear_points(rng: np.random.Generator, num_points: int) -> tuple[np.ndarray, np.ndarray]:
-    """Lab 1's points: x ~ U(0, 10), y = w_gen * (x + N(0, 1)) + b_gen; the noise is on x, before scaling."""
-    x = rng.uniform(0.0, 10.0, size=num_points)
-    y = LINEAR_W_GEN * (x + rng.normal(0.0, 1.0, size=num_points)) + LINEAR_B_GEN
-    return x, y
-
-
 def _float32_column(values: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(values.astype(np.float32)).reshape(-1, 1)
 
 
 def load_linear(*, seed: int, num_train: int = LINEAR_NUM_POINTS) -> DatasetSplits:
-    # Separate streams, so the validation points do not change with the number of training points.
-    train_rng, val_rng = np.random.default_rng(seed).spawn(2)
+    (train_x, train_y), (val_x, val_y) = linear_splits(seed, num_train)
 
     def as_dataset(x: np.ndarray, y: np.ndarray) -> TensorDataset:
         return TensorDataset(_float32_column(x), _float32_column(y))
 
     return DatasetSplits(
-        train=as_dataset(*linear_points(train_rng, num_train)),
-        val=as_dataset(*linear_points(val_rng, LINEAR_NUM_POINTS)),
+        train=as_dataset(train_x, train_y),
+        val=as_dataset(val_x, val_y),
         input_shape=(1,),
         num_classes=0,
         task="regression",

@@ -33,7 +33,9 @@ import dataclasses
 import math
 import os
 import platform
+import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -195,6 +197,7 @@ def run_training(job: TrainingJob, workers: Workers, hostname: str, job_id: str,
               f"{steps_per_epoch} steps/epoch, lr {params.lr} -> {params.scaled_lr():g} ({params.lr_scaling}), "
               f"start-up {startup_s:.1f} s", flush=True)
 
+    updates = UpdateRecorder(model, steps_per_epoch, device) if params.record_updates and is_writer else None
     status, stop_reason = "complete", "epochs"
     pending: EpochRecord | None = None  # saved and logged at the start of the next epoch, on its clock
     epoch_start = device_clock(device)
@@ -211,8 +214,10 @@ def run_training(job: TrainingJob, workers: Workers, hostname: str, job_id: str,
 
         torch.manual_seed(epoch_seed(params.seed, epoch) + rank)  # any randomness in the model, resumable
         shard = epoch_shard(len(train), world, rank, seed=params.seed, epoch=epoch).to(device)
+        rates = epoch_learning_rates(params, epoch, steps_per_epoch)
         mark = device_clock(device)
-        loss_sum, lr = train_epoch(step, train, shard, params, epoch, steps_per_epoch)
+        loss_sum, lr = train_epoch(step, train, shard, params.batch_size, rates,
+                                   updates.record if updates is not None else None)
         steps_s = device_clock(device) - mark
 
         mark = device_clock(device)
@@ -261,7 +266,9 @@ def run_training(job: TrainingJob, workers: Workers, hostname: str, job_id: str,
             load_average_1m=os.getloadavg()[0],
             weight=finite_or_none(weight),
             bias=finite_or_none(bias),
+            updates=updates.read() if updates is not None else None,
         )
+        previous_loss = (progress.last_record or {}).get("train_loss")
         progress.add(record, params.target_accuracy)
         pending = record
         if is_diverged:
@@ -269,6 +276,9 @@ def run_training(job: TrainingJob, workers: Workers, hostname: str, job_id: str,
             break
         if params.stop_at_target and progress.epochs_above_target >= params.patience:
             stop_reason = "target"
+            break
+        if loss_settled(previous_loss, train_loss, params.stop_at_loss_change):
+            stop_reason = "converged"
             break
     if pending is not None and is_writer:
         persist_epoch(cell, job.cell, params, step, progress, pending)
@@ -331,28 +341,51 @@ class Step:
     precision: Precision
 
 
-def train_epoch(step: Step, train: Any, shard: Any, params: TrainParams, epoch: int,
-                steps_per_epoch: int) -> tuple[Any, float]:
-    """One epoch of steps over this rank's shard: (the summed loss, on the device; the last lr)."""
-    import torch
-
+def epoch_learning_rates(params: TrainParams, epoch: int, steps_per_epoch: int) -> list[float]:
+    """The lr of each step of `epoch` (1-based), computed before the epoch's clock starts."""
     from jobs.train.optim import learning_rate
 
+    return [learning_rate(params, epoch - 1 + index / steps_per_epoch) for index in range(steps_per_epoch)]
+
+
+def train_epoch(step: Step, train: Any, shard: Any, batch_size: int, rates: list[float],
+                after_update: Callable[[int], None] | None = None) -> tuple[Any, float]:
+    """One epoch of steps over this rank's shard at the given lr per step:
+    (the loss summed over its samples, on the device; the last lr).
+
+    The hot loop is what a hand-written loop would be: the lr is set only when it changes,
+    plain fp32 skips the autocast and scaler calls, and each step's loss is only kept (its
+    detached tensor, no kernel); they are summed once, after the last step."""
+    import torch
+
     step.model.train()
-    loss_sum = torch.zeros((), device=shard.device)
-    # The schedule is computed up front: in the loop, the lr is only set when it changes.
-    rates = [learning_rate(params, epoch - 1 + index / steps_per_epoch) for index in range(steps_per_epoch)]
+    optimizer, forward, loss_fn, precision = step.optimizer, step.forward, step.loss_fn, step.precision
+    plain = precision.is_plain()
+    losses = []
     lr = None
-    for index, (inputs, targets) in enumerate(train.batches(shard, params.batch_size)):
+    for index, (inputs, targets) in enumerate(train.batches(shard, batch_size)):
         if rates[index] != lr:
             lr = rates[index]
-            for group in step.optimizer.param_groups:
+            for group in optimizer.param_groups:
                 group["lr"] = lr
-        step.optimizer.zero_grad()
-        with step.precision.autocast():
-            loss = step.loss_fn(step.forward(step.precision.inputs(inputs)), targets)
-        step.precision.backward_and_step(loss, step.optimizer)
-        loss_sum.add_(loss.detach().float(), alpha=len(targets))  # one kernel: the loss summed over samples
+        optimizer.zero_grad()
+        if plain:
+            loss = loss_fn(forward(inputs), targets)
+            loss.backward()
+            optimizer.step()
+        else:
+            with precision.autocast():
+                loss = loss_fn(forward(precision.inputs(inputs)), targets)
+            precision.backward_and_step(loss, optimizer)
+        losses.append(loss.detach())
+        if after_update is not None:
+            after_update(index)
+    if not losses:
+        return torch.zeros((), device=shard.device), float(rates[-1]) if rates else 0.0
+    # Every batch holds batch_size samples but the last, which holds the rest.
+    per_batch = torch.stack(losses).float()
+    last_size = len(shard) - batch_size * (len(losses) - 1)
+    loss_sum = per_batch[:-1].sum() * batch_size + per_batch[-1] * last_size
     return loss_sum, float(lr if lr is not None else rates[-1])
 
 
@@ -370,7 +403,7 @@ def evaluate(step: Step, split: Any, classification: bool) -> tuple[Any, Any, An
             loss_sum += step.loss_fn(outputs, targets).float() * len(targets)
             if classification:
                 correct += (outputs.argmax(dim=1) == targets).sum()
-    return loss_sum, correct, torch.tensor(float(len(split)), device=device)
+    return loss_sum, correct, torch.full((), float(len(split)), device=device)  # a fill: no copy to the device
 
 
 def warm_up_compiled(step: Step, train: Any, val: Any, batch_size: int, device: Any) -> float:
@@ -393,6 +426,36 @@ def warm_up_compiled(step: Step, train: Any, val: Any, batch_size: int, device: 
     torch.set_rng_state(saved_rng)
     evaluate(step, val, classification=False)
     return device_clock(device) - started
+
+
+class UpdateRecorder:
+    """(w, b) of Lab 1's linear model after each update of an epoch, kept on the device
+    (one small copy per update) and read with the epoch's other metrics."""
+
+    def __init__(self, model: Any, steps_per_epoch: int, device: Any) -> None:
+        import torch
+
+        self.layer = model[-1]
+        self.values = torch.zeros(steps_per_epoch, 2, device=device)
+        self.count = 0
+
+    def record(self, index: int) -> None:
+        import torch
+
+        torch.cat([self.layer.weight.detach().reshape(1), self.layer.bias.detach().reshape(1)], out=self.values[index])
+        self.count = index + 1
+
+    def read(self) -> list[list[float]]:
+        values = self.values[:self.count].tolist()
+        self.count = 0
+        return values
+
+
+def loss_settled(previous: float | None, current: float, tolerance: float | None) -> bool:
+    """Lab 1's stop rule: the epoch loss changed by less than `tolerance` x the previous epoch's."""
+    if tolerance is None or previous is None or not math.isfinite(current) or previous == 0:
+        return False
+    return abs(current - previous) / abs(previous) < tolerance
 
 
 def linear_weights(model: Any, params: TrainParams) -> list[Any]:
@@ -480,8 +543,18 @@ def machine(device: Any) -> dict[str, Any]:
     if device.type == "cuda":
         properties = torch.cuda.get_device_properties(device)
         found.update(gpu=properties.name, gpu_memory_gb=round(properties.total_memory / 2**30, 1),
-                     compute_capability=f"{properties.major}.{properties.minor}")
+                     compute_capability=f"{properties.major}.{properties.minor}", gpu_driver=nvidia_driver())
     return found
+
+
+def nvidia_driver(version_file: Path = Path("/proc/driver/nvidia/version")) -> str | None:
+    """The NVIDIA kernel module's version ("550.54.15"), which CUDA's own calls do not give."""
+    try:
+        text = version_file.read_text()
+    except OSError:
+        return None
+    match = re.search(r"Kernel Module(?: for \S+)?\s+(\d+(?:\.\d+)+)", text)
+    return match.group(1) if match else None
 
 
 def versions() -> dict[str, str]:

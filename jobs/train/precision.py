@@ -26,6 +26,10 @@ class Precision:
     scaler: torch.amp.GradScaler | None
     channels_last: bool
 
+    def is_plain(self) -> bool:
+        """fp32 (or TF32, a matmul setting) in the default memory format: the step needs none of the calls below."""
+        return self.autocast_dtype is None and self.scaler is None and not self.channels_last
+
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.autocast_dtype is None:
             return contextlib.nullcontext()

@@ -4,6 +4,7 @@ from pathlib import Path
 localrules:
     collect_study,
     plot_study,
+    plot_lab1,
 
 
 # The params `python` and the directories take `output`, which makes Snakemake count them as
@@ -20,6 +21,7 @@ rule collect_study:
             subcategory="tables",
         ),
         epochs=f"{RESULTS}/{{study}}/epochs.csv",
+        updates=f"{RESULTS}/{{study}}/updates.csv",
     params:
         cells=get_cell_ids,
         python=lambda wildcards, output: PYTHON,
@@ -30,7 +32,7 @@ rule collect_study:
         "../../environment.yml"
     shell:
         "{params.python} -m analysis.collect {params.study_dir} --cells {params.cells}"
-        " --runs {output.runs} --epochs {output.epochs} > {log} 2>&1"
+        " --runs {output.runs} --epochs {output.epochs} --updates {output.updates} > {log} 2>&1"
 
 
 rule plot_study:
@@ -57,4 +59,33 @@ rule plot_study:
         "../../environment.yml"
     shell:
         "{params.python} -m analysis.figures {input.runs} {input.epochs}"
+        " --out {params.figures_dir} > {log} 2>&1"
+
+
+# Lab 1's figures, for the studies whose cells record (w, b) after each update.
+rule plot_lab1:
+    input:
+        runs=f"{RESULTS}/{{study}}/runs.csv",
+        epochs=f"{RESULTS}/{{study}}/epochs.csv",
+        updates=f"{RESULTS}/{{study}}/updates.csv",
+    output:
+        **{
+            name: report(
+                f"{RESULTS}/{{study}}/figures/{name}.png",
+                caption=f"../report/{name}.rst",
+                category="{study}",
+                subcategory="figures",
+            )
+            for name in LAB1_FIGURE_NAMES
+        },
+        svg=expand(f"{RESULTS}/{{{{study}}}}/figures/{{name}}.svg", name=LAB1_FIGURE_NAMES),
+    params:
+        python=lambda wildcards, output: PYTHON,
+        figures_dir=lambda wildcards, output: str(Path(output.svg[0]).parent),
+    log:
+        f"{RESULTS}/{{study}}/logs/plot_lab1.log",
+    conda:
+        "../../environment.yml"
+    shell:
+        "{params.python} -m analysis.lab1_figures {input.runs} {input.epochs} {input.updates}"
         " --out {params.figures_dir} > {log} 2>&1"

@@ -1,7 +1,7 @@
 import sys
 from pathlib import Path
 
-from analysis import FIGURE_NAMES
+from analysis import FIGURE_NAMES, LAB1_FIGURE_NAMES
 from jobs.cell import CellDir
 from jobs.plan.config import ConfigError
 from jobs.plan.grid import CELL_ID_PATTERN, make_plan
@@ -47,8 +47,14 @@ def get_final_outputs():
         # again even though the study's table and figures still exist.
         outputs += cell_summaries(study)
         outputs.append(f"{RESULTS}/{study}/runs.csv")
-        outputs += [f"{RESULTS}/{study}/figures/{name}.{ext}" for name in FIGURE_NAMES for ext in ("png", "svg")]
+        outputs += [f"{RESULTS}/{study}/figures/{name}.{ext}" for name in figure_names(study) for ext in ("png", "svg")]
     return outputs
+
+
+def figure_names(study):
+    """Every study's figures, and Lab 1's where the cells record (w, b) after each update."""
+    records_updates = any(params.record_updates for params in PLAN.studies[study].cells.values())
+    return FIGURE_NAMES + (LAB1_FIGURE_NAMES if records_updates else ())
 
 
 def cell_summaries(study):
@@ -78,6 +84,8 @@ def collect_partial_results():
     The next run, once the failed cells are done, replaces them."""
     from analysis.collect import write_tables
     from analysis.figures import make_all_figures
+    from analysis.lab1_figures import make_lab1_figures
+    import pandas
 
     for study, spec in PLAN.studies.items():
         study_dir = Path(RESULTS) / study
@@ -85,6 +93,9 @@ def collect_partial_results():
             continue
         runs, epochs = write_tables(study_dir, study_dir / "runs.csv", study_dir / "epochs.csv", list(spec.cells))
         make_all_figures(runs, epochs, study_dir / "figures")
+        if set(LAB1_FIGURE_NAMES) <= set(figure_names(study)):
+            updates = pandas.read_csv(study_dir / "updates.csv")
+            make_lab1_figures(runs, epochs, updates, study_dir / "figures")
         counts = runs["status"].value_counts().to_dict()
         print(f"{study}: partial results in {study_dir} ({counts}); run the same command again to retry "
               "the cells that did not finish", file=sys.stderr)
