@@ -24,6 +24,8 @@ precision (model FLOP utilisation, MFU).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import statistics
 import tempfile
 import time
@@ -64,7 +66,7 @@ def cases(epochs: int, precision: str, on_gpu: bool) -> list[Case]:
         make("Wide ResNet 10-1, batch 32", dataset="synthetic_images", model="wide_resnet", depth=10, width=1,
              batch_size=32, lr=0.02, train_subset=256 * more),
         make("Wide ResNet 10-1, batch 128", dataset="synthetic_images", model="wide_resnet", depth=10, width=1,
-             batch_size=128, lr=0.02, train_subset=512 * more),
+             batch_size=128, lr=0.02, train_subset=1024 * more),
     ]
 
 
@@ -153,7 +155,8 @@ def the_job(params: TrainParams, workdir: Path) -> float:
     cell_dir.mkdir(parents=True)
     job = TrainingJob(cell_dir=str(cell_dir), study="bench", cell="bench", grid_axes=("batch_size", "gpus"),
                       params=params.to_dict(), data_dir="data")
-    run_training(job, SingleWorker(), "localhost", "bench", 0, time.time())
+    with contextlib.redirect_stdout(io.StringIO()):  # its per-epoch lines would bury the table
+        run_training(job, SingleWorker(), "localhost", "bench", 0, time.time())
     records = CellDir(cell_dir).read_metrics().epochs
     return statistics.median(record["samples_per_s"] for record in records[1:])
 
@@ -190,7 +193,7 @@ def main() -> None:
             achieved = flops_per_sample(case.params, device) * job_rate
             mfu = f"{achieved / peak:.1%}" if peak else "n/a"
             print(f"| {case.name} | {bare_rate:.0f} | {job_rate:.0f} | {job_rate / bare_rate:.2f} | "
-                  f"{achieved / 1e9:.1f} | {mfu} |", flush=True)
+                  f"{achieved / 1e9:.3g} | {mfu} |", flush=True)
 
 
 if __name__ == "__main__":
