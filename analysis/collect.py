@@ -374,7 +374,7 @@ def _sort_by_grid(frame: pd.DataFrame, grid_axes: list[str], then: list[str] | N
 
 
 def write_tables(study_dir: Path, runs_csv: Path, epochs_csv: Path,
-                 cells: Sequence[str] | None = None, updates_csv: Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+                 cells: Sequence[str] | None = None, updates_csv: Path | None = None) -> Tables:
     """runs.csv, epochs.csv and updates.csv (beside epochs.csv unless given; only a header
     when no cell records its updates)."""
     tables = collect_tables(study_dir, cells)
@@ -382,7 +382,7 @@ def write_tables(study_dir: Path, runs_csv: Path, epochs_csv: Path,
     for path, table in ((runs_csv, tables.runs), (epochs_csv, tables.epochs), (updates_csv, tables.updates)):
         path.parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(path, index=False)
-    return tables.runs, tables.epochs
+    return tables
 
 
 def _summarize(runs: pd.DataFrame) -> str:
@@ -400,13 +400,13 @@ def main(argv: list[str] | None = None) -> None:
                         help="output CSV, (w, b) after each recorded update (default: updates.csv beside --epochs)")
     parser.add_argument("--cells", nargs="+", help="the study's cells (default: every directory under cells/)")
     args = parser.parse_args(argv)
-    runs, _ = write_tables(
+    runs = write_tables(
         args.study_dir,
         args.runs or args.study_dir / "runs.csv",
         args.epochs or args.study_dir / "epochs.csv",
         args.cells,
         args.updates,
-    )
+    ).runs
     print(_summarize(runs))
     for cell, problem in runs.loc[runs["problem"].notna(), ["cell", "problem"]].itertuples(index=False):
         print(f"  {cell}: {problem}")

@@ -16,6 +16,7 @@ of the same name.
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,8 +56,9 @@ class NamedStudy:
 
 def study_dirs(root: Path) -> list[Path]:
     """Where studies are looked up: the working directory's config/studies/, then the shipped one."""
-    dirs = [root / STUDIES_SUBDIR, SHIPPED_STUDIES_DIR]
-    return [d for index, d in enumerate(dirs) if d.is_dir() and d.resolve() not in {p.resolve() for p in dirs[:index]}]
+    own = root / STUDIES_SUBDIR
+    dirs = [own] if own.resolve() == SHIPPED_STUDIES_DIR else [own, SHIPPED_STUDIES_DIR]
+    return [directory for directory in dirs if directory.is_dir()]
 
 
 def available_studies(root: Path = Path(".")) -> dict[str, NamedStudy]:
@@ -98,10 +100,8 @@ def select_named_study(config: dict[str, Any], root: Path = Path(".")) -> dict[s
 
 
 def cells_at(study: NamedStudy, size: str) -> int:
-    count = 1
-    for values in study.at_size(size).get("grid", {}).values():
-        count *= len(values) if isinstance(values, list) else 1
-    return count
+    return math.prod(len(values) if isinstance(values, list) else 1  # not yet checked by the schema
+                     for values in study.at_size(size).get("grid", {}).values())
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -197,7 +197,8 @@ def run_training(job: TrainingJob, workers: Workers, hostname: str, job_id: str,
               f"{steps_per_epoch} steps/epoch, lr {params.lr} -> {params.scaled_lr():g} ({params.lr_scaling}), "
               f"start-up {startup_s:.1f} s", flush=True)
 
-    updates = UpdateRecorder(model, steps_per_epoch, device) if params.record_updates and is_writer else None
+    updates = UpdateRecorder(linear_weights(model, params), steps_per_epoch) if params.record_updates and is_writer \
+        else None
     status, stop_reason = "complete", "epochs"
     pending: EpochRecord | None = None  # saved and logged at the start of the next epoch, on its clock
     epoch_start = device_clock(device)
@@ -380,13 +381,12 @@ def train_epoch(step: Step, train: Any, shard: Any, batch_size: int, rates: list
         losses.append(loss.detach())
         if after_update is not None:
             after_update(index)
-    if not losses:
-        return torch.zeros((), device=shard.device), float(rates[-1]) if rates else 0.0
-    # Every batch holds batch_size samples but the last, which holds the rest.
+    # One batch per rate (the plan keeps batch_size within a worker's share, so there is at least one);
+    # every batch holds batch_size samples but the last, which holds the rest.
     per_batch = torch.stack(losses).float()
     last_size = len(shard) - batch_size * (len(losses) - 1)
     loss_sum = per_batch[:-1].sum() * batch_size + per_batch[-1] * last_size
-    return loss_sum, float(lr if lr is not None else rates[-1])
+    return loss_sum, rates[-1]
 
 
 def evaluate(step: Step, split: Any, classification: bool) -> tuple[Any, Any, Any]:
@@ -432,17 +432,17 @@ class UpdateRecorder:
     """(w, b) of Lab 1's linear model after each update of an epoch, kept on the device
     (one small copy per update) and read with the epoch's other metrics."""
 
-    def __init__(self, model: Any, steps_per_epoch: int, device: Any) -> None:
+    def __init__(self, weights: list[Any], steps_per_epoch: int) -> None:
         import torch
 
-        self.layer = model[-1]
-        self.values = torch.zeros(steps_per_epoch, 2, device=device)
+        self.weights = weights  # views of w and b (linear_weights): they follow every update
+        self.values = torch.zeros(steps_per_epoch, 2, device=weights[0].device)
         self.count = 0
 
     def record(self, index: int) -> None:
         import torch
 
-        torch.cat([self.layer.weight.detach().reshape(1), self.layer.bias.detach().reshape(1)], out=self.values[index])
+        torch.stack(self.weights, out=self.values[index])
         self.count = index + 1
 
     def read(self) -> list[list[float]]:

@@ -51,10 +51,13 @@ def get_final_outputs():
     return outputs
 
 
+def records_updates(study):
+    return any(params.record_updates for params in PLAN.studies[study].cells.values())
+
+
 def figure_names(study):
     """Every study's figures, and Lab 1's where the cells record (w, b) after each update."""
-    records_updates = any(params.record_updates for params in PLAN.studies[study].cells.values())
-    return FIGURE_NAMES + (LAB1_FIGURE_NAMES if records_updates else ())
+    return FIGURE_NAMES + (LAB1_FIGURE_NAMES if records_updates(study) else ())
 
 
 def cell_summaries(study):
@@ -85,18 +88,16 @@ def collect_partial_results():
     from analysis.collect import write_tables
     from analysis.figures import make_all_figures
     from analysis.lab1_figures import make_lab1_figures
-    import pandas
 
     for study, spec in PLAN.studies.items():
         study_dir = Path(RESULTS) / study
         if not (study_dir / "cells").is_dir():
             continue
-        runs, epochs = write_tables(study_dir, study_dir / "runs.csv", study_dir / "epochs.csv", list(spec.cells))
-        make_all_figures(runs, epochs, study_dir / "figures")
-        if set(LAB1_FIGURE_NAMES) <= set(figure_names(study)):
-            updates = pandas.read_csv(study_dir / "updates.csv")
-            make_lab1_figures(runs, epochs, updates, study_dir / "figures")
-        counts = runs["status"].value_counts().to_dict()
+        tables = write_tables(study_dir, study_dir / "runs.csv", study_dir / "epochs.csv", list(spec.cells))
+        make_all_figures(tables.runs, tables.epochs, study_dir / "figures")
+        if records_updates(study):
+            make_lab1_figures(tables.runs, tables.epochs, tables.updates, study_dir / "figures")
+        counts = tables.runs["status"].value_counts().to_dict()
         print(f"{study}: partial results in {study_dir} ({counts}); run the same command again to retry "
               "the cells that did not finish", file=sys.stderr)
 
