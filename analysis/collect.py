@@ -47,6 +47,7 @@ RESULT_COLUMNS = (
     "throughput_ci95",
     "time_to_target_s",
     "wall_time_to_target_s",
+    "assessment",
     "best_val_accuracy",
     "final_val_accuracy",
     "train_time_s",
@@ -64,6 +65,8 @@ RESULT_COLUMNS = (
     "restarts",
     "job_id",
     "problem",
+    "scaling",
+    "time_budget_s",
 )
 GRID_AXES_COLUMN = "grid_axes"
 """Space-separated grid axes of the study, so runs.csv describes itself."""
@@ -280,13 +283,33 @@ class Tables:
     updates: pd.DataFrame  # one row per recorded update (Lab 1's (w, b)); empty for most studies
 
 
-def collect_study(study_dir: Path, cells: Sequence[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+@dataclass(frozen=True)
+class StudyAnalysis:
+    """What the study's config says about reading its cells (jobs/plan/grid.py's Study)."""
+
+    scaling: str = "weak"  # which batch the efficiency baseline shares: per-worker (weak) or global (strong)
+    time_budget_s: float | None = None  # the course's assessment: target held within this training wall time
+
+
+def collect_study(study_dir: Path, cells: Sequence[str] | None = None,
+                  analysis: StudyAnalysis = StudyAnalysis()) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(runs, epochs): see collect_tables."""
-    tables = collect_tables(study_dir, cells)
+    tables = collect_tables(study_dir, cells, analysis)
     return tables.runs, tables.epochs
 
 
-def collect_tables(study_dir: Path, cells: Sequence[str] | None = None) -> Tables:
+def assessment(runs: pd.DataFrame, time_budget_s: float | None) -> pd.Series:
+    """pass: the cell held its target within the budget of training wall time (validation
+    included, start-up not); fail: it finished otherwise; None: unfinished, or no budget."""
+    if time_budget_s is None or runs.empty:
+        return pd.Series(None, index=runs.index, dtype=object)
+    reached = pd.to_numeric(runs["wall_time_to_target_s"], errors="coerce")
+    verdict = np.where(reached <= time_budget_s, "pass", "fail")
+    return pd.Series(verdict, index=runs.index, dtype=object).where(runs["status"].isin(FINISHED_STATUSES), None)
+
+
+def collect_tables(study_dir: Path, cells: Sequence[str] | None = None,
+                   analysis: StudyAnalysis = StudyAnalysis()) -> Tables:
     """The tables of the given cells of the study (default: every directory under
     ``study_dir``/cells), sorted by grid values. A cell never started counts as failed."""
     cells_dir = Path(study_dir) / "cells"
@@ -302,8 +325,11 @@ def collect_tables(study_dir: Path, cells: Sequence[str] | None = None) -> Table
     run_rows = [run_row(cell, grid_axes, study) for cell in found]
     runs = _with_integer_columns(pd.DataFrame(run_rows), run_rows)
     runs = runs.reindex(columns=_ordered(run_columns, runs.columns, last=GRID_AXES_COLUMN))
+    runs["scaling"] = analysis.scaling
+    runs["time_budget_s"] = analysis.time_budget_s
+    runs["assessment"] = assessment(runs, analysis.time_budget_s)
     if len(runs):
-        scaling = speedup_and_efficiency(runs, grid_axes)
+        scaling = speedup_and_efficiency(runs, grid_axes, scaling=analysis.scaling)
         runs["speedup"] = scaling["speedup"]
         runs["efficiency"] = scaling["efficiency"]
         runs = with_replicate_columns(runs, grid_axes)
@@ -373,11 +399,11 @@ def _sort_by_grid(frame: pd.DataFrame, grid_axes: list[str], then: list[str] | N
         return frame.sort_values(["cell", *(then or [])], kind="stable", ignore_index=True)
 
 
-def write_tables(study_dir: Path, runs_csv: Path, epochs_csv: Path,
-                 cells: Sequence[str] | None = None, updates_csv: Path | None = None) -> Tables:
+def write_tables(study_dir: Path, runs_csv: Path, epochs_csv: Path, cells: Sequence[str] | None = None,
+                 updates_csv: Path | None = None, analysis: StudyAnalysis = StudyAnalysis()) -> Tables:
     """runs.csv, epochs.csv and updates.csv (beside epochs.csv unless given; only a header
     when no cell records its updates)."""
-    tables = collect_tables(study_dir, cells)
+    tables = collect_tables(study_dir, cells, analysis)
     updates_csv = updates_csv or epochs_csv.with_name(UPDATES_CSV)
     for path, table in ((runs_csv, tables.runs), (epochs_csv, tables.epochs), (updates_csv, tables.updates)):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -399,6 +425,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--updates", type=Path,
                         help="output CSV, (w, b) after each recorded update (default: updates.csv beside --epochs)")
     parser.add_argument("--cells", nargs="+", help="the study's cells (default: every directory under cells/)")
+    parser.add_argument("--scaling", choices=("weak", "strong"), default="weak",
+                        help="weak: efficiency at a fixed per-worker batch; strong: at a fixed global batch")
+    parser.add_argument("--time-budget-s", type=float,
+                        help="the assessment's budget: pass when the target is held within it (training wall time)")
     args = parser.parse_args(argv)
     runs = write_tables(
         args.study_dir,
@@ -406,6 +436,7 @@ def main(argv: list[str] | None = None) -> None:
         args.epochs or args.study_dir / "epochs.csv",
         args.cells,
         args.updates,
+        StudyAnalysis(args.scaling, args.time_budget_s),
     ).runs
     print(_summarize(runs))
     for cell, problem in runs.loc[runs["problem"].notna(), ["cell", "problem"]].itertuples(index=False):

@@ -37,6 +37,7 @@ DEFAULT_GRID_AXES = (BATCH_AXIS, WORKERS_AXIS)
 NUMERIC_RESULTS = ("throughput", "throughput_ci95", "efficiency", "time_to_target_s")
 
 BATCH_LEGEND_TITLE = "Per-worker batch size (samples)"
+GLOBAL_BATCH_LEGEND_TITLE = "Global batch size (samples, all workers together)"
 WORKERS_LABEL = "Workers (GPUs / Horovod processes)"
 WORKER_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "<", ">")
 REFERENCE_COLOR = "0.35"
@@ -69,6 +70,7 @@ def make_all_figures(
         points = over_replicates(finished)
         figures = {
             "throughput": throughput_figure(points),
+            "throughput_vs_batch": throughput_vs_batch_figure(points),
             "scaling_efficiency": scaling_efficiency_figure(points),
             # time_to_target_s was computed against each run's own target: name that one.
             "time_to_accuracy": time_to_accuracy_figure(
@@ -104,6 +106,8 @@ def grid_axes_of(runs: pd.DataFrame) -> list[str]:
 def finished_runs(runs: pd.DataFrame, grid_axes: Sequence[str]) -> pd.DataFrame:
     """Complete and diverged runs with integer batch size and workers, and a ``panel`` label."""
     finished = runs.loc[runs["status"].isin(PLOTTED_STATUSES)].copy()
+    if is_strong_scaling(finished):  # lines and colours follow the batch the study holds fixed
+        finished[BATCH_AXIS] = finished["global_batch"]
     for column in (*DEFAULT_GRID_AXES, *NUMERIC_RESULTS):
         finished[column] = pd.to_numeric(finished.get(column), errors="coerce")
     finished = finished.dropna(subset=list(DEFAULT_GRID_AXES))
@@ -120,6 +124,11 @@ def finished_runs(runs: pd.DataFrame, grid_axes: Sequence[str]) -> pd.DataFrame:
 
 
 REPEATS_COLUMN = "repeats"
+
+
+def is_strong_scaling(frame: pd.DataFrame) -> bool:
+    """A strong-scaling study (runs.csv's ``scaling`` column): its batch is the global one."""
+    return "scaling" in frame.columns and bool((frame["scaling"] == "strong").any())
 
 
 def over_replicates(finished: pd.DataFrame) -> pd.DataFrame:
@@ -213,14 +222,16 @@ def _batch_palette(batch_sizes: Sequence[int]) -> dict[int, tuple[float, float, 
     return dict(zip(levels, colors))
 
 
-def _batch_legend(figure: Figure, palette: dict[int, tuple[float, float, float]], bars: bool = False) -> None:
+def _batch_legend(figure: Figure, palette: dict[int, tuple[float, float, float]], finished: pd.DataFrame,
+                  bars: bool = False) -> None:
     handles: list[Line2D | Patch] = [
         Patch(color=color, label=str(batch)) if bars else Line2D([], [], color=color, marker="o", lw=2, label=str(batch))
         for batch, color in palette.items()
     ]
     if handles:
         fitting_columns = max(3, int(figure.get_figwidth() / LEGEND_ENTRY_WIDTH_IN))
-        figure.legend(handles=handles, title=BATCH_LEGEND_TITLE, loc="outside lower center",
+        title = GLOBAL_BATCH_LEGEND_TITLE if is_strong_scaling(finished) else BATCH_LEGEND_TITLE
+        figure.legend(handles=handles, title=title, loc="outside lower center",
                       ncols=min(len(handles), fitting_columns))
 
 
@@ -307,9 +318,50 @@ def throughput_figure(finished: pd.DataFrame) -> Figure:
     _title(figure, "Steady-state training throughput",
            "samples / time in training steps; first epoch left out; "
            + _interval_text(finished, "error bars: 95 % CI of the mean"))
-    _batch_legend(figure, palette)
+    _batch_legend(figure, palette, finished)
     references = [Line2D([], [], color=REFERENCE_COLOR, ls="--", label="ideal linear scaling (N × 1-worker)")] if any_ideal else []
     _reference_legend(axes[-1], references + ([DIVERGED_HANDLE] if any_diverged else []), "Reference")
+    return figure
+
+
+def throughput_vs_batch_figure(finished: pd.DataFrame) -> Figure:
+    """The course's bar chart: steady-state samples/s per batch size, one bar per worker count."""
+    panels = _panels(finished)
+    figure, axes = _new_figure(len(panels))
+    worker_levels = sorted(finished[WORKERS_AXIS].unique())
+    batch_levels = sorted(finished[BATCH_AXIS].unique())
+    colors = dict(zip(worker_levels, sns.color_palette("crest", max(len(worker_levels), 1))))
+    bar_width = 0.8 / max(len(worker_levels), 1)
+    any_diverged = False
+    for ax, panel in zip(axes, panels):
+        rows = finished[(finished["panel"] == panel) & np.isfinite(finished["throughput"])]
+        if rows.empty:
+            _note_empty(ax, NO_FINISHED_CELLS)
+        for _, row in rows.iterrows():
+            slot = worker_levels.index(row[WORKERS_AXIS]) - (len(worker_levels) - 1) / 2
+            position = batch_levels.index(row[BATCH_AXIS]) + slot * bar_width
+            diverged = row["status"] == "diverged"
+            any_diverged |= diverged
+            ax.bar(position, row["throughput"], bar_width * 0.9, color=colors[row[WORKERS_AXIS]],
+                   edgecolor="black" if diverged else colors[row[WORKERS_AXIS]], hatch="//" if diverged else None)
+            spread = pd.to_numeric(pd.Series([row.get("throughput_ci95")]), errors="coerce").iloc[0]
+            if np.isfinite(spread):
+                ax.errorbar(position, row["throughput"], yerr=spread, fmt="none", ecolor="black", capsize=3)
+        ax.set_xticks(range(len(batch_levels)), [str(level) for level in batch_levels])
+        ax.grid(False, axis="x")
+        ax.set_ylim(bottom=0)
+    batch_label = ("Global batch size (samples, all workers)" if is_strong_scaling(finished)
+                   else "Per-worker batch size (samples)")
+    _label(axes, min(len(panels), MAX_PANEL_COLUMNS), batch_label, "Throughput (samples/s)", panels)
+    _title(figure, "Throughput vs batch size",
+           "steady-state samples/s of all workers together (first epoch left out); it rises with the batch "
+           "until the device is busy, then flattens; " + _interval_text(finished, "error bars: 95 % CI of the mean"))
+    handles: list[Line2D | Patch] = [Patch(color=color, label=str(workers)) for workers, color in colors.items()]
+    if handles:
+        figure.legend(handles=handles, title=WORKERS_LABEL, loc="outside lower center", ncols=min(len(handles), 6))
+    if any_diverged:
+        _reference_legend(axes[-1], [Patch(facecolor="white", edgecolor="black", hatch="//", label="diverged run")],
+                          "Marks")
     return figure
 
 
@@ -338,11 +390,12 @@ def scaling_efficiency_figure(finished: pd.DataFrame) -> Figure:
             any_diverged |= _diverged_marks(ax, rows, WORKERS_AXIS, rows["efficiency_percent"])
         _worker_ticks(ax, finished[WORKERS_AXIS])
         ax.set_ylim(0, max(110, highest * 1.1))
-    _label(axes, min(len(panels), MAX_PANEL_COLUMNS), WORKERS_LABEL, "Weak-scaling efficiency (%)", panels)
-    _title(figure, "Weak-scaling efficiency",
-           "X_N / (N · X_1), per-worker batch size fixed" + ("; " + _interval_text(finished, "") if
-                                                             REPEATS_COLUMN in finished.columns else ""))
-    _batch_legend(figure, palette)
+    kind, definition = (("Strong", "T_1 / (N · T_N), global batch size fixed") if is_strong_scaling(finished)
+                        else ("Weak", "X_N / (N · X_1), per-worker batch size fixed"))
+    _label(axes, min(len(panels), MAX_PANEL_COLUMNS), WORKERS_LABEL, f"{kind}-scaling efficiency (%)", panels)
+    _title(figure, f"{kind}-scaling efficiency",
+           definition + ("; " + _interval_text(finished, "") if REPEATS_COLUMN in finished.columns else ""))
+    _batch_legend(figure, palette, finished)
     references = [Line2D([], [], color=REFERENCE_COLOR, ls="--", label="ideal (100 %)")]
     _reference_legend(axes[-1], references + ([DIVERGED_HANDLE] if any_diverged else []), "Reference")
     return figure
@@ -398,7 +451,7 @@ def time_to_accuracy_figure(finished: pd.DataFrame, target: float | None, patien
     replicated = "; " + _interval_text(finished, "") if REPEATS_COLUMN in finished.columns else ""
     _title(figure, "Time to target accuracy", f"time in training steps (not validation, checkpoints or start-up) until validation "
            f"accuracy ≥ {target_text}{patience_text}{replicated}")
-    _batch_legend(figure, palette, bars=True)
+    _batch_legend(figure, palette, finished, bars=True)
     references: list[Line2D | Patch] = []
     if "reached, then diverged" in outcomes:
         references.append(Patch(facecolor="white", edgecolor="black", hatch="//", label="reached, then diverged"))
@@ -439,7 +492,7 @@ def accuracy_vs_time_figure(curves: pd.DataFrame, finished: pd.DataFrame, target
            "Validation accuracy (%)", panels)
     _title(figure, "Validation accuracy vs training time",
            "one curve per cell; the clock counts training steps only, not validation, checkpoints or start-up")
-    _batch_legend(figure, palette)
+    _batch_legend(figure, palette, finished)
     references: list[Line2D | Patch] = [
         Line2D([], [], color=REFERENCE_COLOR, marker=marker, ls="none", label=f"{workers} worker{'s' if workers != 1 else ''}")
         for workers, marker in markers.items()

@@ -81,7 +81,7 @@ def loss_curves_figure(runs: pd.DataFrame, epochs: pd.DataFrame) -> Figure:
     _title(figure, "Training loss vs epochs and vs updates, one line per batch size",
            "per epoch, small batches get further (more updates per pass);\n"
            "per update, large batches do (less gradient noise): the trade-off batch size sets")
-    _batch_legend(figure, palette)
+    _batch_legend(figure, palette, runs)
     return figure
 
 
@@ -121,7 +121,7 @@ def trajectories_figure(runs: pd.DataFrame, updates: pd.DataFrame, seed: int, nu
     _title(figure, "Paths of (w, b), update by update, from w = b = 0",
            "the full batch (gradient descent) moves smoothly down the loss surface;\n"
            "small batches zigzag and hover around the optimum, by gradient noise")
-    _batch_legend(figure, palette)
+    _batch_legend(figure, palette, runs)
     return figure
 
 

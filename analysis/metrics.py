@@ -144,21 +144,27 @@ def speedup_and_efficiency(
     workers: str = "gpus",
     throughput: str = "throughput",
     status: str = "status",
+    scaling: str = "weak",
 ) -> pd.DataFrame:
-    """Speed-up S = X_N / X_1 and weak-scaling efficiency E = X_N / (N·X_1) per row.
+    """Speed-up S = X_N / X_1 and scaling efficiency E = X_N / (N·X_1) per row.
 
     X_1 is the throughput of the row with ``workers`` == 1 and the same value of
-    every other grid axis (per-worker batch size, warm-up, lr scaling, ...), so
-    the per-worker batch is fixed: weak scaling, which is what data-parallel
-    training does. N is the row's ``workers`` value. S and E are NaN when that
-    1-worker baseline is missing or did not finish with status "complete".
-    Replicate axes (REPLICATE_AXES: repeat, seed) are not matched on: the baseline is
-    the mean over every repeat of the 1-worker cell.
+    every other grid axis (warm-up, lr scaling, ...) and of the batch: weak scaling
+    matches the per-worker batch (``batch_size``), which is what data-parallel
+    training does; strong scaling matches the global batch (``global_batch``), so
+    each worker's share shrinks as N grows. With the same samples per epoch in
+    both runs, X_N / (N·X_1) = T_1 / (N·T_N), the strong-scaling efficiency. N is
+    the row's ``workers`` value. S and E are NaN when that 1-worker baseline is
+    missing or did not finish with status "complete". Replicate axes
+    (REPLICATE_AXES: repeat, seed) are not matched on: the baseline is the mean over
+    every repeat of the 1-worker cell.
 
     Returns a frame with columns ``speedup`` and ``efficiency`` on ``runs.index``.
     """
     if workers not in runs.columns:
         raise KeyError(f"runs has no {workers!r} column")
+    if scaling == "strong":
+        grid_axes = ["global_batch" if axis == "batch_size" else axis for axis in grid_axes]
     match_on = [axis for axis in grid_axes
                 if axis != workers and axis not in REPLICATE_AXES and axis in runs.columns]
     worker_count = pd.to_numeric(runs[workers], errors="coerce").astype(float)

@@ -3,10 +3,13 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.collect import collect_study
+from analysis import FIGURE_NAMES
+from analysis.assessment import main as assessment_main
+from analysis.collect import StudyAnalysis, collect_study
 from analysis.collect import main as collect_main
 from analysis.figures import main as figures_main
 from analysis.figures import make_all_figures
@@ -315,7 +318,7 @@ def test_clis_write_tables_and_figures(study_dir: Path) -> None:
 
 
 def assert_all_figures(figures_dir: Path) -> None:
-    expected = {f"{name}.{extension}" for name in ("throughput", "scaling_efficiency", "time_to_accuracy", "accuracy_vs_time") for extension in ("png", "svg")}
+    expected = {f"{name}.{extension}" for name in ("throughput", "throughput_vs_batch", "scaling_efficiency", "time_to_accuracy", "accuracy_vs_time") for extension in ("png", "svg")}
     assert {path.name for path in figures_dir.iterdir()} == expected
     for path in figures_dir.iterdir():
         assert path.stat().st_size > 1000, path
@@ -323,10 +326,10 @@ def assert_all_figures(figures_dir: Path) -> None:
     assert b"<svg" in (figures_dir / "throughput.svg").read_bytes()
 
 
-def test_make_all_figures_returns_the_eight_files(study_dir: Path, tmp_path: Path) -> None:
+def test_make_all_figures_returns_two_files_per_figure(study_dir: Path, tmp_path: Path) -> None:
     runs, epochs = collect_study(study_dir)
     paths = make_all_figures(runs, epochs, tmp_path / "figures", TARGET)
-    assert len(paths) == 8 and all(path.exists() for path in paths)
+    assert len(paths) == 2 * len(FIGURE_NAMES) and all(path.exists() for path in paths)
     assert_all_figures(tmp_path / "figures")
 
 
@@ -391,3 +394,68 @@ def test_repeats_are_averaged_with_a_t_interval_and_share_one_baseline(tmp_path:
     assert runs.loc["bs32-gpus2-rep1", "efficiency"] == pytest.approx(170.0 / 200.0)
     assert two["efficiency_over_repeats"] == pytest.approx(0.8)
     assert runs.loc["bs32-gpus1-rep2", "throughput_over_repeats"] == pytest.approx(100.0)
+
+
+def write_timed_cell(study: Path, name: str, cell_params: dict[str, Any], steps_s: list[float],
+                     accuracies: list[float], status: str = "complete") -> None:
+    """A cell whose epochs' steps took ``steps_s`` each (the same SAMPLES per epoch)."""
+    world_size = cell_params["gpus"]
+    records: list[dict[str, Any]] = [meta(cell_params, world_size)]
+    elapsed = 0.0
+    for number, (seconds, accuracy) in enumerate(zip(steps_s, accuracies), start=1):
+        elapsed += seconds
+        records.append(epoch(number, elapsed, SAMPLES / seconds, accuracy, world_size))
+    write_cell(study, name, records, summary(name, cell_params, status, len(steps_s), elapsed, max(accuracies)))
+
+
+def test_strong_scaling_efficiency_is_t1_over_n_tn_at_the_same_global_batch(tmp_path: Path) -> None:
+    study = tmp_path / "strong"
+    epoch_times = {(64, 1): [9.0, 8.0, 8.0], (32, 2): [6.0, 5.0, 5.0], (16, 4): [4.0, 2.5, 2.5]}
+    for (batch, gpus), times in epoch_times.items():
+        write_timed_cell(study, f"gbs64-gpus{gpus}", params(batch, gpus, lr_scaling="none"), times, [0.5] * 3)
+    runs, _ = collect_study(study, analysis=StudyAnalysis(scaling="strong"))
+    runs = runs.set_index("cell")
+    assert set(runs["global_batch"]) == {64}
+    steady = {gpus: np.mean(times[1:]) for (_, gpus), times in epoch_times.items()}  # first epoch left out
+    for gpus in (1, 2, 4):
+        assert runs.loc[f"gbs64-gpus{gpus}", "efficiency"] == pytest.approx(steady[1] / (gpus * steady[gpus]))
+    # Weak scaling would look for 1-worker cells with batch 32 and 16 per worker: there are none.
+    weak, _ = collect_study(study)
+    assert weak.set_index("cell")["efficiency"].drop("gbs64-gpus1").isna().all()
+
+
+def test_the_assessment_passes_a_cell_that_held_its_target_within_the_budget(tmp_path: Path) -> None:
+    study = tmp_path / "assessed"
+    accuracies = {"fast": [0.5, 0.91, 0.93, 0.95], "slow": [0.5, 0.6, 0.92, 0.94], "dip": [0.92, 0.5, 0.91, 0.7]}
+    steps_s = [10.0, 10.0, 10.0, 10.0]
+    for name, values in accuracies.items():
+        write_timed_cell(study, name, params(32, 1, patience=2), steps_s, values)
+    write_cell(study, "unfinished", [meta(params(32, 1), 1)], None)
+    budget = 32.0
+    runs, _ = collect_study(study, analysis=StudyAnalysis(time_budget_s=budget))
+    verdicts = runs.set_index("cell")["assessment"].to_dict()
+    # Independently: the wall clock at the second of two epochs in a row at or above the target.
+    for name, values in accuracies.items():
+        wall = np.cumsum(steps_s) + np.arange(1, 5) * (VALIDATION_S + IO_S)
+        held = [i for i in range(1, 4) if values[i - 1] >= TARGET and values[i] >= TARGET]
+        expected = "pass" if held and wall[held[0]] <= budget else "fail"
+        assert verdicts[name] == expected, name
+    assert verdicts == {"fast": "pass", "slow": "fail", "dip": "fail", "unfinished": None}
+    assert (runs["time_budget_s"] == budget).all()
+    without, _ = collect_study(study)
+    assert without["assessment"].isna().all()
+
+
+def test_assessment_and_strong_scaling_reach_the_tables_from_the_command_line(tmp_path: Path) -> None:
+    study = tmp_path / "both"
+    write_timed_cell(study, "gbs32-gpus1", params(32, 1), [4.0, 4.0, 4.0], [0.95, 0.95, 0.95])
+    write_timed_cell(study, "gbs32-gpus2", params(16, 2), [4.0, 2.5, 2.5], [0.5, 0.6, 0.7])
+    collect_main([str(study), "--scaling", "strong", "--time-budget-s", "100"])
+    runs = pd.read_csv(study / "runs.csv").set_index("cell")
+    assert runs["assessment"].to_dict() == {"gbs32-gpus1": "pass", "gbs32-gpus2": "fail"}
+    assert runs.loc["gbs32-gpus2", "efficiency"] == pytest.approx(4.0 / (2 * 2.5))
+    assessment_main([str(study / "runs.csv"), str(study / "epochs.csv"), "--out", str(tmp_path / "figures")])
+    assert (tmp_path / "figures" / "assessment.png").stat().st_size > 1000
+    figures_main([str(study / "runs.csv"), str(study / "epochs.csv"), "--out", str(tmp_path / "figures")])
+    svg = (tmp_path / "figures" / "scaling_efficiency.svg").read_text()
+    assert "Strong-scaling efficiency" in svg and "Global batch size" in svg

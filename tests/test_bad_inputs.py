@@ -162,7 +162,7 @@ BAD_INPUTS = [
     Case("unknown-launcher-key", lambda c: launcher(c).update(gpu_per_node=4),
          E + "launcher: 'gpu_per_node' is not a known key (did you mean 'gpus_per_node'?); allowed: controller, …"),
     Case("unknown-study-key", lambda c: study(c).update(descripton="typo"),
-         E + f"{S}: 'descripton' is not a known key (did you mean 'description'?); allowed: description, fixed, grid"),
+         E + f"{S}: 'descripton' is not a known key (did you mean 'description'?); allowed: description, fixed, grid, scaling, time_budget_s"),
     Case("unknown-grid-axis", lambda c: grid(c).update(learning_rate=[0.1]),
          E + f"{S}.grid: 'learning_rate' is not a training parameter; allowed: batch_size, …, width"),
     Case("unknown-fixed-key", lambda c: fixed(c).update(optimiser="adam"),
@@ -173,7 +173,7 @@ BAD_INPUTS = [
     Case("unknown-model", lambda c: fixed(c).update(model="resnet50"),
          E + f"{S}.fixed.model = 'resnet50' is not allowed (did you mean 'wide_resnet'?); use one of 'linear', 'cnn', 'wide_resnet'"),
     Case("unknown-optimizer", lambda c: fixed(c).update(optimizer="adamm"),
-         E + f"{S}.fixed.optimizer = 'adamm' is not allowed (did you mean 'adam'?); use one of 'sgd', 'adam', 'adamw'"),
+         E + f"{S}.fixed.optimizer = 'adamm' is not allowed (did you mean 'adam'?); use one of 'sgd', 'adam', 'adamw', 'lars', 'lamb', 'novograd'"),
     Case("unknown-executor", lambda c: launcher(c).update(executor="kubernetes"),
          E + "launcher.executor = 'kubernetes' is not allowed; use one of 'local', 'slurm'"),
     # --- empty or missing ------------------------------------------------------------------
@@ -231,7 +231,22 @@ BAD_INPUTS = [
          E + "size = 'huge': must be one of small, full"),
     Case("size-without-study", lambda c: c.update(size="full"),
          E + "size = 'full' without study=NAME; size picks the size of a named study (scaling-studies lists them)"),
+    Case("strong-batch-not-divided-by-gpus",
+         lambda c: (study(c).update(scaling="strong"), fixed(c).update(lr_scaling="none"),
+                    grid(c).update(batch_size=[15, 64])),
+         E + f"{S}, cell gbs15-gpus2: scaling = 'strong' splits the global batch_size = 15 over gpus = 2, which "
+         "does not divide it; use global batches that every gpus value divides (e.g. 14)"),
+    Case("unknown-scaling", lambda c: study(c).update(scaling="strnog"),
+         E + f"{S}.scaling = 'strnog' is not allowed (did you mean 'strong'?); use one of 'weak', 'strong'"),
+    Case("zero-time-budget", lambda c: study(c).update(time_budget_s=0),
+         E + f"{S}.time_budget_s = 0 is too small; it must be > 0"),
+    Case("trust-clip-without-lars", lambda c: fixed(c).update(optimizer="lamb", trust_clip=True),
+         E + f"{S}, cell bs16-gpus1: trust_clip = true with optimizer 'lamb': LARC's trust clipping is an option "
+         "of optimizer 'lars'"),
     # --- soft problems: one warning line, and the dry run goes on -------------------------
+    Case("strong-scaling-with-scaled-lr", lambda c: study(c).update(scaling="strong"),
+         W + f"{S}: scaling = 'strong' with lr_scaling = 'linear': the global batch does not grow with the "
+         "workers, so the lr should not either; use lr_scaling: none", warning=True),
     Case("warmup-beyond-epochs", lambda c: (one_worker(c), fixed(c).update(warmup_epochs=10)),
          W + f"{S}: warmup_epochs = 10 is more than epochs = 8: training ends during warmup, before the lr "
          "reaches its scaled value; use warmup_epochs <= epochs", warning=True),

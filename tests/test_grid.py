@@ -396,3 +396,18 @@ def test_a_gpu_only_precision_is_refused_for_local_workers_without_a_gpu(config,
     study["grid"]["precision"] = ["fp32", "bf16"]
     assert sorted(make_plan(with_study(config, study)).studies["s"].cells) == ["bs32-gpus1-prec_bf16",
                                                                                 "bs32-gpus1-prec_fp32"]
+
+
+def test_a_strong_scaling_study_splits_the_global_batch_over_the_workers(config):
+    study = {"scaling": "strong", "grid": {"batch_size": [64, 128], "gpus": [1, 2, 4]},
+             "fixed": {"lr_scaling": "none"}}
+    plan = make_plan(with_study(config, study))
+    cells = plan.studies["s"].cells
+    assert plan.studies["s"].scaling == "strong"
+    assert sorted(cells) == sorted(f"gbs{b}-gpus{g}" for b in (64, 128) for g in (1, 2, 4))
+    for global_batch in (64, 128):
+        for gpus in (1, 2, 4):
+            cell = cells[f"gbs{global_batch}-gpus{gpus}"]
+            assert (cell.batch_size * cell.gpus, cell.gpus) == (global_batch, gpus)
+    weak = make_plan(with_study(config, {**study, "scaling": "weak"})).studies["s"].cells
+    assert weak["bs64-gpus4"].batch_size == 64

@@ -39,11 +39,16 @@ AXIS_ABBREVIATIONS = {
     "compile": "compiled",
     "data_path": "path",
     "loader_workers": "loaders",
+    "trust_coefficient": "trust",
+    "trust_clip": "clip",
 }
 FIRST_AXES = ("batch_size", "gpus")
 CELL_ID_PATTERN = r"[A-Za-z0-9_.\-]+"
 # Beyond this, building the DAG alone takes minutes and ends in a MemoryError.
 MAX_CELLS_PER_STUDY = 4096
+
+
+SCALING_MODES = ("weak", "strong")
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,12 @@ class Study:
     axes: tuple[str, ...]
     cells: dict[str, TrainParams]
     warnings: tuple[str, ...] = ()
+    # weak: batch_size is per worker (data-parallel training's usual case); strong: the grid's
+    # batch_size is the global batch, split over the workers, and efficiency is T_1 / (N T_N).
+    scaling: str = "weak"
+    # The course's assessment: a cell passes when it holds its target accuracy (patience
+    # epochs) within this many seconds of training wall time.
+    time_budget_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -75,8 +86,13 @@ def format_value(value: Any) -> str:
     return f"_{text}" if text[:1].isalpha() else text
 
 
-def cell_id(values: dict[str, Any]) -> str:
-    return "-".join(AXIS_ABBREVIATIONS.get(axis, axis) + format_value(v) for axis, v in values.items())
+# A strong-scaling study's batch axis is the global batch: its cell ids say so.
+STRONG_ABBREVIATIONS = {**AXIS_ABBREVIATIONS, "batch_size": "gbs"}
+
+
+def cell_id(values: dict[str, Any], scaling: str = "weak") -> str:
+    names = STRONG_ABBREVIATIONS if scaling == "strong" else AXIS_ABBREVIATIONS
+    return "-".join(names.get(axis, axis) + format_value(v) for axis, v in values.items())
 
 
 def ordered_axes(grid: dict[str, list[Any]]) -> tuple[str, ...]:
@@ -119,12 +135,17 @@ def expand_study(name: str, spec: dict[str, Any], launcher: LauncherSettings) ->
             )
     check_grid_size(name, grid, axes)
     check_distinct_ids(name, grid, axes)
+    scaling = spec.get("scaling", "weak")
     cells: dict[str, TrainParams] = {}
     warnings: dict[str, None] = {}  # ordered and without repeats: one line however many cells share it
+    if scaling == "strong" and fixed.get("lr_scaling", TrainParams.lr_scaling) != "none":
+        warnings[f"studies.{name}: scaling = 'strong' with lr_scaling = "
+                 f"{fixed.get('lr_scaling', TrainParams.lr_scaling)!r}: the global batch does not grow with the "
+                 "workers, so the lr should not either; use lr_scaling: none"] = None
     for combination in itertools.product(*(grid[axis] for axis in axes)):
         values = dict(zip(axes, combination))
-        params = TrainParams.from_dict({**fixed, **values})
-        cid = cell_id(values)
+        cid = cell_id(values, scaling)
+        params = TrainParams.from_dict({**fixed, **values, **per_worker_batch(name, cid, values, scaling)})
         problems = params.problems() + launcher_problems(launcher, params.gpus) + device_problems(launcher, params)
         if problems:
             raise ConfigError(f"config error: studies.{name}, cell {cid}: {problems[0]}")
@@ -133,7 +154,20 @@ def expand_study(name: str, spec: dict[str, Any], launcher: LauncherSettings) ->
                               "give the grid values that differ within 6 significant digits")
         cells[cid] = params
         warnings.update(dict.fromkeys(f"studies.{name}: {text}" for text in params.warnings()))
-    return Study(name=name, axes=axes, cells=cells, warnings=tuple(warnings))
+    return Study(name=name, axes=axes, cells=cells, warnings=tuple(warnings), scaling=scaling,
+                 time_budget_s=spec.get("time_budget_s"))
+
+
+def per_worker_batch(study: str, cid: str, values: dict[str, Any], scaling: str) -> dict[str, int]:
+    """In a strong-scaling study, the global batch of the grid split over the cell's workers."""
+    if scaling != "strong":
+        return {}
+    global_batch, gpus = values["batch_size"], values["gpus"]
+    if global_batch % gpus:
+        raise ConfigError(f"config error: studies.{study}, cell {cid}: scaling = 'strong' splits the global "
+                          f"batch_size = {global_batch} over gpus = {gpus}, which does not divide it; use global "
+                          f"batches that every gpus value divides (e.g. {global_batch - global_batch % gpus or gpus})")
+    return {"batch_size": global_batch // gpus}
 
 
 def launcher_problems(launcher: LauncherSettings, gpus: int) -> list[str]:

@@ -5,8 +5,9 @@
     scaling-studies                                      # lists them with their descriptions
 
 A study file holds what a study under `studies:` in config/config.yaml holds
-(`description`, `grid`, `fixed`), at its small size, plus `full:` with the `grid` axes
-and `fixed` values that differ at the course's full size. Naming a study replaces the
+(`description`, `grid`, `fixed`, `scaling`, `time_budget_s`), at its small size, plus
+`full:` with what differs at the course's full size: `grid` axes and `fixed` values
+replace the small size's one by one, any other key replaces it whole. Naming a study replaces the
 studies of config/config.yaml for that run: exactly the named study runs, and its results go
 to results/<name>/ (results/<name>_full/ at the full size, so neither size overwrites
 the other). Files in the working directory's config/studies/ come before the shipped ones
@@ -46,6 +47,7 @@ class NamedStudy:
         study = {key: value for key, value in self.spec.items() if key != "full"}
         if size == "full":
             full = self.spec.get("full") or {}
+            study.update({key: value for key, value in full.items() if key not in ("grid", "fixed")})
             study["grid"] = {**study.get("grid", {}), **(full.get("grid") or {})}
             study["fixed"] = {**study.get("fixed", {}), **(full.get("fixed") or {})}
         return study

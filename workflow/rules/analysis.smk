@@ -5,6 +5,7 @@ localrules:
     collect_study,
     plot_study,
     plot_lab1,
+    plot_assessment,
 
 
 # The params `python` and the directories take `output`, which makes Snakemake count them as
@@ -24,6 +25,7 @@ rule collect_study:
         updates=f"{RESULTS}/{{study}}/updates.csv",
     params:
         cells=get_cell_ids,
+        analysis=get_analysis_args,
         python=lambda wildcards, output: PYTHON,
         study_dir=lambda wildcards, output: str(Path(output.runs).parent),
     log:
@@ -31,7 +33,7 @@ rule collect_study:
     conda:
         "../../environment.yml"
     shell:
-        "{params.python} -m analysis.collect {params.study_dir} --cells {params.cells}"
+        "{params.python} -m analysis.collect {params.study_dir} --cells {params.cells} {params.analysis}"
         " --runs {output.runs} --epochs {output.epochs} --updates {output.updates} > {log} 2>&1"
 
 
@@ -88,4 +90,32 @@ rule plot_lab1:
         "../../environment.yml"
     shell:
         "{params.python} -m analysis.lab1_figures {input.runs} {input.epochs} {input.updates}"
+        " --out {params.figures_dir} > {log} 2>&1"
+
+
+# The course's assessment, for the studies that set time_budget_s.
+rule plot_assessment:
+    input:
+        runs=f"{RESULTS}/{{study}}/runs.csv",
+        epochs=f"{RESULTS}/{{study}}/epochs.csv",
+    output:
+        **{
+            name: report(
+                f"{RESULTS}/{{study}}/figures/{name}.png",
+                caption=f"../report/{name}.rst",
+                category="{study}",
+                subcategory="figures",
+            )
+            for name in ASSESSMENT_FIGURE_NAMES
+        },
+        svg=expand(f"{RESULTS}/{{{{study}}}}/figures/{{name}}.svg", name=ASSESSMENT_FIGURE_NAMES),
+    params:
+        python=lambda wildcards, output: PYTHON,
+        figures_dir=lambda wildcards, output: str(Path(output.svg[0]).parent),
+    log:
+        f"{RESULTS}/{{study}}/logs/plot_assessment.log",
+    conda:
+        "../../environment.yml"
+    shell:
+        "{params.python} -m analysis.assessment {input.runs} {input.epochs}"
         " --out {params.figures_dir} > {log} 2>&1"

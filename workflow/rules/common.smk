@@ -1,7 +1,7 @@
 import sys
 from pathlib import Path
 
-from analysis import FIGURE_NAMES, LAB1_FIGURE_NAMES
+from analysis import ASSESSMENT_FIGURE_NAMES, FIGURE_NAMES, LAB1_FIGURE_NAMES
 from jobs.cell import CellDir
 from jobs.plan.config import ConfigError
 from jobs.plan.grid import CELL_ID_PATTERN, make_plan
@@ -55,9 +55,15 @@ def records_updates(study):
     return any(params.record_updates for params in PLAN.studies[study].cells.values())
 
 
+def assessed(study):
+    return PLAN.studies[study].time_budget_s is not None
+
+
 def figure_names(study):
-    """Every study's figures, and Lab 1's where the cells record (w, b) after each update."""
-    return FIGURE_NAMES + (LAB1_FIGURE_NAMES if records_updates(study) else ())
+    """Every study's figures, Lab 1's where the cells record (w, b) after each update, and the
+    assessment where the study sets a time budget."""
+    return (FIGURE_NAMES + (LAB1_FIGURE_NAMES if records_updates(study) else ())
+            + (ASSESSMENT_FIGURE_NAMES if assessed(study) else ()))
 
 
 def cell_summaries(study):
@@ -66,6 +72,19 @@ def cell_summaries(study):
 
 def get_cell_ids(wildcards):
     return list(PLAN.studies[wildcards.study].cells)
+
+
+def study_analysis(study):
+    from analysis.collect import StudyAnalysis
+
+    spec = PLAN.studies[study]
+    return StudyAnalysis(spec.scaling, spec.time_budget_s)
+
+
+def get_analysis_args(wildcards):
+    analysis = study_analysis(wildcards.study)
+    budget = [] if analysis.time_budget_s is None else ["--time-budget-s", str(analysis.time_budget_s)]
+    return " ".join(["--scaling", analysis.scaling, *budget])
 
 
 def get_cell_summaries(wildcards):
@@ -85,6 +104,7 @@ def get_cell(wildcards):
 def collect_partial_results():
     """After a failure: tables and figures of what did finish, failed cells marked as such.
     The next run, once the failed cells are done, replaces them."""
+    from analysis.assessment import make_assessment_figure
     from analysis.collect import write_tables
     from analysis.figures import make_all_figures
     from analysis.lab1_figures import make_lab1_figures
@@ -93,10 +113,13 @@ def collect_partial_results():
         study_dir = Path(RESULTS) / study
         if not (study_dir / "cells").is_dir():
             continue
-        tables = write_tables(study_dir, study_dir / "runs.csv", study_dir / "epochs.csv", list(spec.cells))
+        tables = write_tables(study_dir, study_dir / "runs.csv", study_dir / "epochs.csv", list(spec.cells),
+                              analysis=study_analysis(study))
         make_all_figures(tables.runs, tables.epochs, study_dir / "figures")
         if records_updates(study):
             make_lab1_figures(tables.runs, tables.epochs, tables.updates, study_dir / "figures")
+        if assessed(study):
+            make_assessment_figure(tables.runs, tables.epochs, study_dir / "figures")
         counts = tables.runs["status"].value_counts().to_dict()
         print(f"{study}: partial results in {study_dir} ({counts}); run the same command again to retry "
               "the cells that did not finish", file=sys.stderr)
