@@ -31,7 +31,7 @@ def assessment_figure(runs: pd.DataFrame, epochs: pd.DataFrame) -> Figure:
     budget = pd.to_numeric(runs.get("time_budget_s"), errors="coerce").dropna()
     target = pd.to_numeric(judged.get("target_accuracy"), errors="coerce").dropna()
     patience = pd.to_numeric(judged.get("patience"), errors="coerce").dropna()
-    figure = Figure(figsize=(9.0, 5.5), layout="constrained")
+    figure = Figure(figsize=(9.0, 6.5), layout="constrained")
     ax = figure.subplots()
     handles = []
     markers = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "<", ">")
@@ -63,7 +63,8 @@ def assessment_figure(runs: pd.DataFrame, epochs: pd.DataFrame) -> Figure:
                     f"pass = validation accuracy at or above the target{held}, within the time budget",
                     fontsize="medium")
     if handles:
-        figure.legend(handles=handles, loc="outside right upper", fontsize="small", title="Verdict: cell")
+        figure.legend(handles=handles, loc="outside lower center", fontsize="small", title="Verdict: cell",
+                      ncols=2 if len(handles) > 4 else 1)
     return figure
 
 

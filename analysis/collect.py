@@ -248,14 +248,20 @@ def run_row(cell: Cell, grid_axes: list[str], study: str) -> dict[str, Any]:
     return row
 
 
+def epoch_column(name: str, grid_axes: Sequence[str]) -> str:
+    """An epoch's field named like a grid axis (lr: the epoch's scheduled lr beside the grid's
+    base lr) keeps both, the field prefixed."""
+    return f"epoch_{name}" if name in grid_axes else name
+
+
 def epoch_rows(cell: Cell, grid_axes: list[str]) -> list[dict[str, Any]]:
     grid_values = {axis: _scalar(cell.params.get(axis)) for axis in grid_axes}
     return [
         {
             "cell": cell.name,
             **grid_values,
-            **{name: value for name, value in record.items()
-               if name not in ("type", UPDATES_FIELD) and name not in grid_values},
+            **{epoch_column(name, grid_axes): value for name, value in record.items()
+               if name not in ("type", UPDATES_FIELD)},
         }
         for record in cell.log.epochs
     ]
@@ -336,7 +342,8 @@ def collect_tables(study_dir: Path, cells: Sequence[str] | None = None,
         runs = runs[[*(c for c in runs.columns if c != GRID_AXES_COLUMN), GRID_AXES_COLUMN]]
     runs = _sort_by_grid(runs, grid_axes)
 
-    epoch_columns = ["cell", *grid_axes, *EPOCH_FIELDS, STARTUP_EPOCH_COLUMN]
+    epoch_columns = ["cell", *grid_axes, *(epoch_column(name, grid_axes) for name in EPOCH_FIELDS),
+                     STARTUP_EPOCH_COLUMN]
     all_epoch_rows = [row for cell in found for row in epoch_rows(cell, grid_axes)]
     epochs = _with_integer_columns(pd.DataFrame(all_epoch_rows), all_epoch_rows)
     epochs = epochs.reindex(columns=_ordered(epoch_columns, epochs.columns))

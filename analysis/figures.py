@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -155,7 +156,7 @@ def _interval_text(points: pd.DataFrame, within_run: str) -> str:
     if REPEATS_COLUMN in points.columns and len(points):
         counts = sorted({int(n) for n in points[REPEATS_COLUMN]})
         shown = "/".join(str(n) for n in counts)
-        return f"mean of {shown} repeats; error bars: 95 % Student's t interval over the repeats"
+        return f"mean of {shown} repeats; error bars: 95 % Student's t interval over the repeats"
     return within_run
 
 
@@ -254,8 +255,15 @@ def _worker_ticks(ax: Axes, workers: Sequence[int]) -> bool:
     return logarithmic
 
 
+TITLE_CHARACTERS_PER_INCH = 11  # of the suptitle's medium font in seaborn's notebook context
+
+
 def _title(figure: Figure, headline: str, detail: str) -> None:
-    figure.suptitle(f"{headline}\n{detail}", fontsize="medium")
+    """The headline, and the detail wrapped to the figure's width, so that a one-panel figure
+    shows all of it."""
+    width = int(figure.get_figwidth() * TITLE_CHARACTERS_PER_INCH)
+    lines = [textwrap.fill(line, width) for line in detail.split("\n")]
+    figure.suptitle("\n".join([headline, *lines]), fontsize="medium")
 
 
 def _note_empty(ax: Axes, message: str) -> None:
@@ -317,7 +325,7 @@ def throughput_figure(finished: pd.DataFrame) -> Figure:
     _label(axes, min(len(panels), MAX_PANEL_COLUMNS), WORKERS_LABEL, "Throughput (samples/s)", panels)
     _title(figure, "Steady-state training throughput",
            "samples / time in training steps; first epoch left out; "
-           + _interval_text(finished, "error bars: 95 % CI of the mean"))
+           + _interval_text(finished, "error bars: 95 % CI of the mean"))
     _batch_legend(figure, palette, finished)
     references = [Line2D([], [], color=REFERENCE_COLOR, ls="--", label="ideal linear scaling (N × 1-worker)")] if any_ideal else []
     _reference_legend(axes[-1], references + ([DIVERGED_HANDLE] if any_diverged else []), "Reference")
@@ -354,8 +362,8 @@ def throughput_vs_batch_figure(finished: pd.DataFrame) -> Figure:
                    else "Per-worker batch size (samples)")
     _label(axes, min(len(panels), MAX_PANEL_COLUMNS), batch_label, "Throughput (samples/s)", panels)
     _title(figure, "Throughput vs batch size",
-           "steady-state samples/s of all workers together (first epoch left out); it rises with the batch "
-           "until the device is busy, then flattens; " + _interval_text(finished, "error bars: 95 % CI of the mean"))
+           "steady-state samples/s, all workers together, first epoch left out;\n"
+           + _interval_text(finished, "error bars: 95 % CI of the mean"))
     handles: list[Line2D | Patch] = [Patch(color=color, label=str(workers)) for workers, color in colors.items()]
     if handles:
         figure.legend(handles=handles, title=WORKERS_LABEL, loc="outside lower center", ncols=min(len(handles), 6))

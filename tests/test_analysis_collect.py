@@ -459,3 +459,18 @@ def test_assessment_and_strong_scaling_reach_the_tables_from_the_command_line(tm
     figures_main([str(study / "runs.csv"), str(study / "epochs.csv"), "--out", str(tmp_path / "figures")])
     svg = (tmp_path / "figures" / "scaling_efficiency.svg").read_text()
     assert "Strong-scaling efficiency" in svg and "Global batch size" in svg
+
+
+def test_an_lr_axis_keeps_each_epochs_scheduled_lr_beside_it(tmp_path: Path) -> None:
+    study = tmp_path / "lr_axis"
+    for lr in (0.1, 0.2):
+        name = f"bs32-gpus2-lr{lr}"
+        cell_params = params(32, 2, lr=lr)
+        records = [meta(cell_params, 2)] + [epoch(n, float(n), 100.0, 0.5, 2) | {"lr": lr * n} for n in (1, 2)]
+        write_cell(study, name, records, summary(name, cell_params, "complete", 2, 2.0, 0.5)
+                   | {"grid_axes": ["batch_size", "gpus", "lr"]})
+    runs, epochs = collect_study(study)
+    assert list(epochs.columns).count("lr") == 1
+    assert epochs.set_index(["cell", "epoch"])[["lr", "epoch_lr"]].loc["bs32-gpus2-lr0.2"].to_dict("list") == {
+        "lr": [0.2, 0.2], "epoch_lr": [0.2, 0.4]}
+    assert sorted(runs["lr"]) == [0.1, 0.2]

@@ -173,7 +173,7 @@ BAD_INPUTS = [
     Case("unknown-model", lambda c: fixed(c).update(model="resnet50"),
          E + f"{S}.fixed.model = 'resnet50' is not allowed (did you mean 'wide_resnet'?); use one of 'linear', 'cnn', 'wide_resnet'"),
     Case("unknown-optimizer", lambda c: fixed(c).update(optimizer="adamm"),
-         E + f"{S}.fixed.optimizer = 'adamm' is not allowed (did you mean 'adam'?); use one of 'sgd', 'adam', 'adamw', 'lars', 'lamb', 'novograd'"),
+         E + f"{S}.fixed.optimizer = 'adamm' is not allowed (did you mean 'adam'?); use one of 'sgd', 'adam', 'adamw', 'lars', 'larc', 'lamb', 'novograd'"),
     Case("unknown-executor", lambda c: launcher(c).update(executor="kubernetes"),
          E + "launcher.executor = 'kubernetes' is not allowed; use one of 'local', 'slurm'"),
     # --- empty or missing ------------------------------------------------------------------
@@ -240,9 +240,6 @@ BAD_INPUTS = [
          E + f"{S}.scaling = 'strnog' is not allowed (did you mean 'strong'?); use one of 'weak', 'strong'"),
     Case("zero-time-budget", lambda c: study(c).update(time_budget_s=0),
          E + f"{S}.time_budget_s = 0 is too small; it must be > 0"),
-    Case("trust-clip-without-lars", lambda c: fixed(c).update(optimizer="lamb", trust_clip=True),
-         E + f"{S}, cell bs16-gpus1: trust_clip = true with optimizer 'lamb': LARC's trust clipping is an option "
-         "of optimizer 'lars'"),
     # --- soft problems: one warning line, and the dry run goes on -------------------------
     Case("strong-scaling-with-scaled-lr", lambda c: study(c).update(scaling="strong"),
          W + f"{S}: scaling = 'strong' with lr_scaling = 'linear': the global batch does not grow with the "

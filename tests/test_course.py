@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from conftest import default_config, run_snakemake, write_config
 
-from analysis import FIGURE_NAMES, LAB1_FIGURE_NAMES
+from analysis import ASSESSMENT_FIGURE_NAMES, FIGURE_NAMES, LAB1_FIGURE_NAMES
 from analysis.collect import collect_tables
 from jobs.cell import CellDir
 from jobs.plan.config import ConfigError
@@ -161,3 +161,84 @@ def test_lab1_runs_by_name_and_draws_its_figures(tmp_path):
     assert updates.groupby("cell").size().to_dict() == expected
     for name in (*FIGURE_NAMES, *LAB1_FIGURE_NAMES):
         assert (study / "figures" / f"{name}.png").stat().st_size > 10_000, name
+
+
+# ----------------------------------------------------------------------------- the lessons reproduce
+
+def test_gradient_descent_reaches_the_least_squares_optimum_while_batch_1_sgd_hovers_around_it(tmp_path):
+    """Lab 1's lesson, from the tool's own recorded updates: at a fixed learning rate the full
+    batch converges to the least-squares fit of the data, while batch 1's gradient noise keeps
+    it moving in a cloud around that point (its mean is near the optimum, its path is not)."""
+    (x, y), _ = linear_splits(0, 100)
+    (w_star, b_star), *_ = np.linalg.lstsq(np.column_stack([x, np.ones_like(x)]), y, rcond=None)
+    optimum = np.array([w_star, b_star])
+    # 0.025 is below 2 / the largest eigenvalue of the MSE's Hessian (about 0.029); batch 1 needs
+    # an lr below 2 / (2 max x^2) = 0.01 to stay stable, so both run at steps they can take.
+    gd = run_linear_cell(tmp_path, "gd", batch_size=100, epochs=900, lr=0.025)
+    sgd = run_linear_cell(tmp_path, "sgd1", batch_size=1, epochs=60, lr=0.005)
+    updates = collect_tables(tmp_path, [gd.name, sgd.name]).updates
+    path = {cell: group[["weight", "bias"]].to_numpy() for cell, group in updates.groupby("cell")}
+    gd_error = np.linalg.norm(path["gd"][-1] - optimum)
+    assert gd_error < 1e-3
+    last_epochs = path["sgd1"][-1000:]  # its last 10 epochs, 100 updates each
+    distances = np.linalg.norm(last_epochs - optimum, axis=1)
+    assert np.median(distances) > 30 * gd_error and np.median(distances) > 0.01  # it does not settle
+    assert np.linalg.norm(last_epochs.mean(axis=0) - optimum) < 0.5 * np.median(distances)  # but circles the optimum
+    assert np.linalg.norm(optimum) > 10 * np.median(distances)  # small beside the way from w = b = 0
+
+
+def run_named_study(tmp_path, name: str) -> pd.DataFrame:
+    """Run a shipped study by name at its small size; its runs.csv, after checking that every
+    cell finished and every figure it is due was drawn."""
+    write_config(tmp_path, copy.deepcopy(default_config()))
+    result = run_snakemake(tmp_path, "--config", f"study={name}")
+    assert result.returncode == 0, result.stderr[-4000:]
+    study = tmp_path / "results" / name
+    runs = pd.read_csv(study / "runs.csv")
+    assert set(runs["status"]) <= {"complete", "diverged"}, runs[["cell", "status", "problem"]]
+    names = FIGURE_NAMES + (ASSESSMENT_FIGURE_NAMES if runs["time_budget_s"].notna().any() else ())
+    for figure in names:
+        assert (study / "figures" / f"{figure}.png").stat().st_size > 10_000, figure
+    return runs
+
+
+@pytest.mark.workflow
+def test_throughput_rises_with_the_batch_size_and_flattens(tmp_path):
+    """Lab 1 part 2's lesson on this machine's CPU: small batches leave the device idle between
+    steps, so a 4x larger batch gains much at the bottom of the range and little at the top."""
+    runs = run_named_study(tmp_path, "lab1_batch_size")
+    throughput = runs.set_index("batch_size")["throughput"]
+    assert sorted(throughput.index) == [8, 16, 32, 64, 128, 256, 512]
+    low_gain, high_gain = throughput[32] / throughput[8], throughput[512] / throughput[128]
+    assert low_gain > 1.5
+    assert high_gain < 0.75 * low_gain
+
+
+@pytest.mark.workflow
+def test_lab3_optimizers_run_on_two_workers_and_are_assessed(tmp_path):
+    runs = run_named_study(tmp_path, "lab3_optimizers")
+    assert sorted(runs["optimizer"]) == ["lamb", "larc", "lars", "novograd", "sgd"]
+    assert set(runs["world_size"]) == {2}
+    epochs = pd.read_csv(tmp_path / "results" / "lab3_optimizers" / "epochs.csv")
+    budget = float(runs["time_budget_s"].iloc[0])
+    for run in runs.itertuples():
+        curve = epochs[epochs["cell"] == run.cell].sort_values("epoch")
+        held = (curve["val_accuracy"] >= run.target_accuracy).rolling(int(run.patience)).sum() == run.patience
+        reached = curve.loc[held, "wall_time_s"]
+        assert run.assessment == ("pass" if len(reached) and reached.iloc[0] <= budget else "fail"), run.cell
+
+
+@pytest.mark.workflow
+def test_a_high_lr_without_warmup_diverges_where_the_same_run_warmed_up_trains(tmp_path):
+    """Lab 3's lesson, from the shipped study at its small size: lr 6 x 4 workers blows up in
+    the first epoch, recorded as diverged (not a crash) and plotted; warmed up over 3 epochs
+    from 1/4 of it, the same run trains."""
+    runs = run_named_study(tmp_path, "lab3_lr_warmup").set_index("cell")
+    cold, warm = runs.loc["bs16-gpus4-scale_linear-warmup0"], runs.loc["bs16-gpus4-scale_linear-warmup3"]
+    assert (cold["status"], cold["stop_reason"], cold["assessment"]) == ("diverged", "diverged", "fail")
+    assert cold["epochs_run"] == 1
+    assert warm["status"] == "complete" and warm["best_val_accuracy"] >= 0.9
+    epochs = pd.read_csv(tmp_path / "results" / "lab3_lr_warmup" / "epochs.csv")
+    first = epochs[epochs["epoch"] == 1].set_index("cell")["train_loss"]
+    initial = math.log(10)  # the untrained model's cross-entropy over 10 classes, about
+    assert first[cold.name] > 10 * initial > first[warm.name]  # the divergence rule's factor 10

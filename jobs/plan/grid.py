@@ -40,7 +40,6 @@ AXIS_ABBREVIATIONS = {
     "data_path": "path",
     "loader_workers": "loaders",
     "trust_coefficient": "trust",
-    "trust_clip": "clip",
 }
 FIRST_AXES = ("batch_size", "gpus")
 CELL_ID_PATTERN = r"[A-Za-z0-9_.\-]+"

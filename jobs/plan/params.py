@@ -31,14 +31,14 @@ class TrainParams:
     lr_schedule: Literal["constant", "step", "cosine"] = "constant"
     lr_decay_epochs: list[float] = field(default_factory=list)
     lr_decay_factor: float = 0.1
-    # lars, lamb, novograd: the layer-wise adaptive optimizers of Lab 3 (pytorch-optimizer's).
-    optimizer: Literal["sgd", "adam", "adamw", "lars", "lamb", "novograd"] = "sgd"
-    momentum: float = 0.9  # sgd and lars
+    # lars, larc, lamb, novograd: the layer-wise adaptive optimizers of Lab 3 (pytorch-optimizer's;
+    # larc is LARS with LARC's trust clipping, a value of its own so that a grid can cross it).
+    optimizer: Literal["sgd", "adam", "adamw", "lars", "larc", "lamb", "novograd"] = "sgd"
+    momentum: float = 0.9  # sgd, lars and larc
     weight_decay: float = 0.0
-    # LARS: each layer's lr is lr x trust_coefficient x |w| / |g| (You et al. 2017); with
-    # trust_clip, LARC's clipping: min(trust_coefficient x |w| / |g|, lr), never above the global lr.
+    # lars: each layer's lr is lr x trust_coefficient x |w| / |g| (You et al. 2017); larc clips
+    # it: min(trust_coefficient x |w| / |g|, lr), never above the global lr.
     trust_coefficient: float = 0.001
-    trust_clip: bool = False
     seed: int = 0
     width: int = 1
     depth: int = 16
@@ -107,9 +107,6 @@ class TrainParams:
         if self.record_updates and not (self.model == "linear" and self.dataset == "linear"):
             found.append(f"record_updates = true with model {self.model!r} on dataset {self.dataset!r}: (w, b) "
                          "per update is recorded for Lab 1's linear model only (model and dataset 'linear')")
-        if self.trust_clip and self.optimizer != "lars":
-            found.append(f"trust_clip = true with optimizer {self.optimizer!r}: LARC's trust clipping is an option "
-                         "of optimizer 'lars'")
         if self.fail_at_epoch is not None and self.fail_at_epoch > self.epochs:
             found.append(f"fail_at_epoch = {self.fail_at_epoch}: must be at most epochs = {self.epochs}")
         return found + self.data_size_problems()

@@ -42,7 +42,7 @@ def make_optimizer(params: TrainParams, model: torch.nn.Module) -> torch.optim.O
         return torch.optim.Adam(weights, lr=lr, weight_decay=decay)
     if params.optimizer == "adamw":
         return torch.optim.AdamW(weights, lr=lr, weight_decay=decay)
-    if params.optimizer == "lars" and params.trust_clip:
+    if params.optimizer == "larc":
         return LARC(weights, lr=lr, momentum=params.momentum, weight_decay=decay,
                     trust_coefficient=params.trust_coefficient)
     import pytorch_optimizer  # only the cells that use it pay for its import
