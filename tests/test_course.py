@@ -242,3 +242,24 @@ def test_a_high_lr_without_warmup_diverges_where_the_same_run_warmed_up_trains(t
     first = epochs[epochs["epoch"] == 1].set_index("cell")["train_loss"]
     initial = math.log(10)  # the untrained model's cross-entropy over 10 classes, about
     assert first[cold.name] > 10 * initial > first[warm.name]  # the divergence rule's factor 10
+
+
+@pytest.mark.workflow
+def test_lab2_runs_by_name_and_a_strong_scaling_study_splits_its_global_batch(tmp_path):
+    runs = run_named_study(tmp_path / "lab2", "lab2_horovod")
+    assert sorted(runs["gpus"]) == [1, 2] and set(runs["batch_size"]) == {64}  # weak: per-worker batch fixed
+
+    config = copy.deepcopy(default_config())
+    config["studies"] = {"strong": {"scaling": "strong", "grid": {"batch_size": [64], "gpus": [1, 2]},
+                                    "fixed": {**config["studies"]["default"]["fixed"], "lr_scaling": "none",
+                                              "epochs": 3}}}
+    write_config(tmp_path, config)
+    result = run_snakemake(tmp_path)
+    assert result.returncode == 0, result.stderr[-4000:]
+    strong = pd.read_csv(tmp_path / "results" / "strong" / "runs.csv").set_index("gpus")
+    assert sorted(strong["cell"]) == ["gbs64-gpus1", "gbs64-gpus2"]
+    assert strong["batch_size"].to_dict() == {1: 64, 2: 32} and set(strong["global_batch"]) == {64}
+    epochs = pd.read_csv(tmp_path / "results" / "strong" / "epochs.csv")
+    steady = epochs[epochs["epoch"] > 1].groupby("world_size")["steps_s"].mean()  # T_N, first epoch left out
+    # rel: the table averages per-epoch rates, this the per-epoch times
+    assert strong.loc[2, "efficiency"] == pytest.approx(steady[1] / (2 * steady[2]), rel=0.05)
