@@ -263,3 +263,17 @@ def test_lab2_runs_by_name_and_a_strong_scaling_study_splits_its_global_batch(tm
     steady = epochs[epochs["epoch"] > 1].groupby("world_size")["steps_s"].mean()  # T_N, first epoch left out
     # rel: the table averages per-epoch rates, this the per-epoch times
     assert strong.loc[2, "efficiency"] == pytest.approx(steady[1] / (2 * steady[2]), rel=0.05)
+
+
+def test_the_full_size_may_move_a_parameter_between_grid_and_fixed():
+    from jobs.plan.studies import NamedStudy
+
+    spec = {"grid": {"batch_size": [8], "gpus": [1], "lr": [0.1, 0.2]}, "fixed": {"momentum": 0.9, "epochs": 2},
+            "time_budget_s": 1.0,
+            "full": {"grid": {"momentum": [0.0, 0.9]}, "fixed": {"lr": 0.3}, "time_budget_s": 300}}
+    full = NamedStudy("s", SHIPPED_STUDIES_DIR / "s.yaml", spec).at_size("full")
+    assert full["grid"] == {"batch_size": [8], "gpus": [1], "momentum": [0.0, 0.9]}
+    assert full["fixed"] == {"epochs": 2, "lr": 0.3}
+    assert full["time_budget_s"] == 300
+    small = NamedStudy("s", SHIPPED_STUDIES_DIR / "s.yaml", spec).at_size("small")
+    assert (small["grid"], small["fixed"], small["time_budget_s"]) == (spec["grid"], spec["fixed"], 1.0)

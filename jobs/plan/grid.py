@@ -47,9 +47,6 @@ CELL_ID_PATTERN = r"[A-Za-z0-9_.\-]+"
 MAX_CELLS_PER_STUDY = 4096
 
 
-SCALING_MODES = ("weak", "strong")
-
-
 @dataclass(frozen=True)
 class Study:
     name: str
@@ -137,10 +134,6 @@ def expand_study(name: str, spec: dict[str, Any], launcher: LauncherSettings) ->
     scaling = spec.get("scaling", "weak")
     cells: dict[str, TrainParams] = {}
     warnings: dict[str, None] = {}  # ordered and without repeats: one line however many cells share it
-    if scaling == "strong" and fixed.get("lr_scaling", TrainParams.lr_scaling) != "none":
-        warnings[f"studies.{name}: scaling = 'strong' with lr_scaling = "
-                 f"{fixed.get('lr_scaling', TrainParams.lr_scaling)!r}: the global batch does not grow with the "
-                 "workers, so the lr should not either; use lr_scaling: none"] = None
     for combination in itertools.product(*(grid[axis] for axis in axes)):
         values = dict(zip(axes, combination))
         cid = cell_id(values, scaling)
@@ -153,6 +146,11 @@ def expand_study(name: str, spec: dict[str, Any], launcher: LauncherSettings) ->
                               "give the grid values that differ within 6 significant digits")
         cells[cid] = params
         warnings.update(dict.fromkeys(f"studies.{name}: {text}" for text in params.warnings()))
+    scaled = sorted({params.lr_scaling for params in cells.values()} - {"none"})
+    if scaling == "strong" and scaled:
+        warnings[f"studies.{name}: scaling = 'strong' with lr_scaling = {', '.join(map(repr, scaled))}: the "
+                 "global batch does not grow with the workers, so the lr should not either; use lr_scaling: none"
+                 ] = None
     return Study(name=name, axes=axes, cells=cells, warnings=tuple(warnings), scaling=scaling,
                  time_budget_s=spec.get("time_budget_s"))
 

@@ -48,8 +48,12 @@ class NamedStudy:
         if size == "full":
             full = self.spec.get("full") or {}
             study.update({key: value for key, value in full.items() if key not in ("grid", "fixed")})
-            study["grid"] = {**study.get("grid", {}), **(full.get("grid") or {})}
-            study["fixed"] = {**study.get("fixed", {}), **(full.get("fixed") or {})}
+            full_grid, full_fixed = full.get("grid") or {}, full.get("fixed") or {}
+            # A parameter the full size moves between grid and fixed leaves the other.
+            study["grid"] = {**{key: value for key, value in study.get("grid", {}).items() if key not in full_fixed},
+                             **full_grid}
+            study["fixed"] = {**{key: value for key, value in study.get("fixed", {}).items() if key not in full_grid},
+                              **full_fixed}
         return study
 
     def result_name(self, size: str) -> str:
