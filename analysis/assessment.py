@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import PercentFormatter
 
-from analysis.figures import REFERENCE_COLOR, save_figure
+from analysis.figures import REFERENCE_COLOR, WORKER_MARKERS, save_figure
 
 VERDICT_COLORS = {"pass": "#1b7837", "fail": "#b2182b"}
 VERDICT_STYLES = {"pass": "-", "fail": "--"}
@@ -34,12 +34,11 @@ def assessment_figure(runs: pd.DataFrame, epochs: pd.DataFrame) -> Figure:
     figure = Figure(figsize=(9.0, 6.5), layout="constrained")
     ax = figure.subplots()
     handles = []
-    markers = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "<", ">")
     for index, (cell, verdict) in enumerate(judged[["cell", "assessment"]].itertuples(index=False)):
         curve = epochs[epochs["cell"] == cell].sort_values("epoch")
         wall = pd.to_numeric(curve["wall_time_s"], errors="coerce")
         accuracy = pd.to_numeric(curve["val_accuracy"], errors="coerce")
-        marker = markers[index % len(markers)]
+        marker = WORKER_MARKERS[index % len(WORKER_MARKERS)]  # one per cell here
         ax.plot(wall, accuracy, color=VERDICT_COLORS[verdict], ls=VERDICT_STYLES[verdict], marker=marker, ms=5)
         handles.append(Line2D([], [], color=VERDICT_COLORS[verdict], ls=VERDICT_STYLES[verdict], marker=marker,
                               label=f"{verdict}: {cell}"))

@@ -132,6 +132,10 @@ def is_strong_scaling(frame: pd.DataFrame) -> bool:
     return "scaling" in frame.columns and bool((frame["scaling"] == "strong").any())
 
 
+def batch_title(frame: pd.DataFrame) -> str:
+    return GLOBAL_BATCH_LEGEND_TITLE if is_strong_scaling(frame) else BATCH_LEGEND_TITLE
+
+
 def over_replicates(finished: pd.DataFrame) -> pd.DataFrame:
     """With a replicate axis (repeat, seed), one row per panel, batch size and workers: the
     mean over the repeats and its Student's t interval (collect.py's *_over_repeats
@@ -231,8 +235,7 @@ def _batch_legend(figure: Figure, palette: dict[int, tuple[float, float, float]]
     ]
     if handles:
         fitting_columns = max(3, int(figure.get_figwidth() / LEGEND_ENTRY_WIDTH_IN))
-        title = GLOBAL_BATCH_LEGEND_TITLE if is_strong_scaling(finished) else BATCH_LEGEND_TITLE
-        figure.legend(handles=handles, title=title, loc="outside lower center",
+        figure.legend(handles=handles, title=batch_title(finished), loc="outside lower center",
                       ncols=min(len(handles), fitting_columns))
 
 
@@ -358,9 +361,7 @@ def throughput_vs_batch_figure(finished: pd.DataFrame) -> Figure:
         ax.set_xticks(range(len(batch_levels)), [str(level) for level in batch_levels])
         ax.grid(False, axis="x")
         ax.set_ylim(bottom=0)
-    batch_label = ("Global batch size (samples, all workers)" if is_strong_scaling(finished)
-                   else "Per-worker batch size (samples)")
-    _label(axes, min(len(panels), MAX_PANEL_COLUMNS), batch_label, "Throughput (samples/s)", panels)
+    _label(axes, min(len(panels), MAX_PANEL_COLUMNS), batch_title(finished), "Throughput (samples/s)", panels)
     _title(figure, "Throughput vs batch size",
            "steady-state samples/s, all workers together, first epoch left out;\n"
            + _interval_text(finished, "error bars: 95 % CI of the mean"))

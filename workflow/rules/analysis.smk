@@ -42,16 +42,8 @@ rule plot_study:
         runs=f"{RESULTS}/{{study}}/runs.csv",
         epochs=f"{RESULTS}/{{study}}/epochs.csv",
     output:
-        **{
-            name: report(
-                f"{RESULTS}/{{study}}/figures/{name}.png",
-                caption=f"../report/{name}.rst",
-                category="{study}",
-                subcategory="figures",
-            )
-            for name in FIGURE_NAMES
-        },
-        svg=expand(f"{RESULTS}/{{{{study}}}}/figures/{{name}}.svg", name=FIGURE_NAMES),
+        **figure_pngs(FIGURE_NAMES),
+        svg=figure_svgs(FIGURE_NAMES),
     params:
         python=lambda wildcards, output: PYTHON,
         figures_dir=lambda wildcards, output: str(Path(output.svg[0]).parent),
@@ -71,16 +63,8 @@ rule plot_lab1:
         epochs=f"{RESULTS}/{{study}}/epochs.csv",
         updates=f"{RESULTS}/{{study}}/updates.csv",
     output:
-        **{
-            name: report(
-                f"{RESULTS}/{{study}}/figures/{name}.png",
-                caption=f"../report/{name}.rst",
-                category="{study}",
-                subcategory="figures",
-            )
-            for name in LAB1_FIGURE_NAMES
-        },
-        svg=expand(f"{RESULTS}/{{{{study}}}}/figures/{{name}}.svg", name=LAB1_FIGURE_NAMES),
+        **figure_pngs(LAB1_FIGURE_NAMES),
+        svg=figure_svgs(LAB1_FIGURE_NAMES),
     params:
         python=lambda wildcards, output: PYTHON,
         figures_dir=lambda wildcards, output: str(Path(output.svg[0]).parent),
@@ -99,16 +83,8 @@ rule plot_assessment:
         runs=f"{RESULTS}/{{study}}/runs.csv",
         epochs=f"{RESULTS}/{{study}}/epochs.csv",
     output:
-        **{
-            name: report(
-                f"{RESULTS}/{{study}}/figures/{name}.png",
-                caption=f"../report/{name}.rst",
-                category="{study}",
-                subcategory="figures",
-            )
-            for name in ASSESSMENT_FIGURE_NAMES
-        },
-        svg=expand(f"{RESULTS}/{{{{study}}}}/figures/{{name}}.svg", name=ASSESSMENT_FIGURE_NAMES),
+        **figure_pngs(ASSESSMENT_FIGURE_NAMES),
+        svg=figure_svgs(ASSESSMENT_FIGURE_NAMES),
     params:
         python=lambda wildcards, output: PYTHON,
         figures_dir=lambda wildcards, output: str(Path(output.svg[0]).parent),

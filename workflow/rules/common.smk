@@ -87,6 +87,20 @@ def get_analysis_args(wildcards):
     return " ".join(["--scaling", analysis.scaling, *budget])
 
 
+def figure_pngs(names):
+    """A figure rule's PNG outputs by name, each in the study's group of the HTML report with
+    its caption (workflow/report/<name>.rst)."""
+    return {
+        name: report(f"{RESULTS}/{{study}}/figures/{name}.png", caption=f"../report/{name}.rst",
+                     category="{study}", subcategory="figures")
+        for name in names
+    }
+
+
+def figure_svgs(names):
+    return [f"{RESULTS}/{{study}}/figures/{name}.svg" for name in names]
+
+
 def get_cell_summaries(wildcards):
     return cell_summaries(wildcards.study)
 
