@@ -27,8 +27,10 @@ import pandas as pd
 from analysis.metrics import (
     REPLICATE_AXES,
     across_replicates,
+    pooled_noise_scale,
     speedup_and_efficiency,
     steady_state_throughput,
+    steady_step_time,
     time_to_accuracy,
 )
 from jobs.cell import FINISHED_STATUSES, STARTUP_EPOCH, CellDir, EpochRecord, MetricsLog
@@ -46,6 +48,11 @@ RESULT_COLUMNS = (
     "throughput",
     "throughput_ci95",
     "time_to_target_s",
+    "steps_to_target",
+    "samples_to_target",
+    "time_per_step_s",
+    "step_time_s",
+    "noise_scale",
     "wall_time_to_target_s",
     "assessment",
     "best_val_accuracy",
@@ -62,6 +69,9 @@ RESULT_COLUMNS = (
     "efficiency",
     "startup_s",
     "queue_time_s",
+    "gradient_bytes",
+    "workers_per_node",
+    "oversubscription",
     "restarts",
     "job_id",
     "problem",
@@ -186,6 +196,8 @@ def run_row(cell: Cell, grid_axes: list[str], study: str) -> dict[str, Any]:
     params = cell.params
     epochs = pd.DataFrame(cell.log.epochs, columns=[*EPOCH_FIELDS, STARTUP_EPOCH_COLUMN])
     accuracies = pd.to_numeric(epochs["val_accuracy"], errors="coerce")
+    epochs["cumulative_steps"] = pd.to_numeric(epochs["steps"], errors="coerce").cumsum()
+    epochs["cumulative_samples"] = pd.to_numeric(epochs["samples"], errors="coerce").cumsum()
     samples_per_s = pd.to_numeric(epochs["samples_per_s"], errors="coerce").fillna(
         pd.to_numeric(epochs["samples"], errors="coerce") / pd.to_numeric(epochs["epoch_time_s"], errors="coerce")
     )
@@ -202,6 +214,12 @@ def run_row(cell: Cell, grid_axes: list[str], study: str) -> dict[str, Any]:
         )
 
     time_split = {column: _sum_or_none(epochs[part]) for part, column in TIME_SPLIT_COLUMNS.items()}
+    # Time to target = steps to target (statistical efficiency) x time per step (hardware efficiency).
+    steps_to_target = time_to_target("cumulative_steps")
+    samples_to_target = time_to_target("cumulative_samples")
+    time_to_target_s = time_to_target("train_time_s")
+    reached = epochs.index[pd.to_numeric(epochs["cumulative_steps"], errors="coerce") == steps_to_target]
+    noise_until = int(reached[0]) + 1 if steps_to_target is not None and len(reached) else len(epochs)
     world_size = _world_size(cell)
     workers = _first_known(world_size, params.get("gpus"))
     batch_size = params.get("batch_size")
@@ -222,7 +240,19 @@ def run_row(cell: Cell, grid_axes: list[str], study: str) -> dict[str, Any]:
             "epochs_run": _first_known(summary.get("epochs_run"), len(epochs)),
             "throughput": throughput.mean,
             "throughput_ci95": throughput.ci95,
-            "time_to_target_s": time_to_target("train_time_s"),
+            "time_to_target_s": time_to_target_s,
+            "steps_to_target": _as_int(steps_to_target),
+            "samples_to_target": _as_int(samples_to_target),
+            "time_per_step_s": time_to_target_s / steps_to_target if time_to_target_s and steps_to_target else None,
+            "step_time_s": steady_step_time(
+                pd.to_numeric(epochs["steps_s"], errors="coerce").tolist(),
+                pd.to_numeric(epochs["steps"], errors="coerce").tolist(),
+                startup=epochs[STARTUP_EPOCH_COLUMN].astype(bool).tolist(),
+            ),
+            "noise_scale": pooled_noise_scale(
+                pd.to_numeric(epochs["grad_sq_norm"], errors="coerce").iloc[:noise_until].tolist(),
+                pd.to_numeric(epochs["grad_trace"], errors="coerce").iloc[:noise_until].tolist(),
+            ),
             "wall_time_to_target_s": time_to_target("wall_time_s"),
             "best_val_accuracy": _first_known(accuracies.max(), summary.get("best_val_accuracy")),
             "final_val_accuracy": accuracies.iloc[-1] if len(accuracies) else None,
@@ -233,6 +263,9 @@ def run_row(cell: Cell, grid_axes: list[str], study: str) -> dict[str, Any]:
             "efficiency": None,
             "startup_s": _first_known(summary.get("startup_s"), cell.last_meta.get("startup_s")),
             "queue_time_s": summary.get("queue_time_s"),
+            "gradient_bytes": cell.last_meta.get("gradient_bytes"),
+            "workers_per_node": cell.last_meta.get("local_size"),
+            "oversubscription": oversubscription(cell.last_meta),
             "restarts": _first_known(summary.get("restarts"), len(cell.log.metas) - 1 if cell.log.metas else None),
             "job_id": _first_known(summary.get("job_id"), cell.last_meta.get("job_id")),
             "problem": cell.problem,
@@ -246,6 +279,23 @@ def run_row(cell: Cell, grid_axes: list[str], study: str) -> dict[str, Any]:
         row[column] = _scalar(value)
     row[GRID_AXES_COLUMN] = " ".join(grid_axes)
     return row
+
+
+def _as_int(value: float | None) -> int | None:
+    return int(value) if value is not None and math.isfinite(value) else None
+
+
+def oversubscription(meta: Mapping[str, Any]) -> float | None:
+    """How many times over a CPU cell's workers on a node asked for its CPUs (workers x threads /
+    CPUs given, at least 1): the factor by which sharing cores slows their compute. 1 on a GPU."""
+    device = str(meta.get("device") or "")
+    if device.startswith("cuda"):
+        return 1.0
+    cpus = (meta.get("machine") or {}).get("cpus")
+    workers, threads = meta.get("local_size"), meta.get("threads_per_worker")
+    if not (cpus and workers and threads):
+        return None
+    return max(1.0, workers * threads / cpus)
 
 
 def epoch_column(name: str, grid_axes: Sequence[str]) -> str:

@@ -138,6 +138,29 @@ def time_to_accuracy(
     return None
 
 
+def steady_step_time(steps_s: Sequence[float | None], steps: Sequence[float | None],
+                     startup: Sequence[bool] | None = None) -> float | None:
+    """Seconds per training step in steady state: the median over the epochs (start-up epochs left
+    out while another remains, as for throughput) of each epoch's steps time / its steps."""
+    per_step = np.asarray(steps_s, dtype=float) / np.asarray(steps, dtype=float)
+    is_startup = np.zeros(per_step.size, bool) if startup is None else np.asarray(startup, dtype=bool)
+    measured = np.isfinite(per_step) & (per_step > 0)
+    kept = measured & ~is_startup if (measured & ~is_startup).any() else measured
+    return float(np.median(per_step[kept])) if kept.any() else None
+
+
+def pooled_noise_scale(gradient_sq_norm: Sequence[float | None], gradient_trace: Sequence[float | None]) -> float | None:
+    """B_simple over several epochs: the mean of their tr(Sigma) estimates over the mean of their
+    |G|^2 estimates (each unbiased, so their means are; the ratio is taken once, of the smoothed
+    values). Epochs without an estimate are left out; None when the pooled |G|^2 is not positive."""
+    norms = np.asarray(gradient_sq_norm, dtype=float)
+    traces = np.asarray(gradient_trace, dtype=float)
+    both = np.isfinite(norms) & np.isfinite(traces)
+    if not both.any() or norms[both].mean() <= 0 or traces[both].mean() <= 0:
+        return None
+    return float(traces[both].mean() / norms[both].mean())
+
+
 def speedup_and_efficiency(
     runs: pd.DataFrame,
     grid_axes: Sequence[str],

@@ -108,6 +108,9 @@ class MetaRecord(Record):
     steps_per_epoch: int | None = None
     samples_per_epoch: int | None = None
     initial_val_loss: float | None = None
+    # The gradient every step averages over the workers: parameters and bytes (the scaling model's M).
+    parameters: int | None = None
+    gradient_bytes: int | None = None
     # What the numbers were measured on: CPUs given, load average, GPU model, CUDA version.
     machine: dict[str, Any] | None = None
     versions: dict[str, str] | None = None
@@ -153,6 +156,14 @@ class EpochRecord(Record):
     bias: float | None = None
     # (w, b) after each update of the epoch, when the cell records them (record_updates).
     updates: list[list[float]] | None = None
+    # The gradient noise scale (jobs/train/noise.py), cells of 2+ workers: the epoch's mean squared
+    # norm of a worker's local gradient and of the averaged one, the unbiased estimates of |G|^2 and
+    # tr(Sigma) made from them, and B_simple = tr(Sigma) / |G|^2 (None unless both are positive).
+    grad_sq_norm_local: float | None = None
+    grad_sq_norm_averaged: float | None = None
+    grad_sq_norm: float | None = None
+    grad_trace: float | None = None
+    noise_scale: float | None = None
 
 
 TIME_PARTS = ("steps_s", "validation_s", "io_s", "wait_s", "other_s")

@@ -474,3 +474,33 @@ def test_an_lr_axis_keeps_each_epochs_scheduled_lr_beside_it(tmp_path: Path) -> 
     assert epochs.set_index(["cell", "epoch"])[["lr", "epoch_lr"]].loc["bs32-gpus2-lr0.2"].to_dict("list") == {
         "lr": [0.2, 0.2], "epoch_lr": [0.2, 0.4]}
     assert sorted(runs["lr"]) == [0.1, 0.2]
+
+
+def test_time_to_target_is_steps_to_target_times_time_per_step(tmp_path: Path) -> None:
+    study = tmp_path / "results" / "default"
+    two = params(64, 2)
+    steps = 12
+    accuracies = [0.5, 0.91, 0.93, 0.95]  # patience 2: the target is held from epoch 2, known at epoch 3
+    rates = [50.0, 100.0, 120.0, 110.0]
+    norms, traces = [5.0, 4.0, 3.0, 0.01], [100.0, 120.0, 150.0, 900.0]
+    records: list[dict[str, Any]] = [meta(two, 2, local_size=2, threads_per_worker=1, machine={"cpus": 1},
+                                          device="cpu", gradient_bytes=4000)]
+    train_time = 0.0
+    for number, (accuracy, rate, norm, trace) in enumerate(zip(accuracies, rates, norms, traces), start=1):
+        train_time += SAMPLES / rate
+        records.append({**epoch(number, train_time, rate, accuracy, 2), "steps": steps,
+                        "grad_sq_norm": norm, "grad_trace": trace, "noise_scale": trace / norm})
+    write_cell(study, "bs64-gpus2", records, summary("bs64-gpus2", two, "complete", 4, train_time, 0.95))
+    row = collect_study(study)[0].set_index("cell").loc["bs64-gpus2"]
+
+    assert row["steps_to_target"] == 3 * steps
+    assert row["samples_to_target"] == 3 * SAMPLES
+    time_to_target = sum(SAMPLES / rate for rate in rates[:3])
+    assert row["time_to_target_s"] == pytest.approx(time_to_target)
+    assert row["time_per_step_s"] == pytest.approx(time_to_target / (3 * steps))
+    assert row["steps_to_target"] * row["time_per_step_s"] == pytest.approx(row["time_to_target_s"])
+    # Steady state: the median over epochs 2-4 (epoch 1 carries the start-up) of each epoch's time per step.
+    assert row["step_time_s"] == pytest.approx(float(np.median([SAMPLES / rate / steps for rate in rates[1:]])))
+    # B_simple pooled over the epochs up to the one the target is known at: epoch 4's is left out.
+    assert row["noise_scale"] == pytest.approx(np.mean(traces[:3]) / np.mean(norms[:3]))
+    assert (row["gradient_bytes"], row["workers_per_node"], row["oversubscription"]) == (4000, 2, 2.0)

@@ -55,6 +55,9 @@ class TrainParams:
     # Record (w, b) after every update, for Lab 1's trajectories over the loss surface: the
     # one-input linear model only, whose two numbers cost one small copy per step.
     record_updates: bool = False
+    # The gradient noise scale B_simple per epoch, from the local and the averaged gradients'
+    # norms (jobs/train/noise.py): cells of 2+ workers; one dot product per parameter per step.
+    measure_noise_scale: bool = True
     fail_at_epoch: int | None = None
     # The index of a repeated measurement: it changes nothing in training (seed does),
     # only makes another cell, so a `repeat: [0, 1, 2]` axis measures run-to-run noise.

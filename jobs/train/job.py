@@ -24,12 +24,16 @@ What the numbers mean (jobs/cell.py's EpochRecord has the fields):
   the data order are functions of the epoch.
 - A run whose loss is not finite, or exceeds divergence_factor x the validation loss
   before training, ends as `diverged`: a result like any other.
+- With 2+ workers each epoch also records the gradient noise scale B_simple from the
+  local and the averaged gradients' norms (jobs/train/noise.py), summed on the device
+  and reduced with the other metrics: no extra collective.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 import os
 import platform
@@ -48,6 +52,7 @@ from jobs.train import rendezvous
 from jobs.train.workers import Workers, start_workers
 
 if TYPE_CHECKING:  # torch and what needs it are imported by the job itself, not by the launcher
+    from jobs.train.noise import GradientNoiseMeter
     from jobs.train.precision import Precision
 
 CHECKPOINT_VERSION = 2
@@ -116,6 +121,7 @@ def run_training(job: TrainingJob, workers: Workers, hostname: str, job_id: str,
 
     from jobs.train.data import epoch_seed, epoch_shard, load_dataset
     from jobs.train.models import build_model
+    from jobs.train.noise import NOT_MEASURED, GradientNoiseMeter, epoch_noise
     from jobs.train.optim import make_optimizer
     from jobs.train.precision import configure_precision
 
@@ -143,7 +149,8 @@ def run_training(job: TrainingJob, workers: Workers, hostname: str, job_id: str,
     precision = configure_precision(params, device, model)
     optimizer = workers.wrap_optimizer(make_optimizer(params, model), model)
     # The module is what is saved and broadcast; its compiled wrapper, if any, shares its parameters.
-    step = Step(model, torch.compile(model) if params.compile else model, optimizer, loss_fn, precision)
+    noise = GradientNoiseMeter(model, device) if world > 1 and params.measure_noise_scale else None
+    step = Step(model, torch.compile(model) if params.compile else model, optimizer, loss_fn, precision, noise)
     progress = Progress()
     if is_writer and cell.checkpoint.exists():
         progress = load_checkpoint(cell, step, params)
@@ -162,12 +169,15 @@ def run_training(job: TrainingJob, workers: Workers, hostname: str, job_id: str,
     if progress.first_started_at is None:
         progress.first_started_at = started
     compile_s = warm_up_compiled(step, train, val, params.batch_size, device) if params.compile else None
+    if noise is not None:
+        noise.discard()  # the warm-up's backward pass was no training step
     if progress.initial_val_loss is None:
         loss_sum, _, count = evaluate(step, val, classification)
         totals = workers.sum(torch.stack([loss_sum, count]).to("cpu", torch.float64), name="initial_val_loss")
         progress.initial_val_loss = float(totals[0] / totals[1])
 
     hosts = workers.allgather_object(hostname, name="hosts")
+    trained = [p for p in model.parameters() if p.requires_grad]
     startup_s = time.time() - started
     if is_writer:
         cell.trim_metrics(progress.epoch, EpochRecord.from_dict(progress.last_record) if progress.last_record else None)
@@ -189,6 +199,8 @@ def run_training(job: TrainingJob, workers: Workers, hostname: str, job_id: str,
             steps_per_epoch=steps_per_epoch,
             samples_per_epoch=samples_per_rank * world,
             initial_val_loss=finite_or_none(progress.initial_val_loss),
+            parameters=sum(p.numel() for p in trained),
+            gradient_bytes=sum(p.numel() * p.element_size() for p in trained),
             machine=machine(device),
             versions=versions(),
             params=params.to_dict(),
@@ -230,9 +242,11 @@ def run_training(job: TrainingJob, workers: Workers, hostname: str, job_id: str,
 
         mark = device_clock(device)
         # The epoch's one read from the device: every metric at once. Horovod: summed over workers.
-        local = torch.stack([loss_sum, val_loss_sum, val_correct, val_count, *linear_weights(model, params)])
-        local = local.to("cpu", torch.float64)
-        sums = workers.sum(local[:4], name="epoch_sums")
+        noise_totals = noise.take() if noise is not None else torch.zeros(3, dtype=torch.float64, device=device)
+        weights = linear_weights(model, params)
+        local = torch.cat([torch.stack([loss_sum, val_loss_sum, val_correct, val_count]).double(), noise_totals,
+                           torch.stack(weights).double() if weights else noise_totals[:0]]).to("cpu")
+        sums = workers.sum(local[:7], name="epoch_sums")
         slowest_steps_s = float(workers.max(torch.tensor([steps_s], dtype=torch.float64), name="epoch_steps_s")[0])
         wait_s += device_clock(device) - mark
 
@@ -243,7 +257,9 @@ def run_training(job: TrainingJob, workers: Workers, hostname: str, job_id: str,
         train_loss = float(sums[0]) / samples
         val_loss = float(sums[1] / sums[3])
         val_accuracy = float(sums[2] / sums[3]) if classification else None
-        weight, bias = (float(local[4]), float(local[5])) if len(local) > 4 else (None, None)
+        weight, bias = (float(local[7]), float(local[8])) if weights else (None, None)
+        gradient_noise = epoch_noise(float(sums[4]), float(sums[5]), float(sums[6]), params.batch_size, world) \
+            or NOT_MEASURED
         is_diverged = diverged(train_loss, val_loss, progress.initial_val_loss, params.divergence_factor)
         record = EpochRecord(
             epoch=epoch,
@@ -268,6 +284,11 @@ def run_training(job: TrainingJob, workers: Workers, hostname: str, job_id: str,
             weight=finite_or_none(weight),
             bias=finite_or_none(bias),
             updates=updates.read() if updates is not None else None,
+            grad_sq_norm_local=finite_or_none(gradient_noise.local_sq_norm),
+            grad_sq_norm_averaged=finite_or_none(gradient_noise.averaged_sq_norm),
+            grad_sq_norm=finite_or_none(gradient_noise.gradient_sq_norm),
+            grad_trace=finite_or_none(gradient_noise.gradient_trace),
+            noise_scale=finite_or_none(gradient_noise.noise_scale),
         )
         previous_loss = (progress.last_record or {}).get("train_loss")
         progress.add(record, params.target_accuracy)
@@ -340,6 +361,7 @@ class Step:
     optimizer: Any  # Horovod's DistributedOptimizer for several workers
     loss_fn: Any
     precision: Precision
+    noise: GradientNoiseMeter | None = None  # cells of 2+ workers: the gradient noise scale's sums
 
 
 def epoch_learning_rates(params: TrainParams, epoch: int, steps_per_epoch: int) -> list[float]:
@@ -359,25 +381,34 @@ def train_epoch(step: Step, train: Any, shard: Any, batch_size: int, rates: list
     detached tensor, no kernel); they are summed once, after the last step."""
     import torch
 
+    from jobs.train.precision import step_after_average
+
     step.model.train()
     optimizer, forward, loss_fn, precision = step.optimizer, step.forward, step.loss_fn, step.precision
     plain = precision.is_plain()
+    noise = step.noise
     losses = []
     lr = None
+    measure = None
     for index, (inputs, targets) in enumerate(train.batches(shard, batch_size)):
         if rates[index] != lr:
             lr = rates[index]
             for group in optimizer.param_groups:
                 group["lr"] = lr
+        if noise is not None:  # the estimators need batches of one size: a partial last batch is not counted
+            measure = functools.partial(noise.after_average, len(targets) == batch_size)
         optimizer.zero_grad()
         if plain:
             loss = loss_fn(forward(inputs), targets)
             loss.backward()
-            optimizer.step()
+            if measure is None:
+                optimizer.step()
+            else:
+                step_after_average(optimizer, measure)
         else:
             with precision.autocast():
                 loss = loss_fn(forward(precision.inputs(inputs)), targets)
-            precision.backward_and_step(loss, optimizer)
+            precision.backward_and_step(loss, optimizer, measure)
         losses.append(loss.detach())
         if after_update is not None:
             after_update(index)

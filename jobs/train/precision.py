@@ -9,6 +9,7 @@ scaler, whose state is checkpointed with the optimizer so a resumed run is exact
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,21 @@ import torch
 from jobs.plan.params import TrainParams
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+AfterAverage = Callable[[torch.Tensor | None], None]
+"""Called between averaging the gradients and the update, with the scale the local gradients carry
+(the gradient scaler's, or None): jobs/train/noise.py's measurement."""
+
+
+def step_after_average(optimizer: torch.optim.Optimizer, after_average: AfterAverage | None) -> None:
+    """The optimizer's step; with `after_average` and Horovod, its averaging first, then the call."""
+    if after_average is None or not hasattr(optimizer, "synchronize"):
+        optimizer.step()
+        return
+    optimizer.synchronize()  # Horovod: wait for the averaged gradients
+    after_average(None)
+    with optimizer.skip_synchronize():  # type: ignore[attr-defined]
+        optimizer.step()
 
 
 @dataclass
@@ -40,16 +56,19 @@ class Precision:
             return batch.contiguous(memory_format=torch.channels_last)
         return batch
 
-    def backward_and_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+    def backward_and_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer,
+                          after_average: AfterAverage | None = None) -> None:
         if self.scaler is None:
             loss.backward()
-            optimizer.step()
+            step_after_average(optimizer, after_average)
             return
         self.scaler.scale(loss).backward()
         if hasattr(optimizer, "synchronize"):
             # Horovod: average the gradients before unscaling them, then step without averaging again.
             optimizer.synchronize()
             self.scaler.unscale_(optimizer)
+            if after_average is not None:
+                after_average(self.scaler._get_scale_async())  # the scale of this backward, before update()
             with optimizer.skip_synchronize():  # type: ignore[attr-defined]
                 self.scaler.step(optimizer)
         else:
