@@ -19,10 +19,10 @@ def with_study(config: dict[str, Any], study: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
-def test_default_config_expands_to_four_readable_cells(config):
+def test_default_config_expands_to_six_readable_cells(config):
     plan = make_plan(config)
     cells = plan.studies["default"].cells
-    assert sorted(cells) == ["bs16-gpus1", "bs16-gpus2", "bs64-gpus1", "bs64-gpus2"]
+    assert sorted(cells) == sorted(f"bs{b}-gpus{n}" for b in (16, 32, 64) for n in (1, 2))
     assert cells["bs64-gpus2"].batch_size == 64 and cells["bs64-gpus2"].gpus == 2
     assert cells["bs16-gpus1"].dataset == config["studies"]["default"]["fixed"]["dataset"]
 
@@ -370,7 +370,8 @@ def test_status_reads_the_study_in_the_given_directory(config, tmp_path, monkeyp
     rows = [line.split() for line in capsys.readouterr().out.splitlines()]
     assert rows[0] == ["study", "cell", "job", "state", "elapsed", "epoch", "val_acc"]
     states = {row[1]: row[3] for row in rows[1:]}
-    assert states == {"bs16-gpus1": "complete", "bs16-gpus2": "not", "bs64-gpus1": "not", "bs64-gpus2": "not"}
+    assert states["bs16-gpus1"] == "complete" and len(states) == 6
+    assert {state for cell, state in states.items() if cell != "bs16-gpus1"} == {"not"}
     assert rows[1][4] == "00:01:01"
 
 

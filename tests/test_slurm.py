@@ -80,6 +80,8 @@ def start_snakemake(workdir: Path, profile: Path, env: dict[str, str]) -> subpro
 def test_default_study_on_slurm_gives_the_local_outputs(slurm_cluster, tmp_path):
     default, wide = unique("default"), unique("wide")
     config = default_config()
+    # The default study's settings on the 2 x 2 corner of its grid: the test cluster has 4 task slots.
+    config["studies"]["default"]["grid"] = {"batch_size": [16, 64], "gpus": [1, 2]}
     config["studies"] = {default: config["studies"]["default"],
                          wide: {"grid": {"batch_size": [32], "gpus": [4]},
                                 "fixed": {"epochs": 2, "train_subset": 400}}}

@@ -8,10 +8,12 @@ import os
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import default_config, run_snakemake, tiny_study, write_config
 
+from analysis import ANSWER_FIGURE_NAMES
 from analysis import FIGURE_NAMES as FIGURES
 
 pytestmark = pytest.mark.workflow
@@ -21,6 +23,10 @@ def study_config() -> dict:
     config = default_config()
     config["studies"] = {
         "tiny": tiny_study(),
+        # Learns within 3 epochs: 6 cells at 5 global batches reach the target, for the answer; 3 worker
+        # counts, so that the fit without the 4 workers still has 2 to learn communication from.
+        "answer": {"grid": {"batch_size": [16, 64], "gpus": [1, 2, 4]},
+                   "fixed": {**tiny_study()["fixed"], "lr": 0.1, "target_accuracy": 0.4}},
         # Lab 1's linear regression with far too large a learning rate: the loss overflows.
         "diverge": {"grid": {"batch_size": [16], "gpus": [1]},
                     "fixed": {"dataset": "linear", "model": "linear", "lr": 0.5, "epochs": 4}},
@@ -61,8 +67,57 @@ def test_html_report_holds_every_figure(first_run):
     result = run_snakemake(workdir, "--report", "report.html")
     assert result.returncode == 0, result.stderr[-3000:]
     html = (workdir / "report.html").read_text()
-    for name in FIGURES:
-        assert f"{name}.png" in html
+    for name in (*FIGURES, *ANSWER_FIGURE_NAMES, "answer.html"):
+        assert name in html, name
+
+
+def test_the_run_ends_with_the_answer_fastest_and_cheapest_over_measured_and_predicted(first_run):
+    workdir, result = first_run
+    study = workdir / "results/answer"
+    answer = (study / "answer.md").read_text()
+    assert "## answer: what to run to reach validation accuracy 0.4" in answer
+    assert answer in result.stdout + result.stderr  # printed at the end of the run
+    for name in ANSWER_FIGURE_NAMES:
+        assert (study / f"figures/{name}.png").stat().st_size > 1000, name
+    # The reference, from the tables: every measured cell that reached the target, and every
+    # predicted configuration the study did not run.
+    runs = pd.read_csv(study / "runs.csv")
+    reached = runs.dropna(subset=["time_to_target_s"])
+    measured = pd.DataFrame({"workers": reached["world_size"], "batch": reached["batch_size"],
+                             "time": reached["time_to_target_s"],
+                             "gpu_hours": reached["world_size"] * reached["time_to_target_s"] / 3600,
+                             "source": "measured"})
+    predicted = pd.read_csv(study / "predictions.csv")
+    run_pairs = set(zip(runs["world_size"], runs["batch_size"].astype(float)))
+    unmeasured = predicted[[(n, b) not in run_pairs for n, b in zip(predicted["workers"],
+                                                                      predicted["per_worker_batch"])]]
+    assert len(unmeasured) > 0 and unmeasured["time_to_target_s"].notna().all()
+    options = pd.concat([measured, pd.DataFrame({
+        "workers": unmeasured["workers"], "batch": unmeasured["per_worker_batch"],
+        "time": unmeasured["time_to_target_s"], "gpu_hours": unmeasured["gpu_hours"], "source": "predicted"})])
+    chosen = json.loads((study / "answer.json").read_text())
+    for key, column in (("fastest", "time"), ("cheapest", "gpu_hours")):
+        best = options.sort_values([column, "workers"]).iloc[0]
+        assert (chosen[key]["workers"], chosen[key]["per_worker_batch"]) == (best["workers"], best["batch"]), key
+        assert chosen[key]["time_to_target_s"] == pytest.approx(best["time"])
+        assert chosen[key]["source"] == best["source"]
+    # A prediction is predicted steps to target x predicted time per step.
+    np.testing.assert_allclose(predicted["time_to_target_s"],
+                               predicted["steps_to_target"] * predicted["time_per_step_s"], rtol=1e-9)
+
+
+def test_the_held_out_error_is_the_prediction_against_the_measured_step_time(first_run):
+    workdir, _ = first_run
+    study = workdir / "results/answer"
+    held = pd.read_csv(study / "holdout.csv")
+    runs = pd.read_csv(study / "runs.csv").set_index("cell")
+    assert sorted(held["workers"].unique()) == [4]  # the largest worker count, fitted without it
+    assert len(held) == 2
+    for row in held.itertuples():
+        measured = runs.loc[row.cell, "step_time_s"]
+        assert row.time_per_step_s == pytest.approx(measured)
+        assert row.relative_error == pytest.approx(row.predicted_s / measured - 1)
+    assert "Held out 4 workers" in (study / "answer.md").read_text()
 
 
 def test_each_rank_ran_as_its_own_horovod_process(first_run):

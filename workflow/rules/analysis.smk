@@ -6,6 +6,7 @@ localrules:
     plot_study,
     plot_lab1,
     plot_assessment,
+    answer_study,
 
 
 # The params `python` and the directories take `output`, which makes Snakemake count them as
@@ -95,3 +96,28 @@ rule plot_assessment:
     shell:
         "{params.python} -m analysis.assessment {input.runs} {input.epochs}"
         " --out {params.figures_dir} > {log} 2>&1"
+
+
+# The answer: critical batch, scaling model with its held-out error, the fastest and the
+# cheapest configuration to the target (measured or predicted); printed at the end of the run.
+rule answer_study:
+    input:
+        runs=f"{RESULTS}/{{study}}/runs.csv",
+        epochs=f"{RESULTS}/{{study}}/epochs.csv",
+    output:
+        html=report(f"{RESULTS}/{{study}}/answer.html", caption="../report/answer.rst", category="{study}",
+                    subcategory="answer"),
+        files=[f"{RESULTS}/{{study}}/{name}" for name in ANSWER_FILES],
+        **figure_pngs(ANSWER_FIGURE_NAMES),
+        svg=figure_svgs(ANSWER_FIGURE_NAMES),
+    params:
+        python=lambda wildcards, output: PYTHON,
+        study_dir=lambda wildcards, output: str(Path(output.html).parent),
+        figures_dir=lambda wildcards, output: str(Path(output.svg[0]).parent),
+    log:
+        f"{RESULTS}/{{study}}/logs/answer.log",
+    conda:
+        "../../environment.yml"
+    shell:
+        "{params.python} -m analysis.answer {input.runs} --epochs {input.epochs} --study {wildcards.study}"
+        " --out {params.study_dir} --figures {params.figures_dir} > {log} 2>&1"

@@ -1,7 +1,7 @@
 import sys
 from pathlib import Path
 
-from analysis import ASSESSMENT_FIGURE_NAMES, FIGURE_NAMES, LAB1_FIGURE_NAMES
+from analysis import ANSWER_FIGURE_NAMES, ANSWER_FILES, ASSESSMENT_FIGURE_NAMES, FIGURE_NAMES, LAB1_FIGURE_NAMES
 from jobs.cell import CellDir
 from jobs.plan.config import ConfigError
 from jobs.plan.grid import CELL_ID_PATTERN, make_plan
@@ -48,6 +48,7 @@ def get_final_outputs():
         outputs += cell_summaries(study)
         outputs.append(f"{RESULTS}/{study}/runs.csv")
         outputs += [f"{RESULTS}/{study}/figures/{name}.{ext}" for name in figure_names(study) for ext in ("png", "svg")]
+        outputs.append(f"{RESULTS}/{study}/answer.html")
     return outputs
 
 
@@ -62,7 +63,7 @@ def assessed(study):
 def figure_names(study):
     """Every study's figures, Lab 1's where the cells record (w, b) after each update, and the
     assessment where the study sets a time budget."""
-    return (FIGURE_NAMES + (LAB1_FIGURE_NAMES if records_updates(study) else ())
+    return (FIGURE_NAMES + ANSWER_FIGURE_NAMES + (LAB1_FIGURE_NAMES if records_updates(study) else ())
             + (ASSESSMENT_FIGURE_NAMES if assessed(study) else ()))
 
 
@@ -115,9 +116,20 @@ def get_cell(wildcards):
             "measured_with": PLAN.launcher.measured_with(params.gpus)}
 
 
+def print_answers():
+    """The end of a run: each study's answer (analysis/answer.py's answer.md), where it is as new
+    as the study's table (after a failure, runs.csv is rewritten with the partial results)."""
+    for study in PLAN.studies:
+        answer, runs = Path(RESULTS) / study / "answer.md", Path(RESULTS) / study / "runs.csv"
+        if answer.exists() and runs.exists() and answer.stat().st_mtime >= runs.stat().st_mtime:
+            print(f"\n{answer.read_text()}", flush=True)
+
+
 def collect_partial_results():
     """After a failure: tables and figures of what did finish, failed cells marked as such.
     The next run, once the failed cells are done, replaces them."""
+    from analysis.answer import write_answer
+    from analysis.answer_figures import make_answer_figures
     from analysis.assessment import make_assessment_figure
     from analysis.collect import write_tables
     from analysis.figures import make_all_figures
@@ -134,6 +146,8 @@ def collect_partial_results():
             make_lab1_figures(tables.runs, tables.epochs, tables.updates, study_dir / "figures")
         if assessed(study):
             make_assessment_figure(tables.runs, tables.epochs, study_dir / "figures")
+        answer = write_answer(tables.runs, study_dir, study)
+        make_answer_figures(answer, tables.epochs, tables.runs, study_dir / "figures")
         counts = tables.runs["status"].value_counts().to_dict()
         print(f"{study}: partial results in {study_dir} ({counts}); run the same command again to retry "
               "the cells that did not finish", file=sys.stderr)

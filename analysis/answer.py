@@ -1,0 +1,384 @@
+"""The study's answer: which worker count and batch size reach the target fastest, and
+which for the fewest GPU-hours, measured where the study ran them and predicted where
+it did not.
+
+    python -m analysis.answer results/<study>/runs.csv --out results/<study>
+
+writes answer.md (printed at the end of every run), answer.html (in the report),
+answer.json, predictions.csv and holdout.csv. Per group of cells that share every grid
+value but batch size, workers and replicate (seed, repeat):
+
+- the critical batch B_crit, fitted to the cells' steps to target over their global
+  batch (analysis/critical_batch.py), beside the gradient noise scale B_simple the
+  cells measured while training;
+- the time per step, fitted as compute plus ring-allreduce communication to the cells'
+  steady-state step times (analysis/scaling_model.py); its accuracy is measured by
+  fitting without the largest worker count and predicting it (holdout.csv);
+- predictions of time per step, throughput, efficiency and time to target for worker
+  counts up to 4x the largest run and per-worker batches between the smallest and
+  largest run; time to target = predicted steps to target x predicted time per step;
+- the answer: the fastest and the cheapest configuration over the measured cells and
+  the predicted ones not measured, each with its 95 % interval.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from analysis.critical_batch import CriticalBatchFit, fit_critical_batch
+from analysis.metrics import REPLICATE_AXES
+from analysis.scaling_model import Choice, StepTimeModel, choose, fit_step_time, holdout, predict
+
+FINISHED = ("complete", "diverged")
+GROUP_EXCLUDED_AXES = ("batch_size", "gpus", *REPLICATE_AXES)
+PREDICT_WORKERS_FACTOR = 4  # predict up to this many times the largest worker count run
+
+
+@dataclass
+class GroupAnswer:
+    """What one group of cells (same values of every other grid axis) says."""
+
+    group: dict[str, Any]
+    cells: int
+    critical_batch: CriticalBatchFit | None
+    noise_scale: float | None  # B_simple, median over the group's cells that measured it
+    step_model: StepTimeModel | None
+    step_model_problem: str | None
+    measured: pd.DataFrame
+    predicted: pd.DataFrame
+    held_out: pd.DataFrame | None
+
+
+@dataclass
+class StudyAnswer:
+    study: str
+    target: str
+    fastest: Choice | None
+    cheapest: Choice | None
+    fastest_group: dict[str, Any] = field(default_factory=dict)
+    cheapest_group: dict[str, Any] = field(default_factory=dict)
+    groups: list[GroupAnswer] = field(default_factory=list)
+    cells: int = 0
+    unfinished: int = 0  # cells neither complete nor diverged (failed, broken, not run yet)
+
+
+def grid_axes(runs: pd.DataFrame) -> list[str]:
+    if "grid_axes" in runs.columns and runs["grid_axes"].notna().any():
+        return str(runs["grid_axes"].dropna().iloc[0]).split()
+    return ["batch_size", "gpus"]
+
+
+def group_axes(runs: pd.DataFrame) -> list[str]:
+    return [axis for axis in grid_axes(runs) if axis not in GROUP_EXCLUDED_AXES and axis in runs.columns]
+
+
+def measured_rows(cells: pd.DataFrame) -> pd.DataFrame:
+    """One row per (workers, per-worker batch) that finished: time to target and GPU-hours, the
+    mean over replicates that reached the target (NaN when none did)."""
+    finished = cells[cells["status"].isin(FINISHED)]
+    frame = pd.DataFrame({
+        "cell": finished["cell"],
+        "workers": pd.to_numeric(finished["world_size"], errors="coerce"),
+        "global_batch": pd.to_numeric(finished["global_batch"], errors="coerce"),
+        "time_to_target_s": pd.to_numeric(finished["time_to_target_s"], errors="coerce"),
+        "steps_to_target": pd.to_numeric(finished["steps_to_target"], errors="coerce"),
+    }).dropna(subset=["workers", "global_batch"])
+    frame["per_worker_batch"] = frame["global_batch"] / frame["workers"]
+    grouped = frame.groupby(["workers", "per_worker_batch"], as_index=False).agg(
+        cell=("cell", lambda names: " ".join(sorted(names))), global_batch=("global_batch", "first"),
+        time_to_target_s=("time_to_target_s", "mean"), steps_to_target=("steps_to_target", "mean"))
+    grouped["gpu_hours"] = grouped["workers"] * grouped["time_to_target_s"] / 3600
+    return grouped
+
+
+def step_rows(cells: pd.DataFrame) -> pd.DataFrame:
+    """The scaling model's observations: finished cells with a steady-state step time."""
+    finished = cells[cells["status"].isin(FINISHED)]
+    workers = pd.to_numeric(finished["world_size"], errors="coerce")
+    frame = pd.DataFrame({
+        "cell": finished["cell"],
+        "per_worker_batch": pd.to_numeric(finished["global_batch"], errors="coerce") / workers,
+        "workers": workers,
+        "gradient_bytes": pd.to_numeric(finished["gradient_bytes"], errors="coerce"),
+        "oversubscription": pd.to_numeric(finished["oversubscription"], errors="coerce"),
+        "time_per_step_s": pd.to_numeric(finished["step_time_s"], errors="coerce"),
+    })
+    return frame.dropna().reset_index(drop=True)
+
+
+def candidates(cells: pd.DataFrame, observed: pd.DataFrame) -> pd.DataFrame:
+    """(workers, per-worker batch) pairs to predict: powers of two up to 4x the largest worker
+    count and within the measured batches, plus every measured pair; each with the CPU
+    oversubscription it would have, placed as the study's cells were (one node if they all
+    ran on one, else as many per node as the fullest node held)."""
+    workers_run = sorted({int(n) for n in observed["workers"]})
+    batches_run = sorted({float(b) for b in observed["per_worker_batch"]})
+    top = max(workers_run) * PREDICT_WORKERS_FACTOR
+    workers = sorted(set(workers_run) | {2**k for k in range(int(math.log2(top)) + 1)})
+    low, high = min(batches_run), max(batches_run)
+    batches = sorted(set(batches_run) | {float(2**k) for k in range(int(math.log2(high)) + 1) if low <= 2**k <= high})
+    one_node = pd.to_numeric(cells.get("nodes"), errors="coerce").fillna(1).max() <= 1
+    per_node = pd.to_numeric(cells.get("workers_per_node"), errors="coerce").max()
+    threads = pd.to_numeric(cells.get("threads_per_worker"), errors="coerce").median()
+    cpus = pd.to_numeric(cells.get("cpus"), errors="coerce").median()
+    on_cpu = not cells.get("device", pd.Series(dtype=object)).astype(str).str.startswith("cuda").any()
+    gradient_bytes = float(observed["gradient_bytes"].median())
+
+    def rho(n: int) -> float:
+        if not on_cpu or not (np.isfinite(threads) and np.isfinite(cpus)) or cpus <= 0:
+            return 1.0
+        local = n if one_node or not np.isfinite(per_node) else min(n, int(per_node))
+        return max(1.0, local * threads / cpus)
+
+    rows = [{"workers": n, "per_worker_batch": b, "gradient_bytes": gradient_bytes,
+             "oversubscription": rho(n), "oversubscription_1": rho(1)} for n in workers for b in batches]
+    frame = pd.DataFrame(rows)
+    measured_global = observed["per_worker_batch"] * observed["workers"]
+    frame["extrapolated"] = (frame["workers"] > max(workers_run)) | (
+        frame["workers"] * frame["per_worker_batch"] > measured_global.max()) | (
+        frame["workers"] * frame["per_worker_batch"] < measured_global.min())
+    return frame
+
+
+def answer_group(cells: pd.DataFrame, group: dict[str, Any]) -> GroupAnswer:
+    measured = measured_rows(cells)
+    reached = measured.dropna(subset=["steps_to_target"])
+    reached_cells = cells[cells["status"].isin(FINISHED)].dropna(subset=["steps_to_target"])
+    critical = fit_critical_batch(pd.to_numeric(reached_cells["global_batch"]).tolist(),
+                                  pd.to_numeric(reached_cells["steps_to_target"]).tolist()) \
+        if len(reached) else None
+    noise = pd.to_numeric(cells.get("noise_scale"), errors="coerce").dropna()
+    observed = step_rows(cells)
+    model, problem, predicted, held_out = None, None, pd.DataFrame(), None
+    if observed.empty:
+        problem = "no finished cell has a steady-state step time"
+    else:
+        try:
+            model = fit_step_time(observed)
+        except ValueError as error:
+            problem = str(error)
+    if model is not None:
+        predicted = predict(model, critical, candidates(cells, observed))
+        held_out = holdout(observed)
+    return GroupAnswer(group, len(cells), critical, float(noise.median()) if len(noise) else None, model, problem,
+                       measured, predicted, held_out)
+
+
+def answer_study(runs: pd.DataFrame, study: str) -> StudyAnswer:
+    axes = group_axes(runs)
+    groups: list[GroupAnswer] = []
+    if axes:
+        for values, cells in runs.groupby(axes, dropna=False, sort=True):
+            key = values if isinstance(values, tuple) else (values,)
+            groups.append(answer_group(cells, dict(zip(axes, key))))
+    elif len(runs):
+        groups.append(answer_group(runs, {}))
+    unfinished = int((~runs["status"].isin(FINISHED)).sum()) if len(runs) else 0
+    answer = StudyAnswer(study, target_text(runs), None, None, groups=groups, cells=len(runs), unfinished=unfinished)
+    for group in groups:
+        fastest, cheapest = choose(group.measured, group.predicted)
+        if fastest is not None and (answer.fastest is None or fastest.time_to_target_s < answer.fastest.time_to_target_s):
+            answer.fastest, answer.fastest_group = fastest, group.group
+        if cheapest is not None and (answer.cheapest is None or cheapest.gpu_hours < answer.cheapest.gpu_hours):
+            answer.cheapest, answer.cheapest_group = cheapest, group.group
+    return answer
+
+
+def target_text(runs: pd.DataFrame) -> str:
+    targets = pd.to_numeric(runs.get("target_accuracy"), errors="coerce").dropna().unique()
+    patience = pd.to_numeric(runs.get("patience"), errors="coerce").dropna().unique()
+    if len(targets) != 1:
+        return "the cells' target accuracy"
+    held = f", held {int(patience[0])} epochs" if len(patience) == 1 and patience[0] > 1 else ""
+    return f"validation accuracy {targets[0]:g}{held}"
+
+
+# ----------------------------------------------------------------------------- text
+
+def workers_text(workers: float) -> str:
+    """"1 worker", "8 workers" (from numbers of any type, numpy's included)."""
+    return f"{float(workers):g} worker{'' if float(workers) == 1 else 's'}"
+
+
+def seconds(value: float) -> str:
+    if not math.isfinite(value):
+        return "n/a"
+    if value >= 3600:
+        return f"{value / 3600:.2f} h"
+    if value >= 60:
+        return f"{value / 60:.1f} min"
+    return f"{value:.3g} s"
+
+
+def choice_line(label: str, choice: Choice | None, group: dict[str, Any]) -> str:
+    if choice is None:
+        return f"- **{label}:** none: no cell reached the target and no prediction could be made."
+    where = ", ".join(f"{axis} {value}" for axis, value in group.items())
+    config = (f"{workers_text(choice.workers)} x batch {choice.per_worker_batch:g} "
+              f"(global {choice.global_batch:g}){', ' + where if where else ''}")
+    source = f"measured, cell {choice.cell}" if choice.source == "measured" else "predicted, not run"
+    interval = "" if choice.source == "measured" else \
+        f" (95 % interval {seconds(choice.low)} to {seconds(choice.high)})"
+    return (f"- **{label}:** {config}: {seconds(choice.time_to_target_s)} of training to target{interval}, "
+            f"{choice.gpu_hours:.3g} GPU-hours; {source}.")
+
+
+def group_lines(group: GroupAnswer) -> list[str]:
+    name = ", ".join(f"{axis} {value}" for axis, value in group.group.items()) or "all cells"
+    lines = [f"### {name}"]
+    crit = group.critical_batch
+    if crit is None:
+        lines.append("- Critical batch: not fitted (it needs cells at 3 or more global batch sizes that reached "
+                     "the target).")
+    else:
+        low, high = crit.critical_batch_interval
+        bound = {"above": " (still in perfect scaling: B_crit is beyond the largest batch run)",
+                 "below": " (no gain from batch at all over the batches run)"}.get(crit.at_bound or "", "")
+        lines.append(f"- Critical batch B_crit = {crit.critical_batch:.3g} samples (95 % interval {low:.3g} to "
+                     f"{high:.3g}){bound}, from the steps to target of {crit.points} cells; "
+                     f"S_min = {crit.steps_min:.3g} steps.")
+    lines.append(f"- Gradient noise scale B_simple = {group.noise_scale:.3g} samples (median over the cells of 2+ "
+                 "workers, measured while training)." if group.noise_scale is not None else
+                 "- Gradient noise scale: not measured (it needs cells of 2+ workers).")
+    model = group.step_model
+    if model is None:
+        lines.append(f"- Step-time model: not fitted ({group.step_model_problem}).")
+    else:
+        values = dict(zip(model.names, model.values))
+        known = dict(zip(model.names, model.identified))
+        latency = f"{values['latency_s'] * 1e3:.3g} ms/hop latency" if known["latency_s"] else "latency not identified"
+        bandwidth = f"{model.bandwidth_bytes_per_s / 1e9:.3g} GB/s" if known["seconds_per_byte"] and \
+            math.isfinite(model.bandwidth_bytes_per_s) else "bandwidth not identified"
+        lines.append(
+            f"- Step time = compute {values['compute_fixed_s'] * 1e3:.3g} ms + "
+            f"{values['compute_per_sample_s'] * 1e6:.3g} us/sample + ring allreduce ({latency}, {bandwidth}) "
+            "(all x CPU oversubscription where workers share cores); "
+            f"fitted to {model.cells} cells, rms error {model.relative_rms:.1%}."
+            + "".join(f" Note: {note}" for note in model.notes))
+    if group.held_out is not None and len(group.held_out):
+        errors = ", ".join(f"batch {row.per_worker_batch:g}: {row.relative_error:+.0%}"
+                           for row in group.held_out.itertuples())
+        top = int(group.held_out["workers"].max())
+        lines.append(f"- Held out {top} workers (fitted without them): prediction error per cell {errors}.")
+    else:
+        lines.append("- Held-out check: not possible: it needs cells at 3 or more worker counts, so that the fit "
+                     "without the largest still has one above 1 worker to learn communication from.")
+    return lines
+
+
+def answer_markdown(answer: StudyAnswer) -> str:
+    lines = [f"## {answer.study}: what to run to reach {answer.target}", ""]
+    if answer.unfinished:
+        lines += [f"(Partial: {answer.unfinished} of {answer.cells} cells have not finished; this answer uses the "
+                  "others. Run the same command again to finish them.)", ""]
+    lines += [choice_line("Fastest", answer.fastest, answer.fastest_group),
+              choice_line("Cheapest", answer.cheapest, answer.cheapest_group), ""]
+    for group in answer.groups:
+        lines.extend([*group_lines(group), ""])
+    lines.append("Time to target is training time (steps, without validation or start-up); GPU-hours = workers x "
+                 "that time. Predictions: steps from the B_crit fit x time per step from the step-time model; "
+                 "see README, 'Reading the answer'.")
+    return "\n".join(lines) + "\n"
+
+
+def answer_html(markdown: str) -> str:
+    """A standalone page for the HTML report: the Markdown's lines, escaped, bold kept."""
+    body = []
+    for line in markdown.splitlines():
+        text = html.escape(line)
+        while "**" in text:
+            text = text.replace("**", "<b>", 1).replace("**", "</b>", 1)
+        if line.startswith("## "):
+            body.append(f"<h2>{text[3:]}</h2>")
+        elif line.startswith("### "):
+            body.append(f"<h3>{text[4:]}</h3>")
+        elif line.startswith("- "):
+            body.append(f"<p>&bull; {text[2:]}</p>")
+        elif line:
+            body.append(f"<p>{text}</p>")
+    return ("<!doctype html><html><head><meta charset='utf-8'><title>The answer</title></head>"
+            "<body style='font-family: sans-serif; max-width: 60em'>" + "\n".join(body) + "</body></html>\n")
+
+
+def answer_json(answer: StudyAnswer) -> dict[str, Any]:
+    def group_json(group: GroupAnswer) -> dict[str, Any]:
+        crit = group.critical_batch
+        model = group.step_model
+        return {"group": group.group, "cells": group.cells,
+                "critical_batch": None if crit is None else {
+                    "value": crit.critical_batch, "interval95": list(crit.critical_batch_interval),
+                    "steps_min": crit.steps_min, "points": crit.points, "at_bound": crit.at_bound},
+                "noise_scale": group.noise_scale,
+                "step_model": None if model is None else {
+                    "parameters": dict(zip(model.names, model.values)), "identified": list(model.identified),
+                    "cells": model.cells, "relative_rms": model.relative_rms, "notes": list(model.notes)},
+                "step_model_problem": group.step_model_problem,
+                "holdout": None if group.held_out is None else group.held_out.to_dict(orient="records")}
+
+    def choice_json(choice: Choice | None, group: dict[str, Any]) -> dict[str, Any] | None:
+        return None if choice is None else {**asdict(choice), "group": group}
+
+    return {"study": answer.study, "target": answer.target, "cells": answer.cells, "unfinished": answer.unfinished,
+            "fastest": choice_json(answer.fastest, answer.fastest_group),
+            "cheapest": choice_json(answer.cheapest, answer.cheapest_group),
+            "groups": [group_json(group) for group in answer.groups]}
+
+
+def write_answer(runs: pd.DataFrame, out_dir: Path, study: str) -> StudyAnswer:
+    answer = answer_study(runs, study)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    markdown = answer_markdown(answer)
+    (out_dir / "answer.md").write_text(markdown)
+    (out_dir / "answer.html").write_text(answer_html(markdown))
+    (out_dir / "answer.json").write_text(json.dumps(answer_json(answer), indent=2, default=_json_default) + "\n")
+    tables = [(group, group.predicted) for group in answer.groups]
+    predicted_frames = [table.assign(**group.group) for group, table in tables if len(table)]
+    pd.concat(predicted_frames, ignore_index=True).to_csv(out_dir / "predictions.csv", index=False) \
+        if predicted_frames else pd.DataFrame().to_csv(out_dir / "predictions.csv", index=False)
+    held_frames = [group.held_out.assign(**group.group) for group in answer.groups
+                   if group.held_out is not None and len(group.held_out)]
+    (pd.concat(held_frames, ignore_index=True) if held_frames else pd.DataFrame()).to_csv(
+        out_dir / "holdout.csv", index=False)
+    return answer
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.integer, np.floating)):
+        number = value.item()
+        return None if isinstance(number, float) and not math.isfinite(number) else number
+    if isinstance(value, np.bool_):
+        return bool(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="The study's answer: fastest and cheapest configuration to target.")
+    parser.add_argument("runs", type=Path, help="results/<study>/runs.csv")
+    parser.add_argument("--epochs", type=Path, help="results/<study>/epochs.csv (default: beside runs.csv)")
+    parser.add_argument("--out", type=Path, help="directory for answer.md, answer.html, answer.json, "
+                        "predictions.csv, holdout.csv (default: beside runs.csv)")
+    parser.add_argument("--figures", type=Path, help="directory for the answer's figures (default: <out>/figures)")
+    parser.add_argument("--study", help="the study's name (default: the runs' directory name)")
+    args = parser.parse_args(argv)
+    from analysis.answer_figures import make_answer_figures
+
+    runs = pd.read_csv(args.runs)
+    out = args.out or args.runs.parent
+    epochs = pd.read_csv(args.epochs or args.runs.with_name("epochs.csv"))
+    answer = write_answer(runs, out, args.study or args.runs.parent.name)
+    make_answer_figures(answer, epochs, runs, args.figures or out / "figures")
+    print(answer_markdown(answer))
+
+
+if __name__ == "__main__":
+    main()

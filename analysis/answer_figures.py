@@ -1,0 +1,288 @@
+"""The figures of the study's answer (analysis/answer.py), one panel per group of cells:
+
+- noise_scale: the gradient noise scale B_simple per epoch of each cell of 2+ workers,
+  beside the critical batch fitted from steps to target;
+- steps_to_target: steps to target vs global batch (log-log) with the fitted
+  (S/S_min - 1)(E/E_min - 1) = 1 curve and its three regimes;
+- tta_decomposition: time to target = steps to target x time per step, each vs global batch;
+- pareto: time to target vs GPU-hours, measured and predicted configurations, the front;
+- holdout: predicted vs measured time per step of the largest worker count, fitted without it.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.ticker import FuncFormatter
+
+from analysis.answer import GroupAnswer, StudyAnswer, workers_text
+from analysis.critical_batch import REGIME_FACTOR
+from analysis.figures import REFERENCE_COLOR, WORKER_MARKERS, _new_figure, _note_empty, _title, save_figure
+from analysis.scaling_model import Choice, pareto_front
+
+GLOBAL_BATCH_LABEL = "Global batch size (samples per step, all workers)"
+GPU_HOURS_LABEL = "GPU-hours to target (workers x training time, h)"
+TIME_TO_TARGET_LABEL = "Time to target (s of training)"
+REGIME_COLORS = {"perfect scaling": "#d9f0d3", "diminishing returns": "#fff7bc", "no further gain": "#fde0dd"}
+
+
+def make_answer_figures(answer: StudyAnswer, epochs: pd.DataFrame, runs: pd.DataFrame, out_dir: Path) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    groups = answer.groups or [GroupAnswer({}, 0, None, None, None, "no cells", pd.DataFrame(), pd.DataFrame(),
+                                           None)]
+    paths: list[Path] = []
+    with sns.axes_style("whitegrid"), sns.plotting_context("notebook"), \
+            matplotlib.rc_context({"svg.hashsalt": "scaling-study"}):
+        figures = {
+            "noise_scale": noise_scale_figure(groups, epochs, runs),
+            "steps_to_target": steps_to_target_figure(groups, runs, answer.target),
+            "tta_decomposition": tta_decomposition_figure(groups, runs, answer.target),
+            "pareto": pareto_figure(groups, answer),
+            "holdout": holdout_figure(groups),
+        }
+        for name, figure in figures.items():
+            paths.extend(save_figure(figure, out_dir, name))
+    return paths
+
+
+def group_label(group: GroupAnswer) -> str:
+    return ", ".join(f"{axis}={value}" for axis, value in group.group.items())
+
+
+def group_cells(runs: pd.DataFrame, group: GroupAnswer) -> pd.DataFrame:
+    cells = runs[runs["status"].isin(("complete", "diverged"))]
+    for axis, value in group.group.items():
+        cells = cells[cells[axis].astype(str) == str(value)]
+    cells = cells.copy()
+    for column in ("global_batch", "world_size", "steps_to_target", "time_per_step_s", "time_to_target_s"):
+        cells[column] = pd.to_numeric(cells.get(column), errors="coerce")
+    return cells
+
+
+def batch_axis(ax: Axes) -> None:
+    """Batch sizes on a base-2 log axis, labelled 16, 32, ... rather than 2^4, 2^5."""
+    ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+
+
+def worker_marker(workers: float) -> str:
+    return WORKER_MARKERS[int(math.log2(max(workers, 1))) % len(WORKER_MARKERS)]
+
+
+def worker_handles(workers: list[int]) -> list[Line2D]:
+    return [Line2D([], [], ls="none", marker=worker_marker(n), color="0.2", label=workers_text(n))
+            for n in sorted(set(workers))]
+
+
+def _titled_panels(groups: list[GroupAnswer]) -> tuple[Figure, list[Axes]]:
+    figure, axes = _new_figure(len(groups))
+    for ax, group in zip(axes, groups):
+        if group.group:
+            ax.set_title(group_label(group), fontsize="medium")
+    return figure, axes
+
+
+def noise_scale_figure(groups: list[GroupAnswer], epochs: pd.DataFrame, runs: pd.DataFrame) -> Figure:
+    figure, axes = _titled_panels(groups)
+    for ax, group in zip(axes, groups):
+        cells = group_cells(runs, group)
+        measured = epochs[epochs["cell"].isin(cells["cell"])].copy() if "noise_scale" in epochs.columns \
+            else pd.DataFrame()
+        if len(measured):
+            measured["noise_scale"] = pd.to_numeric(measured["noise_scale"], errors="coerce")
+            measured = measured.dropna(subset=["noise_scale"])
+            measured = measured[measured["noise_scale"] > 0]
+        ax.set_xlabel("Epoch")
+        ax.set_ylabel("Gradient noise scale B_simple (samples)")
+        if measured.empty:
+            _note_empty(ax, "no cell of 2+ workers measured B_simple")
+            continue
+        info = cells.set_index("cell")
+        batches = sorted(info.loc[measured["cell"].unique(), "global_batch"].unique())
+        palette = dict(zip(batches, sns.color_palette("viridis", len(batches))))
+        for cell, rows in measured.groupby("cell"):
+            batch, workers = info.loc[cell, "global_batch"], info.loc[cell, "world_size"]
+            ax.plot(rows["epoch"], rows["noise_scale"], marker=worker_marker(workers), color=palette[batch],
+                    label=f"global batch {batch:g}, {workers:g} workers")
+        ax.set_yscale("log")
+        crit = group.critical_batch
+        if crit is not None and math.isfinite(crit.critical_batch):
+            low, high = crit.critical_batch_interval
+            ax.axhline(crit.critical_batch, color=REFERENCE_COLOR, ls="--", label=f"B_crit fit {crit.critical_batch:.3g}")
+            if math.isfinite(low) and math.isfinite(high):
+                ax.axhspan(low, high, color=REFERENCE_COLOR, alpha=0.12)
+        ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    _title(figure, "Gradient noise scale B_simple over training",
+           "Each epoch's B_simple = tr(Sigma)/|G|^2 from the workers' local and averaged gradients (McCandlish et al. "
+           "2018); dashed: the critical batch fitted from steps to target, band: its 95 % interval. A batch well "
+           "below B_simple scales almost perfectly; far above it, extra samples per step are wasted.")
+    return figure
+
+
+def steps_to_target_figure(groups: list[GroupAnswer], runs: pd.DataFrame, target: str) -> Figure:
+    figure, axes = _titled_panels(groups)
+    for ax, group in zip(axes, groups):
+        cells = group_cells(runs, group).dropna(subset=["steps_to_target", "global_batch"])
+        ax.set_xlabel(GLOBAL_BATCH_LABEL)
+        ax.set_ylabel("Steps to target (optimizer updates)")
+        if cells.empty:
+            _note_empty(ax, "no cell reached the target")
+            continue
+        for workers, rows in cells.groupby("world_size"):
+            ax.scatter(rows["global_batch"], rows["steps_to_target"], marker=worker_marker(workers), s=60,
+                       color="C0", zorder=4, edgecolor="black")
+        batch_axis(ax)
+        ax.set_yscale("log")
+        handles: list[Line2D | Patch] = list(worker_handles([int(n) for n in cells["world_size"]]))
+        crit = group.critical_batch
+        if crit is not None:
+            low_b, high_b = cells["global_batch"].min() / 4, cells["global_batch"].max() * 4
+            batch = np.geomspace(low_b, high_b, 200)
+            ax.plot(batch, crit.steps(batch), color="C3", lw=2)
+            ax.plot(batch, crit.steps_min * crit.critical_batch / batch, color=REFERENCE_COLOR, ls=":")
+            ax.axhline(crit.steps_min, color=REFERENCE_COLOR, ls="--")
+            b_crit = crit.critical_batch
+            regions = {"perfect scaling": (low_b, b_crit / REGIME_FACTOR),
+                       "diminishing returns": (b_crit / REGIME_FACTOR, b_crit * REGIME_FACTOR),
+                       "no further gain": (b_crit * REGIME_FACTOR, high_b)}
+            for name, (start, end) in regions.items():
+                if end > start:
+                    ax.axvspan(max(start, low_b), min(end, high_b), color=REGIME_COLORS[name], zorder=0)
+            ax.set_xlim(low_b, high_b)
+            handles += [Line2D([], [], color="C3", lw=2, label=f"fit: B_crit {b_crit:.3g}, S_min {crit.steps_min:.3g}"),
+                        Line2D([], [], color=REFERENCE_COLOR, ls=":", label="perfect scaling (S ~ 1/B)"),
+                        Line2D([], [], color=REFERENCE_COLOR, ls="--", label="S_min (no further gain)")]
+            handles += [Patch(color=color, label=name) for name, color in REGIME_COLORS.items()]
+        else:
+            _note_empty(ax, "too few cells for the fit (it needs 3+ global batch sizes)")
+        if group.noise_scale is not None:
+            ax.axvline(group.noise_scale, color="C2", ls="-.")
+            handles.append(Line2D([], [], color="C2", ls="-.", label=f"B_simple {group.noise_scale:.3g}"))
+        ax.legend(handles=handles, fontsize="x-small", loc="best")
+    _title(figure, f"Steps to target ({target}) vs global batch",
+           "Points: cells (marker: workers); red: the fit of (S/S_min - 1)(E/E_min - 1) = 1, B_crit = E_min/S_min; "
+           "shading: perfect scaling (B < B_crit/4), diminishing returns, no further gain (B > 4 B_crit) "
+           "(Shallue et al. 2018).")
+    return figure
+
+
+def tta_decomposition_figure(groups: list[GroupAnswer], runs: pd.DataFrame, target: str) -> Figure:
+    figure = Figure(figsize=(15, 4.2 * len(groups) + 1.6), layout="constrained")
+    grid = figure.subplots(len(groups), 3, squeeze=False)
+    parts = (("steps_to_target", "Steps to target (updates)", "statistical efficiency"),
+             ("time_per_step_s", "Time per step (s)", "hardware efficiency"),
+             ("time_to_target_s", TIME_TO_TARGET_LABEL, "= steps x time per step"))
+    for row, group in zip(grid, groups):
+        cells = group_cells(runs, group).dropna(subset=["steps_to_target", "time_per_step_s"])
+        for ax, (column, label, meaning) in zip(row, parts):
+            ax.set_xlabel(GLOBAL_BATCH_LABEL)
+            ax.set_ylabel(label)
+            ax.set_title(f"{meaning}{' - ' + group_label(group) if group.group else ''}", fontsize="medium")
+            if cells.empty:
+                _note_empty(ax, "no cell reached the target")
+                continue
+            for workers, rows in cells.groupby("world_size"):
+                ordered = rows.sort_values("global_batch")
+                ax.plot(ordered["global_batch"], ordered[column], marker=worker_marker(workers), ls="-",
+                        label=workers_text(workers))
+            batch_axis(ax)
+            ax.set_yscale("log")
+            ax.legend(fontsize="small", loc="best")
+    _title(figure, f"Time to target ({target}), decomposed",
+           "Per cell: steps to target (how many updates the optimizer needs at this batch) x mean time per step "
+           "over those steps (what the hardware and communication cost per update) = training time to target.")
+    return figure
+
+
+def pareto_figure(groups: list[GroupAnswer], answer: StudyAnswer) -> Figure:
+    figure, axes = _titled_panels(groups)
+    for ax, group in zip(axes, groups):
+        ax.set_xlabel(GPU_HOURS_LABEL)
+        ax.set_ylabel(TIME_TO_TARGET_LABEL)
+        predicted = group.predicted
+        measured = group.measured.dropna(subset=["time_to_target_s"]) if len(group.measured) else group.measured
+        if (predicted.empty or "time_to_target_s" not in predicted.columns
+                or predicted["time_to_target_s"].isna().all()) and measured.empty:
+            _note_empty(ax, "nothing reached the target or could be predicted to")
+            continue
+        points = []
+        if len(predicted) and "time_to_target_s" in predicted.columns:
+            shown = predicted.dropna(subset=["time_to_target_s"])
+            for workers, rows in shown.groupby("workers"):
+                ax.scatter(rows["gpu_hours"], rows["time_to_target_s"], marker=worker_marker(workers), s=40,
+                           facecolors="none", edgecolors="C0", alpha=0.8)
+            points.append(shown[["gpu_hours", "time_to_target_s"]])
+        for workers, rows in measured.groupby("workers"):
+            ax.scatter(rows["gpu_hours"], rows["time_to_target_s"], marker=worker_marker(workers), s=70,
+                       color="C1", edgecolor="black", zorder=5)
+        points.append(measured[["gpu_hours", "time_to_target_s"]])
+        every = pd.concat(points, ignore_index=True)
+        front = every[pareto_front(every["time_to_target_s"].to_numpy(), every["gpu_hours"].to_numpy())]
+        front = front.sort_values("gpu_hours")
+        ax.plot(front["gpu_hours"], front["time_to_target_s"], color="C3", lw=1.5, zorder=3)
+        for offset, (label, choice) in enumerate(answer_labels(answer, group).items()):
+            ax.annotate(f"{label}: {workers_text(choice.workers)} x batch {choice.per_worker_batch:g} ({choice.source})",
+                        (choice.gpu_hours, choice.time_to_target_s), xytext=(24, 24 + 16 * offset),
+                        textcoords="offset points", fontsize="small", arrowprops={"arrowstyle": "->"})
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        workers = sorted({int(n) for n in pd.concat([predicted.get("workers", pd.Series(dtype=float)),
+                                                      measured["workers"]]).dropna()})
+        handles: list[Line2D | Patch] = [
+            Line2D([], [], ls="none", marker="o", color="C1", markeredgecolor="black", label="measured"),
+            Line2D([], [], ls="none", marker="o", markerfacecolor="none", color="C0", label="predicted"),
+            Line2D([], [], color="C3", label="Pareto front"), *worker_handles(workers)]
+        ax.legend(handles=handles, fontsize="x-small", loc="best")
+    _title(figure, f"Time to target ({answer.target}) vs its cost",
+           "Each point a configuration (marker: workers); filled: measured, hollow: predicted from the B_crit fit "
+           "and the step-time model. On the red front nothing is both faster and cheaper; left is cheaper, "
+           "lower is faster.")
+    return figure
+
+
+def answer_labels(answer: StudyAnswer, group: GroupAnswer) -> dict[str, Choice]:
+    """The group's fastest and cheapest choices by label; one "fastest and cheapest" when they coincide."""
+    chosen = {label: choice for label, choice, where in (("fastest", answer.fastest, answer.fastest_group),
+                                                         ("cheapest", answer.cheapest, answer.cheapest_group))
+              if choice is not None and where == group.group}
+    if len(chosen) == 2 and chosen["fastest"] == chosen["cheapest"]:
+        return {"fastest and cheapest": chosen["fastest"]}
+    return chosen
+
+
+def holdout_figure(groups: list[GroupAnswer]) -> Figure:
+    figure, axes = _titled_panels(groups)
+    for ax, group in zip(axes, groups):
+        ax.set_xlabel("Measured time per step (ms)")
+        ax.set_ylabel("Predicted time per step (ms)")
+        held = group.held_out
+        if held is None or held.empty:
+            _note_empty(ax, "needs cells at 3+ worker counts")
+            continue
+        measured = held["time_per_step_s"] * 1e3
+        predicted = held["predicted_s"] * 1e3
+        errors = np.vstack([predicted - held["predicted_low_s"] * 1e3, held["predicted_high_s"] * 1e3 - predicted])
+        ax.errorbar(measured, predicted, yerr=np.clip(errors, 0, None), fmt="o", color="C0", capsize=3)
+        for row, x, y in zip(held.itertuples(), measured, predicted):
+            ax.annotate(f"batch {row.per_worker_batch:g}: {row.relative_error:+.0%}", (x, y), xytext=(6, -12),
+                        textcoords="offset points", fontsize="small")
+        low, high = min(measured.min(), predicted.min()) * 0.8, max(measured.max(), predicted.max()) * 1.2
+        ax.plot([low, high], [low, high], color=REFERENCE_COLOR, ls="--", label="prediction = measurement")
+        ax.set_xlim(low, high)
+        ax.set_ylim(low, high)
+        ax.legend(fontsize="small", loc="upper left")
+        top = int(held["workers"].max())
+        ax.set_title(f"{group_label(group) + ': ' if group.group else ''}{top} workers held out", fontsize="medium")
+    _title(figure, "How well the scaling model predicts a worker count it has not seen",
+           "The step-time model (compute + ring allreduce) fitted without the largest worker count, then asked for "
+           "it; error bars: 95 % interval of the prediction; labels: prediction error.")
+    return figure

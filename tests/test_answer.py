@@ -1,0 +1,90 @@
+"""The study's answer (analysis/answer.py) on tables made in the test: which configurations it
+predicts, how they would share cores, and that it names the best one over measured and predicted."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.answer import answer_markdown, answer_study, candidates, measured_rows, step_rows, write_answer
+
+C0, C1, LATENCY, GRADIENT_BYTES = 1e-3, 5e-5, 4e-4, 1_000_000
+STEPS_MIN, B_CRIT = 40.0, 100.0
+
+
+def step_time(batch: float, workers: int, rho: float) -> float:
+    """The reference model, written out: rho (c0 + c1 b + 2 (N-1) latency) (no bandwidth term)."""
+    return rho * (C0 + C1 * batch + (2 * (workers - 1) * LATENCY if workers > 1 else 0.0))
+
+
+def runs_table(device: str = "cuda:0", cpus: int = 64, missing: tuple[str, ...] = ()) -> pd.DataFrame:
+    rows = []
+    for workers in (1, 2, 4):
+        for batch in (16, 64):
+            rho = 1.0 if device.startswith("cuda") else max(1.0, workers / cpus)
+            steps = STEPS_MIN * (1 + B_CRIT / (batch * workers))
+            time = step_time(batch, workers, rho)
+            cell = f"bs{batch}-gpus{workers}"
+            rows.append({"cell": cell, "status": "failed" if cell in missing else "complete",
+                         "batch_size": batch, "gpus": workers, "world_size": workers, "global_batch": batch * workers,
+                         "steps_to_target": steps, "step_time_s": time, "time_per_step_s": time,
+                         "time_to_target_s": steps * time, "noise_scale": 90.0, "gradient_bytes": GRADIENT_BYTES,
+                         "oversubscription": rho, "workers_per_node": workers, "nodes": 1, "threads_per_worker": 1,
+                         "cpus": cpus, "device": device, "target_accuracy": 0.9, "patience": 2,
+                         "grid_axes": "batch_size gpus"})
+    return pd.DataFrame(rows)
+
+
+def test_candidates_share_cores_as_the_cells_did():
+    cpu = runs_table(device="cpu", cpus=2)
+    predicted = candidates(cpu, step_rows(cpu)).set_index(["workers", "per_worker_batch"])
+    # All on one node with 2 CPUs and 1 thread per worker: N workers are N/2 times over the cores.
+    for workers in (1, 2, 4, 8, 16):
+        assert predicted.loc[(workers, 16.0), "oversubscription"] == pytest.approx(max(1.0, workers / 2))
+    gpu = runs_table()
+    on_gpus = candidates(gpu, step_rows(gpu))
+    assert (on_gpus["oversubscription"] == 1.0).all()
+    # Powers of two up to 4x the largest run, and the batches between the smallest and largest run.
+    assert sorted(on_gpus["workers"].unique()) == [1, 2, 4, 8, 16]
+    assert sorted(on_gpus["per_worker_batch"].unique()) == [16.0, 32.0, 64.0]
+    assert on_gpus.set_index(["workers", "per_worker_batch"]).loc[(8, 16.0), "extrapolated"]
+    assert not on_gpus.set_index(["workers", "per_worker_batch"]).loc[(2, 32.0), "extrapolated"]
+
+
+def test_the_answer_recovers_the_model_and_picks_the_fastest_and_cheapest(tmp_path: Path):
+    runs = runs_table()
+    answer = answer_study(runs, "s")
+    group = answer.groups[0]
+    assert group.critical_batch is not None
+    assert group.critical_batch.critical_batch == pytest.approx(B_CRIT, rel=1e-4)
+    assert group.step_model is not None
+    # Every prediction, measured cell or not, is the reference model's time to target.
+    predicted = group.predicted
+    reference = [STEPS_MIN * (1 + B_CRIT / (b * n)) * step_time(b, n, 1.0)
+                 for b, n in zip(predicted["per_worker_batch"], predicted["workers"])]
+    np.testing.assert_allclose(predicted["time_to_target_s"], reference, rtol=1e-4)
+    # The fastest over everything: computed here from the closed forms.
+    options = {(n, b): STEPS_MIN * (1 + B_CRIT / (b * n)) * step_time(b, n, 1.0)
+               for n in (1, 2, 4, 8, 16) for b in (16, 32, 64)}
+    fastest = min(options, key=lambda key: (options[key], key[0]))
+    cheapest = min(options, key=lambda key: (options[key] * key[0], key[0]))
+    assert answer.fastest is not None and answer.cheapest is not None
+    assert (answer.fastest.workers, answer.fastest.per_worker_batch) == fastest
+    assert (answer.cheapest.workers, answer.cheapest.per_worker_batch) == cheapest
+    measured_pairs = {(n, float(b)) for n, b in zip(runs["world_size"], runs["batch_size"])}
+    assert answer.fastest.source == ("measured" if fastest in measured_pairs else "predicted")
+    write_answer(runs, tmp_path, "s")
+    saved = json.loads((tmp_path / "answer.json").read_text())
+    assert saved["fastest"]["workers"] == fastest[0] and saved["unfinished"] == 0
+
+
+def test_a_partial_study_says_so_and_answers_from_the_finished_cells():
+    runs = runs_table(missing=("bs64-gpus4",))
+    answer = answer_study(runs, "s")
+    assert answer.unfinished == 1
+    assert "Partial: 1 of 6 cells have not finished" in answer_markdown(answer)
+    assert len(measured_rows(runs)) == 5
