@@ -340,7 +340,8 @@ def write_answer(runs: pd.DataFrame, out_dir: Path, study: str) -> StudyAnswer:
     markdown = answer_markdown(answer)
     (out_dir / "answer.md").write_text(markdown)
     (out_dir / "answer.html").write_text(answer_html(markdown))
-    (out_dir / "answer.json").write_text(json.dumps(answer_json(answer), indent=2, default=_json_default) + "\n")
+    (out_dir / "answer.json").write_text(
+        json.dumps(_finite(answer_json(answer)), indent=2, default=_json_default, allow_nan=False) + "\n")
     tables = [(group, group.predicted) for group in answer.groups]
     predicted_frames = [table.assign(**group.group) for group, table in tables if len(table)]
     pd.concat(predicted_frames, ignore_index=True).to_csv(out_dir / "predictions.csv", index=False) \
@@ -350,6 +351,17 @@ def write_answer(runs: pd.DataFrame, out_dir: Path, study: str) -> StudyAnswer:
     (pd.concat(held_frames, ignore_index=True) if held_frames else pd.DataFrame()).to_csv(
         out_dir / "holdout.csv", index=False)
     return answer
+
+
+def _finite(value: Any) -> Any:
+    """NaN and infinities become null, so answer.json is strict JSON (an open interval's end: null)."""
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    if isinstance(value, (float, np.floating)) and not math.isfinite(float(value)):
+        return None
+    return value
 
 
 def _json_default(value: Any) -> Any:
