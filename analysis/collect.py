@@ -27,11 +27,11 @@ import pandas as pd
 from analysis.metrics import (
     REPLICATE_AXES,
     across_replicates,
+    epoch_at_target,
     pooled_noise_scale,
     speedup_and_efficiency,
     steady_state_throughput,
     steady_step_time,
-    time_to_accuracy,
 )
 from jobs.cell import FINISHED_STATUSES, STARTUP_EPOCH, CellDir, EpochRecord, MetricsLog
 
@@ -199,8 +199,6 @@ def run_row(cell: Cell, grid_axes: list[str], study: str) -> dict[str, Any]:
     params = cell.params
     epochs = pd.DataFrame(cell.log.epochs, columns=[*EPOCH_FIELDS, STARTUP_EPOCH_COLUMN])
     accuracies = pd.to_numeric(epochs["val_accuracy"], errors="coerce")
-    epochs["cumulative_steps"] = pd.to_numeric(epochs["steps"], errors="coerce").cumsum()
-    epochs["cumulative_samples"] = pd.to_numeric(epochs["samples"], errors="coerce").cumsum()
     samples_per_s = pd.to_numeric(epochs["samples_per_s"], errors="coerce").fillna(
         pd.to_numeric(epochs["samples"], errors="coerce") / pd.to_numeric(epochs["epoch_time_s"], errors="coerce")
     )
@@ -208,21 +206,20 @@ def run_row(cell: Cell, grid_axes: list[str], study: str) -> dict[str, Any]:
         samples_per_s.tolist(),
         startup=epochs[STARTUP_EPOCH_COLUMN].astype(bool).tolist(),
     )
-    def time_to_target(clock: str) -> float | None:
-        return time_to_accuracy(
-            pd.to_numeric(epochs[clock], errors="coerce").tolist(),
-            accuracies.tolist(),
-            target=params.get("target_accuracy"),
-            patience=params.get("patience"),
-        )
+    # Every "to target" number is read at the epoch the target is known to be held (time_to_accuracy's rule).
+    at_target = epoch_at_target(accuracies.tolist(), params.get("target_accuracy"), params.get("patience"))
 
+    def to_target(clock: pd.Series) -> float | None:
+        value = float(clock.iloc[at_target]) if at_target is not None else math.nan
+        return value if math.isfinite(value) else None
+
+    numbers = {name: pd.to_numeric(epochs[name], errors="coerce") for name in ("steps", "samples", "train_time_s")}
     time_split = {column: _sum_or_none(epochs[part]) for part, column in TIME_SPLIT_COLUMNS.items()}
     # Time to target = steps to target (statistical efficiency) x time per step (hardware efficiency).
-    steps_to_target = time_to_target("cumulative_steps")
-    samples_to_target = time_to_target("cumulative_samples")
-    time_to_target_s = time_to_target("train_time_s")
-    reached = epochs.index[pd.to_numeric(epochs["cumulative_steps"], errors="coerce") == steps_to_target]
-    noise_until = int(reached[0]) + 1 if steps_to_target is not None and len(reached) else len(epochs)
+    steps_to_target = to_target(numbers["steps"].cumsum())
+    samples_to_target = to_target(numbers["samples"].cumsum())
+    time_to_target_s = to_target(numbers["train_time_s"])
+    noise_until = at_target + 1 if at_target is not None else len(epochs)
     world_size = _world_size(cell)
     workers = _first_known(world_size, params.get("gpus"))
     batch_size = params.get("batch_size")
@@ -256,7 +253,7 @@ def run_row(cell: Cell, grid_axes: list[str], study: str) -> dict[str, Any]:
                 pd.to_numeric(epochs["grad_sq_norm"], errors="coerce").iloc[:noise_until].tolist(),
                 pd.to_numeric(epochs["grad_trace"], errors="coerce").iloc[:noise_until].tolist(),
             ),
-            "wall_time_to_target_s": time_to_target("wall_time_s"),
+            "wall_time_to_target_s": to_target(pd.to_numeric(epochs["wall_time_s"], errors="coerce")),
             "best_val_accuracy": _first_known(accuracies.max(), summary.get("best_val_accuracy")),
             "final_val_accuracy": accuracies.iloc[-1] if len(accuracies) else None,
             "train_time_s": _last_known(epochs["train_time_s"]),

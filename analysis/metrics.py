@@ -83,24 +83,28 @@ def steady_state_throughput(
     few epochs it is optimistic: Student's t would use 4.30 instead of 1.96 for
     n = 3.
     """
-    rates = np.asarray(samples_per_s, dtype=float)
-    if startup is None:
-        is_startup = np.arange(rates.size) == 0
-    else:
-        is_startup = np.asarray(startup, dtype=bool)
-        if is_startup.shape != rates.shape:
-            raise ValueError("startup flags must match samples_per_s in length")
-    measured = np.isfinite(rates)
-    kept = measured & ~is_startup
-    if not kept.any():
-        kept = measured
-    values = rates[kept]
+    values = steady_values(samples_per_s, startup)
     if values.size == 0:
         return Throughput(mean=float("nan"), ci95=float("nan"), epochs=0)
     if values.size == 1:
         return Throughput(mean=float(values[0]), ci95=float("nan"), epochs=1)
     half_width = Z_95 * values.std(ddof=1) / np.sqrt(values.size)
     return Throughput(mean=float(values.mean()), ci95=float(half_width), epochs=int(values.size))
+
+
+def steady_values(per_epoch: Sequence[float | None], startup: Sequence[bool] | None = None) -> np.ndarray:
+    """The finite per-epoch values with the start-up epochs left out (by default the first), unless
+    that would leave none."""
+    values = np.asarray(per_epoch, dtype=float)
+    if startup is None:
+        is_startup = np.arange(values.size) == 0
+    else:
+        is_startup = np.asarray(startup, dtype=bool)
+        if is_startup.shape != values.shape:
+            raise ValueError("startup flags must match the per-epoch values in length")
+    measured = np.isfinite(values)
+    kept = measured & ~is_startup
+    return values[kept if kept.any() else measured]
 
 
 def time_to_accuracy(
@@ -123,30 +127,35 @@ def time_to_accuracy(
     two agree. Returns None when the criterion is never met or no target is set;
     a missing (None/NaN) accuracy counts as below target.
     """
+    times = np.asarray(train_time_s, dtype=float)
+    if times.shape != np.asarray(val_accuracy, dtype=float).shape:
+        raise ValueError("train_time_s and val_accuracy must have the same length")
+    index = epoch_at_target(val_accuracy, target, patience)
+    return None if index is None else float(times[index])
+
+
+def epoch_at_target(val_accuracy: Sequence[float | None], target: float | None,
+                    patience: int | None = 1) -> int | None:
+    """The position (0-based, in epoch order) of the epoch e+p-1 at which the run is known to hold
+    the target (time_to_accuracy's rule); every other "to target" quantity is read there."""
     if target is None or not np.isfinite(target):
         return None
-    times = np.asarray(train_time_s, dtype=float)
-    accuracies = np.asarray(val_accuracy, dtype=float)
-    if times.shape != accuracies.shape:
-        raise ValueError("train_time_s and val_accuracy must have the same length")
     needed = max(1, int(patience or 1))
     streak = 0
-    for time_s, at_target in zip(times, accuracies >= target):
+    for index, at_target in enumerate(np.asarray(val_accuracy, dtype=float) >= target):
         streak = streak + 1 if at_target else 0
         if streak >= needed:
-            return float(time_s)
+            return index
     return None
 
 
 def steady_step_time(steps_s: Sequence[float | None], steps: Sequence[float | None],
                      startup: Sequence[bool] | None = None) -> float | None:
     """Seconds per training step in steady state: the median over the epochs (start-up epochs left
-    out while another remains, as for throughput) of each epoch's steps time / its steps."""
+    out as for throughput) of each epoch's steps time / its steps."""
     per_step = np.asarray(steps_s, dtype=float) / np.asarray(steps, dtype=float)
-    is_startup = np.zeros(per_step.size, bool) if startup is None else np.asarray(startup, dtype=bool)
-    measured = np.isfinite(per_step) & (per_step > 0)
-    kept = measured & ~is_startup if (measured & ~is_startup).any() else measured
-    return float(np.median(per_step[kept])) if kept.any() else None
+    values = steady_values(np.where(per_step > 0, per_step, np.nan).tolist(), startup)
+    return float(np.median(values)) if values.size else None
 
 
 def pooled_noise_scale(gradient_sq_norm: Sequence[float | None], gradient_trace: Sequence[float | None]) -> float | None:
