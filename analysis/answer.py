@@ -36,10 +36,11 @@ import numpy as np
 import pandas as pd
 
 from analysis.critical_batch import CriticalBatchFit, fit_critical_batch
+from analysis.figures import grid_axes_of
 from analysis.metrics import REPLICATE_AXES
 from analysis.scaling_model import Choice, StepTimeModel, choose, fit_step_time, holdout, predict
+from jobs.cell import FINISHED_STATUSES as FINISHED
 
-FINISHED = ("complete", "diverged")
 GROUP_EXCLUDED_AXES = ("batch_size", "gpus", *REPLICATE_AXES)
 PREDICT_WORKERS_FACTOR = 4  # predict up to this many times the largest worker count run
 
@@ -72,14 +73,15 @@ class StudyAnswer:
     unfinished: int = 0  # cells neither complete nor diverged (failed, broken, not run yet)
 
 
-def grid_axes(runs: pd.DataFrame) -> list[str]:
-    if "grid_axes" in runs.columns and runs["grid_axes"].notna().any():
-        return str(runs["grid_axes"].dropna().iloc[0]).split()
-    return ["batch_size", "gpus"]
-
-
 def group_axes(runs: pd.DataFrame) -> list[str]:
-    return [axis for axis in grid_axes(runs) if axis not in GROUP_EXCLUDED_AXES and axis in runs.columns]
+    return [axis for axis in grid_axes_of(runs) if axis not in GROUP_EXCLUDED_AXES and axis in runs.columns]
+
+
+def numbers(cells: pd.DataFrame, column: str) -> pd.Series:
+    """A column as floats, missing values NaN (collect's nullable integers hold pd.NA); all NaN when
+    the table lacks it (a runs.csv written before it existed)."""
+    return pd.to_numeric(cells[column], errors="coerce").astype(float) if column in cells.columns \
+        else pd.Series(np.nan, index=cells.index)
 
 
 def measured_rows(cells: pd.DataFrame) -> pd.DataFrame:
@@ -127,10 +129,10 @@ def candidates(cells: pd.DataFrame, observed: pd.DataFrame) -> pd.DataFrame:
     workers = sorted(set(workers_run) | {2**k for k in range(int(math.log2(top)) + 1)})
     low, high = min(batches_run), max(batches_run)
     batches = sorted(set(batches_run) | {float(2**k) for k in range(int(math.log2(high)) + 1) if low <= 2**k <= high})
-    one_node = pd.to_numeric(cells.get("nodes"), errors="coerce").fillna(1).max() <= 1
-    per_node = pd.to_numeric(cells.get("workers_per_node"), errors="coerce").max()
-    threads = pd.to_numeric(cells.get("threads_per_worker"), errors="coerce").median()
-    cpus = pd.to_numeric(cells.get("cpus"), errors="coerce").median()
+    one_node = numbers(cells, "nodes").fillna(1).max() <= 1
+    per_node = numbers(cells, "workers_per_node").max()
+    threads = numbers(cells, "threads_per_worker").median()
+    cpus = numbers(cells, "cpus").median()
     on_cpu = not cells.get("device", pd.Series(dtype=object)).astype(str).str.startswith("cuda").any()
     gradient_bytes = float(observed["gradient_bytes"].median())
 
@@ -152,12 +154,10 @@ def candidates(cells: pd.DataFrame, observed: pd.DataFrame) -> pd.DataFrame:
 
 def answer_group(cells: pd.DataFrame, group: dict[str, Any]) -> GroupAnswer:
     measured = measured_rows(cells)
-    reached = measured.dropna(subset=["steps_to_target"])
-    reached_cells = cells[cells["status"].isin(FINISHED)].dropna(subset=["steps_to_target"])
-    critical = fit_critical_batch(pd.to_numeric(reached_cells["global_batch"]).tolist(),
-                                  pd.to_numeric(reached_cells["steps_to_target"]).tolist()) \
-        if len(reached) else None
-    noise = pd.to_numeric(cells.get("noise_scale"), errors="coerce").dropna()
+    finished = cells[cells["status"].isin(FINISHED)]  # the fit leaves out those that did not reach the target
+    critical = fit_critical_batch(numbers(finished, "global_batch").tolist(),
+                                  numbers(finished, "steps_to_target").tolist())
+    noise = numbers(cells, "noise_scale").dropna()
     observed = step_rows(cells)
     model, problem, predicted, held_out = None, None, pd.DataFrame(), None
     if observed.empty:
@@ -195,8 +195,8 @@ def answer_study(runs: pd.DataFrame, study: str) -> StudyAnswer:
 
 
 def target_text(runs: pd.DataFrame) -> str:
-    targets = pd.to_numeric(runs.get("target_accuracy"), errors="coerce").dropna().unique()
-    patience = pd.to_numeric(runs.get("patience"), errors="coerce").dropna().unique()
+    targets = numbers(runs, "target_accuracy").dropna().unique()
+    patience = numbers(runs, "patience").dropna().unique()
     if len(targets) != 1:
         return "the cells' target accuracy"
     held = f", held {int(patience[0])} epochs" if len(patience) == 1 and patience[0] > 1 else ""
@@ -342,14 +342,10 @@ def write_answer(runs: pd.DataFrame, out_dir: Path, study: str) -> StudyAnswer:
     (out_dir / "answer.html").write_text(answer_html(markdown))
     (out_dir / "answer.json").write_text(
         json.dumps(_finite(answer_json(answer)), indent=2, default=_json_default, allow_nan=False) + "\n")
-    tables = [(group, group.predicted) for group in answer.groups]
-    predicted_frames = [table.assign(**group.group) for group, table in tables if len(table)]
-    pd.concat(predicted_frames, ignore_index=True).to_csv(out_dir / "predictions.csv", index=False) \
-        if predicted_frames else pd.DataFrame().to_csv(out_dir / "predictions.csv", index=False)
-    held_frames = [group.held_out.assign(**group.group) for group in answer.groups
-                   if group.held_out is not None and len(group.held_out)]
-    (pd.concat(held_frames, ignore_index=True) if held_frames else pd.DataFrame()).to_csv(
-        out_dir / "holdout.csv", index=False)
+    for name, tables in (("predictions.csv", [(group, group.predicted) for group in answer.groups]),
+                         ("holdout.csv", [(group, group.held_out) for group in answer.groups])):
+        frames = [table.assign(**group.group) for group, table in tables if table is not None and len(table)]
+        (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()).to_csv(out_dir / name, index=False)
     return answer
 
 

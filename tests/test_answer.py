@@ -88,3 +88,13 @@ def test_a_partial_study_says_so_and_answers_from_the_finished_cells():
     assert answer.unfinished == 1
     assert "Partial: 1 of 6 cells have not finished" in answer_markdown(answer)
     assert len(measured_rows(runs)) == 5
+
+
+def test_the_tables_as_collect_returns_them_with_nullable_integers_answer_too():
+    # collect's in-memory runs table (the partial results after a failure) holds pd.NA, not NaN,
+    # where a finished cell never reached the target.
+    runs = runs_table()
+    runs["steps_to_target"] = pd.array([None if cell == "bs64-gpus4" else int(steps) for cell, steps
+                                        in zip(runs["cell"], runs["steps_to_target"])], dtype="Int64")
+    answer = answer_study(runs, "s")
+    assert answer.groups[0].critical_batch is not None and answer.fastest is not None
