@@ -7,7 +7,9 @@ Only cells that finished (status complete or diverged) are drawn; failed and
 broken cells are left out, and a study with none of the former still gets every
 figure, with a note on empty axes. Grid axes other than batch size and workers
 (warm-up, lr scaling, ...) become one panel each, so distinct runs are never
-averaged together. Figures are built on matplotlib Figure objects, which render
+averaged together. Lines and bars are coloured by batch size, or by backend (Horovod,
+DDP) where that is a grid axis: then each batch size gets a panel, so that the
+backends are compared line against line. Figures are built on matplotlib Figure objects, which render
 with the Agg backend whatever pyplot's backend is.
 """
 
@@ -18,6 +20,7 @@ import math
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 import numpy as np
@@ -36,6 +39,9 @@ FIGURE_FORMATS = ("png", "svg")
 BATCH_AXIS, WORKERS_AXIS = "batch_size", "gpus"
 DEFAULT_GRID_AXES = (BATCH_AXIS, WORKERS_AXIS)
 NUMERIC_RESULTS = ("throughput", "throughput_ci95", "efficiency", "time_to_target_s")
+# What lines and bars are coloured by: the batch size, or an axis named here when the grid has it.
+COLOUR, BAR_PANEL = "colour", "bar_panel"
+COLOUR_AXES = {"backend": "Data-parallel backend"}
 
 BATCH_LEGEND_TITLE = "Per-worker batch size (samples)"
 GLOBAL_BATCH_LEGEND_TITLE = "Global batch size (samples, all workers together)"
@@ -116,12 +122,29 @@ def finished_runs(runs: pd.DataFrame, grid_axes: Sequence[str]) -> pd.DataFrame:
     # Replicates (repeat, seed) are averaged, not split into panels.
     other_axes = [axis for axis in grid_axes
                   if axis not in DEFAULT_GRID_AXES and axis not in REPLICATE_AXES and axis in finished.columns]
-    finished["panel"] = [
-        ", ".join(f"{axis}={_format_value(value)}" for axis, value in zip(other_axes, values))
-        for values in finished[other_axes].itertuples(index=False)
-    ] if other_axes else ""
+    colour = colour_axis(other_axes)
+    finished[COLOUR] = finished[colour]
+    if colour != BATCH_AXIS:  # the batch size leaves the colours for a panel of its own
+        other_axes.remove(colour)
+        # The bar chart over batch sizes keeps them together; its panels are the others.
+        finished[BAR_PANEL] = panel_labels(finished, [*other_axes, colour])
+        other_axes.insert(0, BATCH_AXIS)
+    finished["panel"] = panel_labels(finished, other_axes)
+    if colour == BATCH_AXIS:
+        finished[BAR_PANEL] = finished["panel"]
     finished = _sort_values_safely(finished, [*other_axes, BATCH_AXIS, WORKERS_AXIS])
     return finished.reset_index(drop=True)
+
+
+def colour_axis(axes: Sequence[str]) -> str:
+    return next((axis for axis in COLOUR_AXES if axis in axes), BATCH_AXIS)
+
+
+def panel_labels(finished: pd.DataFrame, axes: Sequence[str]) -> list[str] | str:
+    if not axes:
+        return ""
+    return [", ".join(f"{axis}={_format_value(value)}" for axis, value in zip(axes, values))
+            for values in finished[list(axes)].itertuples(index=False)]
 
 
 REPEATS_COLUMN = "repeats"
@@ -136,6 +159,15 @@ def batch_title(frame: pd.DataFrame) -> str:
     return GLOBAL_BATCH_LEGEND_TITLE if is_strong_scaling(frame) else BATCH_LEGEND_TITLE
 
 
+def colour_title(frame: pd.DataFrame) -> str:
+    """The legend title of the colours: the batch size's, or the colour axis's."""
+    if COLOUR in frame.columns and len(frame):
+        for axis, title in COLOUR_AXES.items():
+            if axis in frame.columns and frame[COLOUR].equals(frame[axis]):
+                return title
+    return batch_title(frame)
+
+
 def over_replicates(finished: pd.DataFrame) -> pd.DataFrame:
     """With a replicate axis (repeat, seed), one row per panel, batch size and workers: the
     mean over the repeats and its Student's t interval (collect.py's *_over_repeats
@@ -143,7 +175,7 @@ def over_replicates(finished: pd.DataFrame) -> pd.DataFrame:
     if REPEATS_COLUMN not in finished.columns or finished.empty:
         return finished
     rows = []
-    for _, group in finished.groupby(["panel", BATCH_AXIS, WORKERS_AXIS], sort=False):
+    for _, group in finished.groupby(["panel", COLOUR, BATCH_AXIS, WORKERS_AXIS], sort=False):
         row = group.iloc[0].copy()
         for name in ("throughput", "efficiency", "time_to_target_s"):
             row[name] = pd.to_numeric(pd.Series([row.get(f"{name}_over_repeats")]), errors="coerce").iloc[0]
@@ -167,8 +199,8 @@ def _interval_text(points: pd.DataFrame, within_run: str) -> str:
 def _accuracy_curves(epochs: pd.DataFrame, finished: pd.DataFrame) -> pd.DataFrame:
     needed = ["cell", "epoch", "train_time_s", "val_accuracy"]
     if finished.empty or not set(needed) <= set(epochs.columns):
-        return pd.DataFrame(columns=[*needed, "status", BATCH_AXIS, WORKERS_AXIS, "panel"])
-    curves = epochs[needed].merge(finished[["cell", "status", BATCH_AXIS, WORKERS_AXIS, "panel"]], on="cell")
+        return pd.DataFrame(columns=[*needed, "status", COLOUR, BATCH_AXIS, WORKERS_AXIS, "panel"])
+    curves = epochs[needed].merge(finished[["cell", "status", COLOUR, BATCH_AXIS, WORKERS_AXIS, "panel"]], on="cell")
     for column in ("train_time_s", "val_accuracy"):
         curves[column] = pd.to_numeric(curves[column], errors="coerce")
     return curves.dropna(subset=["train_time_s", "val_accuracy"]).sort_values(["cell", "epoch"])
@@ -195,8 +227,8 @@ def _common_value(runs: pd.DataFrame, column: str) -> float | None:
 # ---- layout helpers ---------------------------------------------------------
 
 
-def _panels(finished: pd.DataFrame) -> list[str]:
-    return list(dict.fromkeys(finished["panel"])) or [""]
+def _panels(finished: pd.DataFrame, column: str = "panel") -> list[str]:
+    return list(dict.fromkeys(finished[column])) or [""]
 
 
 def _new_figure(panel_count: int) -> tuple[Figure, list[Axes]]:
@@ -221,13 +253,14 @@ def _label(axes: list[Axes], columns: int, xlabel: str, ylabel: str, panels: lis
             ax.set_title(panel, fontsize="medium")
 
 
-def _batch_palette(batch_sizes: Sequence[int]) -> dict[int, tuple[float, float, float]]:
+def _batch_palette(batch_sizes: Sequence[Any]) -> dict[Any, tuple[float, float, float]]:
+    """Colours of the batch sizes (or of the colour axis's values)."""
     levels = sorted(set(batch_sizes))
     colors = sns.color_palette("colorblind" if len(levels) <= 10 else "viridis", max(len(levels), 1))
     return dict(zip(levels, colors))
 
 
-def _batch_legend(figure: Figure, palette: dict[int, tuple[float, float, float]], finished: pd.DataFrame,
+def _batch_legend(figure: Figure, palette: dict[Any, tuple[float, float, float]], finished: pd.DataFrame,
                   bars: bool = False) -> None:
     handles: list[Line2D | Patch] = [
         Patch(color=color, label=str(batch)) if bars else Line2D([], [], color=color, marker="o", lw=2, label=str(batch))
@@ -235,7 +268,7 @@ def _batch_legend(figure: Figure, palette: dict[int, tuple[float, float, float]]
     ]
     if handles:
         fitting_columns = max(3, int(figure.get_figwidth() / LEGEND_ENTRY_WIDTH_IN))
-        figure.legend(handles=handles, title=batch_title(finished), loc="outside lower center",
+        figure.legend(handles=handles, title=colour_title(finished), loc="outside lower center",
                       ncols=min(len(handles), fitting_columns))
 
 
@@ -300,7 +333,7 @@ def throughput_figure(finished: pd.DataFrame) -> Figure:
     """Steady-state samples/s vs workers, one line per batch size, with ideal N·X_1 lines."""
     panels = _panels(finished)
     figure, axes = _new_figure(len(panels))
-    palette = _batch_palette(finished[BATCH_AXIS])
+    palette = _batch_palette(finished[COLOUR])
     measured = finished[np.isfinite(finished["throughput"])]
     any_diverged = False
     any_ideal = False
@@ -309,9 +342,9 @@ def throughput_figure(finished: pd.DataFrame) -> Figure:
         if rows.empty:
             _note_empty(ax, NO_FINISHED_CELLS)
         else:
-            sns.lineplot(data=rows, x=WORKERS_AXIS, y="throughput", hue=BATCH_AXIS, palette=palette,
+            sns.lineplot(data=rows, x=WORKERS_AXIS, y="throughput", hue=COLOUR, palette=palette,
                          marker="o", errorbar=None, legend=False, ax=ax)
-            for batch, group in rows.groupby(BATCH_AXIS):
+            for batch, group in rows.groupby(COLOUR):
                 ax.errorbar(group[WORKERS_AXIS], group["throughput"], yerr=group["throughput_ci95"].fillna(0),
                             fmt="none", ecolor=palette[batch], capsize=4)
                 baseline = group.loc[(group[WORKERS_AXIS] == 1) & (group["status"] == "complete"), "throughput"]
@@ -337,7 +370,7 @@ def throughput_figure(finished: pd.DataFrame) -> Figure:
 
 def throughput_vs_batch_figure(finished: pd.DataFrame) -> Figure:
     """The course's bar chart: steady-state samples/s per batch size, one bar per worker count."""
-    panels = _panels(finished)
+    panels = _panels(finished, BAR_PANEL)
     figure, axes = _new_figure(len(panels))
     worker_levels = sorted(finished[WORKERS_AXIS].unique())
     batch_levels = sorted(finished[BATCH_AXIS].unique())
@@ -345,7 +378,7 @@ def throughput_vs_batch_figure(finished: pd.DataFrame) -> Figure:
     bar_width = 0.8 / max(len(worker_levels), 1)
     any_diverged = False
     for ax, panel in zip(axes, panels):
-        rows = finished[(finished["panel"] == panel) & np.isfinite(finished["throughput"])]
+        rows = finished[(finished[BAR_PANEL] == panel) & np.isfinite(finished["throughput"])]
         if rows.empty:
             _note_empty(ax, NO_FINISHED_CELLS)
         for _, row in rows.iterrows():
@@ -378,7 +411,7 @@ def scaling_efficiency_figure(finished: pd.DataFrame) -> Figure:
     """Weak-scaling efficiency X_N / (N·X_1) in % vs workers, one line per batch size."""
     panels = _panels(finished)
     figure, axes = _new_figure(len(panels))
-    palette = _batch_palette(finished[BATCH_AXIS])
+    palette = _batch_palette(finished[COLOUR])
     efficiency_percent = 100 * finished["efficiency"]
     highest = efficiency_percent.max() if efficiency_percent.notna().any() else 100
     any_diverged = False
@@ -389,10 +422,10 @@ def scaling_efficiency_figure(finished: pd.DataFrame) -> Figure:
         if rows.empty:
             _note_empty(ax, "no cell with a complete 1-worker baseline" if len(finished) else NO_FINISHED_CELLS)
         else:
-            sns.lineplot(data=rows, x=WORKERS_AXIS, y="efficiency_percent", hue=BATCH_AXIS, palette=palette,
+            sns.lineplot(data=rows, x=WORKERS_AXIS, y="efficiency_percent", hue=COLOUR, palette=palette,
                          marker="o", errorbar=None, legend=False, ax=ax)
             if "efficiency_ci95" in rows.columns:
-                for batch, group in rows.groupby(BATCH_AXIS):
+                for batch, group in rows.groupby(COLOUR):
                     ax.errorbar(group[WORKERS_AXIS], group["efficiency_percent"],
                                 yerr=100 * pd.to_numeric(group["efficiency_ci95"], errors="coerce").fillna(0),
                                 fmt="none", ecolor=palette[batch], capsize=4)
@@ -414,7 +447,7 @@ def time_to_accuracy_figure(finished: pd.DataFrame, target: float | None, patien
     """Bars of time to target accuracy per cell; cells that never got there get a mark at zero."""
     panels = _panels(finished)
     figure, axes = _new_figure(len(panels))
-    palette = _batch_palette(finished[BATCH_AXIS])
+    palette = _batch_palette(finished[COLOUR])
     worker_levels = sorted(finished[WORKERS_AXIS].unique())
     batch_levels = list(palette)
     bar_width = 0.8 / max(len(batch_levels), 1)
@@ -430,11 +463,11 @@ def time_to_accuracy_figure(finished: pd.DataFrame, target: float | None, patien
         elif tta[rows.index].isna().all():
             _note_empty(ax, "no cell reached the target")
         for index, row in rows.iterrows():
-            slot = batch_levels.index(row[BATCH_AXIS]) - (len(batch_levels) - 1) / 2
+            slot = batch_levels.index(row[COLOUR]) - (len(batch_levels) - 1) / 2
             position = worker_levels.index(row[WORKERS_AXIS]) + slot * bar_width
             outcome = TTA_OUTCOMES[(bool(np.isfinite(tta[index])), row["status"] == "diverged")]
             outcomes.add(outcome)
-            color = palette[row[BATCH_AXIS]]
+            color = palette[row[COLOUR]]
             height = tta[index] if np.isfinite(tta[index]) else 0.0
             if outcome in ("reached", "reached, then diverged"):
                 diverged = outcome != "reached"
@@ -477,7 +510,7 @@ def accuracy_vs_time_figure(curves: pd.DataFrame, finished: pd.DataFrame, target
     """Validation accuracy vs training time, one curve per cell, diverged cells dashed."""
     panels = _panels(finished)
     figure, axes = _new_figure(len(panels))
-    palette = _batch_palette(finished[BATCH_AXIS])
+    palette = _batch_palette(finished[COLOUR])
     worker_levels = sorted(finished[WORKERS_AXIS].unique())
     markers = {workers: WORKER_MARKERS[index % len(WORKER_MARKERS)] for index, workers in enumerate(worker_levels)}
     any_diverged = False
@@ -490,7 +523,7 @@ def accuracy_vs_time_figure(curves: pd.DataFrame, finished: pd.DataFrame, target
             diverged = first["status"] == "diverged"
             any_diverged |= diverged
             sns.lineplot(x=curve["train_time_s"].to_numpy(), y=curve["val_accuracy"].to_numpy(), ax=ax,
-                         color=palette[first[BATCH_AXIS]], marker=markers[first[WORKERS_AXIS]],
+                         color=palette[first[COLOUR]], marker=markers[first[WORKERS_AXIS]],
                          linestyle="--" if diverged else "-", estimator=None, sort=False)
         if target is not None:
             ax.axhline(target, color=REFERENCE_COLOR, ls=":", lw=1.5)

@@ -98,6 +98,8 @@ class MetaRecord(Record):
     nodes: int | None = None
     hosts: list[str] | None = None
     controller: str | None = None
+    # The gradient exchange as it took effect: backend, controller, compression, bucket (fusion) MB.
+    communication: dict[str, Any] | None = None
     threads_per_worker: int | None = None
     device: str | None = None
     job_id: str | None = None

@@ -114,3 +114,30 @@ def test_repeats_are_drawn_as_one_mean_point_with_the_t_interval(tmp_path):
     bars = [segment for container in ax.containers for collection in container.lines[2]
             for segment in collection.get_segments()]
     assert any(np.allclose(segment, [[2, 160 - half_width], [2, 160 + half_width]], rtol=1e-5) for segment in bars)
+
+
+def test_a_backend_axis_colours_the_lines_by_backend_with_a_panel_per_batch_size():
+    rows = []
+    for backend, speed in (("horovod", 1.0), ("ddp", 1.5)):
+        for batch in (32, 64):
+            for workers in (1, 2):
+                rows.append({"cell": f"bs{batch}-gpus{workers}-backend_{backend}", "status": "complete",
+                             "batch_size": batch, "gpus": workers, "backend": backend,
+                             "throughput": speed * batch * workers ** 0.5, "throughput_ci95": 0.0,
+                             "efficiency": workers ** -0.5, "time_to_target_s": 1.0})
+    runs = pd.DataFrame(rows)
+    runs.attrs["grid_axes"] = ["batch_size", "gpus", "backend"]
+    figure = throughput_figure(finished_runs(runs, grid_axes_of(runs)))
+    axes = [ax for ax in figure.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in axes] == ["batch_size=32", "batch_size=64"]
+    (legend,) = figure.legends
+    assert legend.get_title().get_text() == "Data-parallel backend"
+    colours = {text.get_text(): handle.get_color() for text, handle in zip(legend.get_texts(), legend.legend_handles)}
+    assert set(colours) == {"horovod", "ddp"} and colours["horovod"] != colours["ddp"]
+    for ax, batch in zip(axes, (32, 64)):
+        solid = [line for line in ax.lines if line.get_linestyle() == "-" and len(line.get_xdata()) > 0]
+        assert len(solid) == 2  # one line per backend in each batch size's panel
+        for line in solid:
+            (backend,) = [name for name, colour in colours.items() if colour == line.get_color()]
+            expected = runs[(runs["backend"] == backend) & (runs["batch_size"] == batch)].sort_values("gpus")
+            np.testing.assert_allclose(line.get_xydata(), expected[["gpus", "throughput"]].to_numpy(dtype=float))

@@ -5,7 +5,8 @@ tests compute themselves:
 - data parallelism: N workers x batch B/N with plain SGD follow 1 worker x batch B,
   and full-batch gradient descent reaches the least-squares (w, b) of Lab 1's data;
 - resume: a cell killed after some epochs and rerun ends with the weights of the same
-  cell run without interruption, for SGD with momentum and for Adam;
+  cell run without interruption, for SGD with momentum and for Adam, with Horovod and DDP;
+- backends: a DDP cell follows the Horovod cell's trajectory (and the 1-worker one's);
 - time: the named parts of an epoch account for its wall time, and rank 0's
   checkpoint write never lands in any rank's step time.
 """
@@ -40,10 +41,10 @@ GD_EPOCHS = 900  # enough full-batch steps to close the slowest direction to < 1
 TRAJECTORY_EPOCHS = 30
 
 
-def linear_study(batch_size: int, gpus: int, epochs: int, lr: float) -> dict[str, Any]:
+def linear_study(batch_size: int, gpus: int, epochs: int, lr: float, backend: str = "horovod") -> dict[str, Any]:
     return {"grid": {"batch_size": [batch_size], "gpus": [gpus]},
             "fixed": {"dataset": "linear", "model": "linear", "epochs": epochs, "lr": lr, "lr_scaling": "none",
-                      "optimizer": "sgd", "momentum": 0.0, "seed": 3}}
+                      "optimizer": "sgd", "momentum": 0.0, "seed": 3, "backend": backend}}
 
 
 def epochs_of(workdir: Path, study: str) -> pd.DataFrame:
@@ -58,6 +59,9 @@ def linear_run(tmp_path_factory):
         "gd_1": linear_study(LINEAR_POINTS, 1, GD_EPOCHS, GD_LR),
         **{f"gd_{n}": linear_study(LINEAR_POINTS // n, n, TRAJECTORY_EPOCHS, GD_LR) for n in (2, 4)},
         **{f"sgd_{n}": linear_study(20 // n, n, TRAJECTORY_EPOCHS, 0.005) for n in (1, 2, 4)},
+        # The same cells through PyTorch's DistributedDataParallel instead of Horovod.
+        "gd_2_ddp": linear_study(LINEAR_POINTS // 2, 2, TRAJECTORY_EPOCHS, GD_LR, backend="ddp"),
+        "sgd_4_ddp": linear_study(20 // 4, 4, TRAJECTORY_EPOCHS, 0.005, backend="ddp"),
     }
     write_config(workdir, config)
     result = run_snakemake(workdir)
@@ -78,6 +82,23 @@ def test_n_workers_with_batch_b_over_n_follow_one_worker_with_batch_b(linear_run
         np.testing.assert_allclose(many[column], one[column], rtol=2e-5, atol=1e-5, err_msg=column)
 
 
+@pytest.mark.parametrize("kind, workers", [("gd", 2), ("sgd", 4)])
+def test_a_ddp_cell_follows_the_same_trajectory_as_the_horovod_cell(linear_run, kind, workers):
+    horovod = epochs_of(linear_run, f"{kind}_{workers}")
+    ddp = epochs_of(linear_run, f"{kind}_{workers}_ddp")
+    one = epochs_of(linear_run, f"{kind}_1").head(TRAJECTORY_EPOCHS)
+    assert list(ddp["world_size"].unique()) == [workers]
+    assert len(ddp) == len(horovod) == TRAJECTORY_EPOCHS
+    assert horovod["weight"].max() - horovod["weight"].min() > 0.1
+    for column in ("weight", "bias", "train_loss", "val_loss"):
+        np.testing.assert_allclose(ddp[column], horovod[column], rtol=2e-5, atol=1e-5, err_msg=column)
+        np.testing.assert_allclose(ddp[column], one[column], rtol=2e-5, atol=1e-5, err_msg=column)
+    (cell_dir,) = (linear_run / "results" / f"{kind}_{workers}_ddp" / "cells").iterdir()
+    meta = CellDir(cell_dir).read_metrics().metas[-1]
+    assert meta["communication"] == {"backend": "ddp", "controller": "gloo", "gradient_compression": "none",
+                                     "bucket_mb": 25.0}
+
+
 def test_gradient_descent_reaches_the_least_squares_fit_of_the_data(linear_run):
     data = load_linear(seed=3, num_train=LINEAR_POINTS)
     x, y = (tensor.numpy().astype(np.float64).ravel() for tensor in data.train.tensors)
@@ -93,7 +114,7 @@ def test_gradient_descent_reaches_the_least_squares_fit_of_the_data(linear_run):
 # --------------------------------------------------------------------------- exact resume
 
 def resume_study() -> dict[str, Any]:
-    return {"grid": {"batch_size": [32], "gpus": [2], "optimizer": ["sgd", "adam"]},
+    return {"grid": {"batch_size": [32], "gpus": [2], "optimizer": ["sgd", "adam"], "backend": ["horovod", "ddp"]},
             "fixed": {"dataset": "digits", "model": "cnn", "epochs": 8, "lr": 0.02, "momentum": 0.9,
                       "weight_decay": 1e-4, "train_subset": 400, "target_accuracy": 0.5}}
 
@@ -138,7 +159,8 @@ def test_a_killed_and_rerun_cell_ends_with_the_weights_of_the_uninterrupted_run(
     result = run_snakemake(reference)
     assert result.returncode == 0, result.stderr[-4000:]
 
-    cells = ["bs32-gpus2-opt_sgd", "bs32-gpus2-opt_adam"]
+    cells = [f"bs32-gpus2-backend_{backend}-opt_{optimizer}" for optimizer in ("sgd", "adam")
+             for backend in ("horovod", "ddp")]
     cell_dirs = [interrupted / "results" / "resume" / "cells" / cell for cell in cells]
     # A slow checkpoint keeps each epoch long enough for the kill to land mid-run.
     env = os.environ | {CHECKPOINT_DELAY_ENV: "0.3"}

@@ -4,7 +4,8 @@ On linear regression with the mean squared error, sample i's gradient at (w, b) 
 2 r_i (x_i, 1) with r_i = w x_i + b - y_i, so the true gradient G (their mean), its
 squared norm, the per-sample covariance's trace tr(Sigma) and B_simple = tr(Sigma)/|G|^2
 follow exactly from the data. A 4-worker cell whose parameters barely move (lr 1e-9)
-estimates them over thousands of steps; the estimate must agree within 10 %.
+estimates them over thousands of steps, with Horovod and with DDP; the estimate must
+agree within 10 %.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ POINTS = 4096
 BATCH = 8  # per worker
 WORKERS = 4
 EPOCHS = 12
+BACKENDS = ["horovod", "ddp"]  # each measures the local norms before, and the averaged one after, its allreduce
 
 
 def test_the_estimators_recover_norm_and_trace_from_their_expectations():
@@ -58,7 +60,8 @@ def held_still(tmp_path_factory) -> tuple[pd.DataFrame, pd.DataFrame]:
     config = default_config()
     fixed = {"dataset": "linear", "model": "linear", "train_subset": POINTS, "epochs": EPOCHS, "lr": 1e-9,
              "lr_scaling": "none", "optimizer": "sgd", "momentum": 0.0, "seed": SEED, "target_accuracy": 0.5}
-    config["studies"] = {"noise": {"grid": {"batch_size": [BATCH], "gpus": [1, WORKERS]}, "fixed": fixed}}
+    config["studies"] = {"noise": {"grid": {"batch_size": [BATCH], "gpus": [1, WORKERS], "backend": BACKENDS},
+                                   "fixed": fixed}}
     write_config(workdir, config)
     result = run_snakemake(workdir)
     assert result.returncode == 0, result.stderr[-4000:]
@@ -68,9 +71,10 @@ def held_still(tmp_path_factory) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 @pytest.mark.workflow
-def test_several_workers_measure_the_exact_noise_scale_of_linear_regression(held_still):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_several_workers_measure_the_exact_noise_scale_of_linear_regression(held_still, backend):
     epochs, _ = held_still
-    many = epochs[epochs["gpus"] == WORKERS].sort_values("epoch")
+    many = epochs[(epochs["gpus"] == WORKERS) & (epochs["backend"] == backend)].sort_values("epoch")
     assert len(many) == EPOCHS
     # The parameters hardly moved (w from 0 to about 0.001, where the data's slope is 10), so every
     # epoch measured the noise at about the same (w, b): their mean.
@@ -91,5 +95,5 @@ def test_several_workers_measure_the_exact_noise_scale_of_linear_regression(held
 def test_one_worker_cannot_measure_it_and_records_nothing(held_still):
     epochs, _ = held_still
     one = epochs[epochs["gpus"] == 1]
-    assert len(one) == EPOCHS
+    assert len(one) == EPOCHS * len(BACKENDS)
     assert one["noise_scale"].isna().all() and one["grad_sq_norm_local"].isna().all()

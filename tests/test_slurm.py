@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -27,6 +28,8 @@ from conftest import (
     tiny_study,
     write_config,
 )
+
+from jobs.cell import CellDir
 
 pytestmark = pytest.mark.slurm
 
@@ -409,3 +412,32 @@ def test_mpi_controller_runs_a_two_node_cell_under_srun_pmix(slurm_cluster, tmp_
     summary = json.loads((cell_dir / "summary.json").read_text())
     assert summary["status"] == "complete" and summary["epochs_run"] == 2
     assert not (cell_dir / "rendezvous.json").exists()  # MPI needs no Gloo rendezvous
+
+
+def test_ddp_runs_a_four_rank_cell_across_both_nodes_as_horovod_does(slurm_cluster, tmp_path):
+    """PyTorch DDP from the same submitit placement as Horovod: 4 ranks on 2 nodes, Gloo,
+    rank 0's TCPStore address published in the cell directory; the same losses as Horovod's cell."""
+    study = unique("ddp")
+    config = default_config()
+    config["studies"] = {study: {"grid": {"batch_size": [32], "gpus": [4], "backend": ["horovod", "ddp"]},
+                                 "fixed": {"epochs": 2, "train_subset": 400, "momentum": 0.0}}}
+    write_config(tmp_path, config)
+    result = run_snakemake(tmp_path, profile=slurm_profile(tmp_path / "profile"), env=slurm_cluster)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    cells = tmp_path / "results" / study / "cells"
+    losses = {}
+    for backend in ("horovod", "ddp"):
+        cell_dir = cells / f"bs32-gpus4-backend_{backend}"
+        log = CellDir(cell_dir).read_metrics()
+        meta = log.metas[-1]
+        assert meta["world_size"] == 4 and meta["nodes"] == 2 and meta["local_size"] == 2
+        assert meta["hosts"] == ["node1", "node1", "node2", "node2"]
+        assert meta["communication"]["backend"] == backend and meta["controller"] == "gloo"
+        assert json.loads((cell_dir / "summary.json").read_text())["status"] == "complete"
+        losses[backend] = [epoch["train_loss"] for epoch in log.epochs]
+    assert len(losses["ddp"]) == 2
+    np.testing.assert_allclose(losses["ddp"], losses["horovod"], rtol=1e-4)
+    job_id = job_record(cells / "bs32-gpus4-backend_ddp")["job_id"]
+    assert slurm("sacct", "-X", "-n", "-P", "-j", job_id, "-o", "NNodes").split()[0] == "2"
+    assert len(list((cells / "bs32-gpus4-backend_ddp" / "submitit").glob(f"{job_id}_*_log.out"))) == 4

@@ -30,7 +30,7 @@ def study_config() -> dict:
         # Lab 1's linear regression with far too large a learning rate: the loss overflows.
         "diverge": {"grid": {"batch_size": [16], "gpus": [1]},
                     "fixed": {"dataset": "linear", "model": "linear", "lr": 0.5, "epochs": 4}},
-        "broken": {"grid": {"batch_size": [32], "gpus": [2]},
+        "broken": {"grid": {"batch_size": [32], "gpus": [2], "backend": ["horovod", "ddp"]},
                    "fixed": {"epochs": 3, "fail_at_epoch": 2, "train_subset": 200}},
     }
     return config
@@ -146,18 +146,21 @@ def test_diverged_run_is_a_recorded_result(first_run):
     assert (workdir / "results/diverge/figures/accuracy_vs_time.png").exists()
 
 
-def test_failed_cell_names_its_reason_and_log_and_leaves_no_summary(first_run):
+@pytest.mark.parametrize("backend", ["horovod", "ddp"])
+def test_failed_cell_names_its_reason_and_log_and_leaves_no_summary(first_run, backend):
     workdir, result = first_run
     assert result.returncode != 0
-    cell_dir = workdir / "results/broken/cells/bs32-gpus2"
+    cell = f"bs32-gpus2-backend_{backend}"
+    cell_dir = workdir / "results/broken/cells" / cell
     assert not (cell_dir / "summary.json").exists()
-    match = re.search(r"cell bs32-gpus2 failed: RuntimeError: fail_at_epoch = 2: rank 1 fails on purpose "
+    # The rank that raised is named, not the other rank that lost it in the next collective.
+    match = re.search(rf"cell {cell} failed: RuntimeError: fail_at_epoch = 2: rank 1 fails on purpose "
                       r"\(testing switch\) \(log: (\S+)\)", result.stderr)
     assert match, result.stderr[-3000:]
     assert Path(match.group(1)).exists() and "fails on purpose" in Path(match.group(1)).read_text()
     # What did finish is still tabled and plotted, the failed cell marked as such.
     runs = pd.read_csv(workdir / "results/broken/runs.csv")
-    assert list(runs["status"]) == ["failed"]
+    assert list(runs["status"]) == ["failed", "failed"]
     assert (workdir / "results/broken/figures/throughput.png").exists()
 
 

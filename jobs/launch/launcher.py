@@ -123,11 +123,21 @@ def describe_epoch(cell: str, epochs: int, record: EpochRecord) -> str:
             f"{record.samples_per_s or 0:.0f} samples/s, {record.train_time_s or 0:.1f} s of training steps")
 
 
+# What a rank raises when another rank has failed: not a cause of its own.
+LOST_A_PEER = (
+    "Horovod has been shut down",  # Horovod
+    "Connection closed by peer",  # Gloo (DDP): the other rank's process exited
+    "Connection reset by peer",
+    "NCCL communicator was aborted",  # NCCL (DDP on GPUs)
+)
+
+
 def root_failure(cell_dir: Path, record: JobRecord, num_tasks: int) -> tuple[str, Path] | None:
     """The error that made the job fail, and the log of the task that raised it.
 
-    When one rank raises, Horovod shuts down and every other rank raises too; the
-    interesting error is the one that is not Horovod's shutdown notice."""
+    When one rank raises, every other rank fails too, in its next collective (Horovod
+    shuts down; DDP's Gloo loses its connection to the dead rank); the interesting error
+    is the one that is not such a consequence."""
     failures = []
     for task in range(num_tasks):
         paths = job_paths(CellDir(cell_dir), record, task)
@@ -137,7 +147,7 @@ def root_failure(cell_dir: Path, record: JobRecord, num_tasks: int) -> tuple[str
             continue  # the task was killed before it could write its outcome
         if outcome == "error":
             failures.append((last_error_line(str(payload)), paths.stderr))
-    causes = [f for f in failures if "Horovod has been shut down" not in f[0]]
+    causes = [f for f in failures if not any(consequence in f[0] for consequence in LOST_A_PEER)]
     return (causes or failures)[0] if failures else None
 
 

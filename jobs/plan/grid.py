@@ -40,6 +40,8 @@ AXIS_ABBREVIATIONS = {
     "data_path": "path",
     "loader_workers": "loaders",
     "trust_coefficient": "trust",
+    "gradient_compression": "comp",
+    "bucket_mb": "bucket",
 }
 FIRST_AXES = ("batch_size", "gpus")
 CELL_ID_PATTERN = r"[A-Za-z0-9_.\-]+"

@@ -1,11 +1,12 @@
-"""Where a grid cell is trained: the Horovod data-parallel training job.
+"""Where a grid cell is trained: the data-parallel training job, Horovod or DDP.
 
 Every task of a cell's submitit job runs `TrainingJob.__call__`. It follows Horovod's
 PyTorch recipe, in Horovod's order: init, pin the local rank's GPU, shard the data,
-scale the learning rate, broadcast the initial state from rank 0, wrap the optimizer,
-average metrics with allreduce, and let rank 0 alone write. The collectives go
-through jobs/train/workers.py: Horovod for several workers, nothing for one (a
-1-worker cell never imports Horovod). jobs/launch/launcher.py submits the job.
+scale the learning rate, wrap the model and optimizer, broadcast the initial state
+from rank 0, average metrics with allreduce, and let rank 0 alone write. One loop
+serves every backend: the collectives go through jobs/train/workers.py, Horovod or
+PyTorch's DistributedDataParallel (params.backend) for several workers, nothing for
+one (a 1-worker cell imports neither). jobs/launch/launcher.py submits the job.
 
 What the numbers mean (jobs/cell.py's EpochRecord has the fields):
 - The data sit on the worker's device as tensors; each epoch every rank slices its
@@ -49,7 +50,7 @@ import submitit
 from jobs.cell import CellDir, EpochRecord, MetaRecord, SummaryRecord, finite_or_none
 from jobs.plan.params import TrainParams, normalized_params
 from jobs.train import rendezvous
-from jobs.train.workers import Workers, start_workers
+from jobs.train.workers import SingleWorker, Workers, start_workers
 
 if TYPE_CHECKING:  # torch and what needs it are imported by the job itself, not by the launcher
     from jobs.train.noise import GradientNoiseMeter
@@ -108,11 +109,11 @@ class TrainingJob(submitit.helpers.Checkpointable):
     def __call__(self) -> dict[str, Any] | None:
         started = time.time()
         placement = rendezvous.placement_from_submitit()
-        server = None
-        if self.controller == "gloo" and placement.num_tasks > 1:
-            server = rendezvous.join(placement, CellDir(self.cell_dir).path)  # noqa: F841  (rank 0 keeps it alive)
-        return run_training(self, start_workers(placement.num_tasks, self.controller), placement.hostname,
-                            placement.job_id, placement.attempt, started)
+        workers = start_workers(placement, CellDir(self.cell_dir).path, TrainParams.from_dict(self.params),
+                                self.controller)
+        summary = run_training(self, workers, placement.hostname, placement.job_id, placement.attempt, started)
+        workers.close()
+        return summary
 
 
 def run_training(job: TrainingJob, workers: Workers, hostname: str, job_id: str, attempt: int,
@@ -147,10 +148,12 @@ def run_training(job: TrainingJob, workers: Workers, hostname: str, job_id: str,
     model = build_model(params.model, data.input_shape, data.num_classes, width=params.width, depth=params.depth)
     model.to(device)
     precision = configure_precision(params, device, model)
-    optimizer = workers.wrap_optimizer(make_optimizer(params, model), model)
-    # The module is what is saved and broadcast; its compiled wrapper, if any, shares its parameters.
+    # The module is what is saved and broadcast; the backend's wrapper (DDP's) and the compiled one,
+    # if any, share its parameters.
+    forward, optimizer = workers.wrap(model, make_optimizer(params, model))
     noise = GradientNoiseMeter(model, device) if world > 1 and params.measure_noise_scale else None
-    step = Step(model, torch.compile(model) if params.compile else model, optimizer, loss_fn, precision, noise)
+    step = Step(model, torch.compile(forward) if params.compile else forward, optimizer, loss_fn, precision,
+                workers, noise)
     progress = Progress()
     if is_writer and cell.checkpoint.exists():
         progress = load_checkpoint(cell, step, params)
@@ -189,6 +192,7 @@ def run_training(job: TrainingJob, workers: Workers, hostname: str, job_id: str,
             nodes=workers.nodes,
             hosts=hosts,
             controller=workers.controller,
+            communication=workers.communication(),
             threads_per_worker=threads,
             device=str(device),
             job_id=job_id,
@@ -357,10 +361,11 @@ class Step:
     """What one training step uses."""
 
     model: Any  # the torch.nn.Module: its state is what is saved and broadcast
-    forward: Any  # the module itself, or its torch.compile wrapper (same parameters)
-    optimizer: Any  # Horovod's DistributedOptimizer for several workers
+    forward: Any  # the module, or its DDP and torch.compile wrappers (same parameters)
+    optimizer: Any  # Horovod's DistributedOptimizer for several Horovod workers
     loss_fn: Any
     precision: Precision
+    workers: Workers = dataclasses.field(default_factory=SingleWorker)
     noise: GradientNoiseMeter | None = None  # cells of 2+ workers: the gradient noise scale's sums
 
 
@@ -404,11 +409,11 @@ def train_epoch(step: Step, train: Any, shard: Any, batch_size: int, rates: list
             if measure is None:
                 optimizer.step()
             else:
-                step_after_average(optimizer, measure)
+                step_after_average(optimizer, step.workers, measure)
         else:
             with precision.autocast():
                 loss = loss_fn(forward(precision.inputs(inputs)), targets)
-            precision.backward_and_step(loss, optimizer, measure)
+            precision.backward_and_step(loss, optimizer, step.workers, measure)
         losses.append(loss.detach())
         if after_update is not None:
             after_update(index)

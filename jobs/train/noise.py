@@ -59,10 +59,10 @@ class GradientNoiseMeter:
 
     The local norms are taken by a hook on each parameter, which autograd runs when the
     parameter's gradient is computed, before it is accumulated into .grad and so before
-    Horovod's own hook (on the accumulation) starts averaging it in place. (A parameter
+    Horovod's or DDP's own hook (on the accumulation) starts averaging it. (A parameter
     used twice in the forward pass, tied weights, would be counted in parts; no model here
-    ties weights.) The averaged norm is read after the optimizer has averaged the
-    gradients and a gradient scaler has unscaled them."""
+    ties weights.) The averaged norm is read once the backend has averaged the
+    gradients (Workers.synchronize) and a gradient scaler has unscaled them."""
 
     def __init__(self, model: Any, device: Any) -> None:
         import torch

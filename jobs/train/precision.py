@@ -11,11 +11,14 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from jobs.plan.params import TrainParams
+
+if TYPE_CHECKING:
+    from jobs.train.workers import Workers
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -24,14 +27,14 @@ AfterAverage = Callable[[torch.Tensor | None], None]
 (the gradient scaler's, or None): jobs/train/noise.py's measurement."""
 
 
-def step_after_average(optimizer: torch.optim.Optimizer, after_average: AfterAverage | None) -> None:
-    """The optimizer's step; with `after_average` and Horovod, its averaging first, then the call."""
-    if after_average is None or not hasattr(optimizer, "synchronize"):
+def step_after_average(optimizer: torch.optim.Optimizer, workers: Workers, after_average: AfterAverage | None) -> None:
+    """The optimizer's step; with `after_average`, the averaged gradients first, then the call."""
+    if after_average is None:
         optimizer.step()
         return
-    optimizer.synchronize()  # Horovod: wait for the averaged gradients
+    workers.synchronize(optimizer)  # Horovod waits for its allreduces here; DDP averaged in backward
     after_average(None)
-    with optimizer.skip_synchronize():  # type: ignore[attr-defined]
+    with workers.averaged(optimizer):
         optimizer.step()
 
 
@@ -56,22 +59,19 @@ class Precision:
             return batch.contiguous(memory_format=torch.channels_last)
         return batch
 
-    def backward_and_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer,
+    def backward_and_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer, workers: Workers,
                           after_average: AfterAverage | None = None) -> None:
         if self.scaler is None:
             loss.backward()
-            step_after_average(optimizer, after_average)
+            step_after_average(optimizer, workers, after_average)
             return
         self.scaler.scale(loss).backward()
-        if hasattr(optimizer, "synchronize"):
-            # Horovod: average the gradients before unscaling them, then step without averaging again.
-            optimizer.synchronize()
-            self.scaler.unscale_(optimizer)
-            if after_average is not None:
-                after_average(self.scaler._get_scale_async())  # the scale of this backward, before update()
-            with optimizer.skip_synchronize():  # type: ignore[attr-defined]
-                self.scaler.step(optimizer)
-        else:
+        # Average the gradients before unscaling them, then step without averaging again.
+        workers.synchronize(optimizer)
+        self.scaler.unscale_(optimizer)
+        if after_average is not None:
+            after_average(self.scaler._get_scale_async())  # the scale of this backward, before update()
+        with workers.averaged(optimizer):
             self.scaler.step(optimizer)
         self.scaler.update()
 

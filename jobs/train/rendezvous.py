@@ -1,18 +1,24 @@
-"""Horovod's Gloo rendezvous, built from submitit's JobEnvironment instead of horovodrun.
+"""How a cell's tasks find each other, from submitit's JobEnvironment instead of a launcher.
 
-Rank 0 hosts Horovod's own rendezvous server and writes its address into the cell
-directory; every task then sets the HOROVOD_* variables horovodrun would have set
-(see horovod/runner/gloo_run.py) and calls hvd.init().
+Rank 0 starts a server on a free port and writes its address into the cell directory,
+tagged with the job id and attempt; every other task reads it from there. This needs
+no resolvable node names and no port agreed in advance, so cells sharing a node never
+collide. For Horovod (instead of horovodrun) the server is Horovod's own rendezvous
+server, and every task sets the HOROVOD_* variables horovodrun would have set (see
+horovod/runner/gloo_run.py) before hvd.init(); for DDP (instead of torchrun) it is
+torch.distributed's TCPStore.
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -127,6 +133,16 @@ def host_plan(placement: TaskPlacement):
     return get_host_assignments(parse_hosts(hosts), placement.num_tasks)
 
 
+def publish_address(placement: TaskPlacement, cell_dir: Path, port: int) -> str:
+    """On rank 0: write where its server listens, for this job and attempt; returns the address."""
+    addr = rendezvous_address(placement)
+    record = {"job_id": placement.job_id, "attempt": placement.attempt, "addr": addr, "port": port}
+    tmp = cell_dir / f".{RENDEZVOUS_FILE}.tmp"
+    tmp.write_text(json.dumps(record))
+    os.replace(tmp, cell_dir / RENDEZVOUS_FILE)
+    return addr
+
+
 def start_server(placement: TaskPlacement, cell_dir: Path) -> object:
     """On rank 0: start Horovod's rendezvous server and publish its address."""
     from horovod.runner.http.http_server import RendezvousServer
@@ -134,15 +150,7 @@ def start_server(placement: TaskPlacement, cell_dir: Path) -> object:
     server = RendezvousServer(verbose=0)
     port = server.start()
     server.init(host_plan(placement))
-    record = {
-        "job_id": placement.job_id,
-        "attempt": placement.attempt,
-        "addr": rendezvous_address(placement),
-        "port": port,
-    }
-    tmp = cell_dir / f".{RENDEZVOUS_FILE}.tmp"
-    tmp.write_text(json.dumps(record))
-    os.replace(tmp, cell_dir / RENDEZVOUS_FILE)
+    publish_address(placement, cell_dir, port)
     return server
 
 
@@ -159,6 +167,24 @@ def wait_for_address(placement: TaskPlacement, cell_dir: Path, timeout_s: float 
             pass
         time.sleep(0.2)
     raise TimeoutError(f"rank 0 did not publish a rendezvous address in {path} within {timeout_s:.0f} s")
+
+
+def torch_store(placement: TaskPlacement, cell_dir: Path, timeout: datetime.timedelta) -> Any:
+    """torch.distributed's key-value store for init_process_group: hosted by rank 0 on a free port."""
+    from torch.distributed import TCPStore
+
+    if placement.rank == 0:
+        # Not waiting for the workers here: they learn the port only once it is published.
+        store = TCPStore(rendezvous_address(placement), 0, placement.num_tasks, is_master=True, timeout=timeout,
+                         wait_for_workers=False)
+        addr = publish_address(placement, cell_dir, store.port)
+    else:
+        addr, port = wait_for_address(placement, cell_dir)
+        store = TCPStore(addr, port, placement.num_tasks, is_master=False, timeout=timeout)
+    interface = interface_towards(addr)
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", interface)  # Gloo and NCCL bind to the route between the nodes
+    os.environ.setdefault("NCCL_SOCKET_IFNAME", interface)
+    return store
 
 
 def join(placement: TaskPlacement, cell_dir: Path) -> object | None:

@@ -1,18 +1,32 @@
-"""The collectives a cell's training needs, over its workers.
+"""The collectives a cell's training needs, over its workers: one small interface.
 
-`Workers` is what jobs/train/job.py calls; `HorovodWorkers` implements it with
-Horovod (Gloo or MPI), `SingleWorker` for a 1-worker cell, where every collective is
-the identity. A 1-worker cell therefore never imports Horovod: it runs, and is
-measured, on any machine with torch alone (a CUDA build without Horovod, say), and
-its step has no Horovod hook in it.
+jobs/train/job.py runs one training loop for every backend and calls only `Workers`.
+What differs between backends sits behind it, one module each:
+
+- `SingleWorker` (here): a 1-worker cell, where every collective is the identity. It
+  imports no distributed library, so a 1-worker cell runs, and is measured, on any
+  machine with torch alone (a CUDA build without Horovod, say), with no hook in its step.
+- `HorovodWorkers` (jobs/train/horovod_workers.py): Horovod over Gloo or MPI.
+- `DDPWorkers` (jobs/train/ddp_workers.py): PyTorch's DistributedDataParallel, over Gloo
+  on CPUs and NCCL on GPUs.
+
+Each starts from the same submitit task placement (jobs/train/rendezvous.py) and
+averages the gradients of a step the way its library does; the training loop asks for
+the averaged gradients (`synchronize`) only where it reads them between averaging and
+the update (the gradient noise scale, a gradient scaler).
 """
 
 from __future__ import annotations
 
+import contextlib
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:  # torch is imported by the job itself, not by the modules that plan or launch it
     import torch
+
+    from jobs.plan.params import TrainParams
+    from jobs.train.rendezvous import TaskPlacement
 
 
 class Workers(Protocol):
@@ -21,14 +35,27 @@ class Workers(Protocol):
     local_rank: int
     local_size: int
     nodes: int
-    controller: str  # what the collectives run on: gloo, mpi or none
+    controller: str  # what the collectives run on: gloo, mpi, nccl or none
 
-    def wrap_optimizer(self, optimizer: torch.optim.Optimizer, model: torch.nn.Module) -> torch.optim.Optimizer:
-        """The optimizer whose step averages gradients over the workers (and holds the state to save)."""
+    def communication(self) -> dict[str, Any]:
+        """The settings of the gradient exchange as they took effect (for the cell's metadata)."""
+
+    def wrap(self, model: torch.nn.Module,
+             optimizer: torch.optim.Optimizer) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+        """(the module to run the forward pass through, the optimizer to step): together they average
+        the gradients over the workers. The optimizer returned holds the state to save (Horovod's is a
+        new object); the model given stays the one to save and broadcast."""
+
+    def synchronize(self, optimizer: torch.optim.Optimizer) -> None:
+        """Return once the parameters' .grad hold this step's averaged gradients."""
+
+    def averaged(self, optimizer: torch.optim.Optimizer) -> contextlib.AbstractContextManager[Any]:
+        """Around an optimizer step after `synchronize`: the step must not average again."""
 
     def broadcast_object(self, obj: Any, name: str) -> Any: ...
 
-    def broadcast_parameters(self, state_dict: dict[str, torch.Tensor]) -> None: ...
+    def broadcast_parameters(self, state_dict: dict[str, torch.Tensor]) -> None:
+        """Rank 0's tensors, in place, on every rank."""
 
     def allgather_object(self, obj: Any, name: str) -> list[Any]: ...
 
@@ -40,6 +67,8 @@ class Workers(Protocol):
 
     def barrier(self) -> None: ...
 
+    def close(self) -> None: ...
+
 
 class SingleWorker:
     """One worker: nothing to exchange."""
@@ -47,8 +76,18 @@ class SingleWorker:
     size, rank, local_rank, local_size, nodes = 1, 0, 0, 1, 1
     controller = "none"
 
-    def wrap_optimizer(self, optimizer: torch.optim.Optimizer, model: torch.nn.Module) -> torch.optim.Optimizer:
-        return optimizer
+    def communication(self) -> dict[str, Any]:
+        return {"backend": "none"}
+
+    def wrap(self, model: torch.nn.Module,
+             optimizer: torch.optim.Optimizer) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+        return model, optimizer
+
+    def synchronize(self, optimizer: torch.optim.Optimizer) -> None:
+        pass
+
+    def averaged(self, optimizer: torch.optim.Optimizer) -> contextlib.AbstractContextManager[Any]:
+        return contextlib.nullcontext()
 
     def broadcast_object(self, obj: Any, name: str) -> Any:
         return obj
@@ -71,55 +110,18 @@ class SingleWorker:
     def barrier(self) -> None:
         pass
 
-
-class HorovodWorkers:
-    """Horovod's collectives; each call that talks to the others is marked `# Horovod:`."""
-
-    def __init__(self, controller: str) -> None:
-        import horovod.torch as hvd
-
-        if controller == "mpi" and not hvd.mpi_built():
-            raise RuntimeError("launcher.controller = 'mpi', but this Horovod was built without MPI: "
-                               "rerun setup.sh with an MPI (mpicxx) on PATH, or use controller 'gloo'")
-        hvd.init()  # Horovod: initialise (Gloo: from rendezvous.join's HOROVOD_* variables; MPI: from PMIx)
-        self.hvd = hvd
-        self.size, self.rank = hvd.size(), hvd.rank()
-        self.local_rank, self.local_size, self.nodes = hvd.local_rank(), hvd.local_size(), hvd.cross_size()
-        self.controller = "mpi" if hvd.mpi_enabled() else "gloo"  # what Horovod runs on, not what was asked
-
-    def wrap_optimizer(self, optimizer: torch.optim.Optimizer, model: torch.nn.Module) -> torch.optim.Optimizer:
-        # Horovod: average gradients with allreduce at each step. The wrapper is a new
-        # optimizer object holding the state (momentum, Adam's moments): the one to save.
-        return self.hvd.DistributedOptimizer(optimizer, named_parameters=model.named_parameters())
-
-    def broadcast_object(self, obj: Any, name: str) -> Any:
-        # Horovod: named, since the default name is the object's type, which differs where
-        # only the root holds the object.
-        return self.hvd.broadcast_object(obj, root_rank=0, name=name)
-
-    def broadcast_parameters(self, state_dict: dict[str, torch.Tensor]) -> None:
-        self.hvd.broadcast_parameters(state_dict, root_rank=0)  # Horovod: everyone starts from rank 0's
-
-    def allgather_object(self, obj: Any, name: str) -> list[Any]:
-        return list(self.hvd.allgather_object(obj, name=name))  # Horovod
-
-    def sum(self, tensor: torch.Tensor, name: str) -> torch.Tensor:
-        return self.hvd.allreduce(tensor, op=self.hvd.Sum, name=name)  # Horovod
-
-    def max(self, tensor: torch.Tensor, name: str) -> torch.Tensor:
-        return self.hvd.allreduce(tensor, op=self.hvd.Max, name=name)  # Horovod
-
-    def average_in_place(self, tensors: list[torch.Tensor], name: str) -> None:
-        averaged = self.hvd.grouped_allreduce(tensors, op=self.hvd.Average, name=name)  # Horovod
-        for tensor, mean in zip(tensors, averaged):
-            tensor.copy_(mean)
-
-    def barrier(self) -> None:
-        self.hvd.barrier()  # Horovod
+    def close(self) -> None:
+        pass
 
 
-def start_workers(num_tasks: int, controller: str) -> Workers:
-    """Horovod for several workers; none for one."""
-    if num_tasks == 1:
+def start_workers(placement: TaskPlacement, cell_dir: Path, params: TrainParams, controller: str) -> Workers:
+    """The cell's backend (params.backend) for several workers; none for one."""
+    if placement.num_tasks == 1:
         return SingleWorker()
-    return HorovodWorkers(controller)
+    if params.backend == "ddp":
+        from jobs.train.ddp_workers import DDPWorkers
+
+        return DDPWorkers(placement, cell_dir, params)
+    from jobs.train.horovod_workers import HorovodWorkers
+
+    return HorovodWorkers(placement, cell_dir, params, controller)
