@@ -41,10 +41,11 @@ GD_EPOCHS = 900  # enough full-batch steps to close the slowest direction to < 1
 TRAJECTORY_EPOCHS = 30
 
 
-def linear_study(batch_size: int, gpus: int, epochs: int, lr: float, backend: str = "horovod") -> dict[str, Any]:
+def linear_study(batch_size: int, gpus: int, epochs: int, lr: float, backend: str = "horovod",
+                 **fixed: Any) -> dict[str, Any]:
     return {"grid": {"batch_size": [batch_size], "gpus": [gpus]},
             "fixed": {"dataset": "linear", "model": "linear", "epochs": epochs, "lr": lr, "lr_scaling": "none",
-                      "optimizer": "sgd", "momentum": 0.0, "seed": 3, "backend": backend}}
+                      "optimizer": "sgd", "momentum": 0.0, "seed": 3, "backend": backend, **fixed}}
 
 
 def epochs_of(workdir: Path, study: str) -> pd.DataFrame:
@@ -62,6 +63,9 @@ def linear_run(tmp_path_factory):
         # The same cells through PyTorch's DistributedDataParallel instead of Horovod.
         "gd_2_ddp": linear_study(LINEAR_POINTS // 2, 2, TRAJECTORY_EPOCHS, GD_LR, backend="ddp"),
         "sgd_4_ddp": linear_study(20 // 4, 4, TRAJECTORY_EPOCHS, 0.005, backend="ddp"),
+        **{f"gd_2_{backend}_fp16": linear_study(LINEAR_POINTS // 2, 2, TRAJECTORY_EPOCHS, GD_LR, backend=backend,
+                                                gradient_compression="fp16", bucket_mb=1)
+           for backend in ("horovod", "ddp")},
     }
     write_config(workdir, config)
     result = run_snakemake(workdir)
@@ -97,6 +101,21 @@ def test_a_ddp_cell_follows_the_same_trajectory_as_the_horovod_cell(linear_run, 
     meta = CellDir(cell_dir).read_metrics().metas[-1]
     assert meta["communication"] == {"backend": "ddp", "controller": "gloo", "gradient_compression": "none",
                                      "bucket_mb": 25.0}
+
+
+@pytest.mark.parametrize("backend", ["horovod", "ddp"])
+def test_fp16_compression_rounds_the_exchanged_gradients_and_nothing_else(linear_run, backend):
+    exact = epochs_of(linear_run, "gd_2")
+    compressed = epochs_of(linear_run, f"gd_2_{backend}_fp16")
+    (cell_dir,) = (linear_run / "results" / f"gd_2_{backend}_fp16" / "cells").iterdir()
+    assert CellDir(cell_dir).read_metrics().metas[-1]["communication"] == {
+        "backend": backend, "controller": "gloo", "gradient_compression": "fp16", "bucket_mb": 1.0}
+    # The gradients crossed the wire in float16 (11 significant bits): the same descent, off by
+    # about float16's precision, and not float32's exact trajectory.
+    difference = np.abs(compressed["weight"] - exact["weight"]).max()
+    assert 1e-6 < difference
+    np.testing.assert_allclose(compressed["weight"], exact["weight"], rtol=5e-3)
+    np.testing.assert_allclose(compressed["train_loss"], exact["train_loss"], rtol=2e-2)
 
 
 def test_gradient_descent_reaches_the_least_squares_fit_of_the_data(linear_run):

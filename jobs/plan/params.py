@@ -73,7 +73,8 @@ class TrainParams:
     data_path: Literal["device", "loader"] = "device"
     loader_workers: int = 2  # the DataLoader's worker processes per training worker (data_path loader)
     # Data parallelism for 2+ workers: Horovod (Gloo or MPI) or PyTorch's DistributedDataParallel
-    # (Gloo on CPU, NCCL on GPUs); jobs/train/workers.py. A 1-worker cell uses neither.
+    # (Gloo on CPU, NCCL on GPUs); jobs/train/workers.py. A 1-worker cell uses neither, and the
+    # three settings below change nothing there (so that they can be crossed with gpus).
     backend: Literal["horovod", "ddp"] = "horovod"
     # Gradients cast to fp16 for the allreduce (Horovod's Compression.fp16, DDP's fp16 compress hook).
     gradient_compression: Literal["none", "fp16"] = "none"
@@ -118,10 +119,6 @@ class TrainParams:
         if self.record_updates and not (self.model == "linear" and self.dataset == "linear"):
             found.append(f"record_updates = true with model {self.model!r} on dataset {self.dataset!r}: (w, b) "
                          "per update is recorded for Lab 1's linear model only (model and dataset 'linear')")
-        if self.gpus == 1 and (self.gradient_compression != "none" or self.bucket_mb is not None):
-            found.append(f"gradient_compression = {self.gradient_compression!r}, bucket_mb = {self.bucket_mb} with "
-                         "gpus = 1: they set how gradients are exchanged, and one worker exchanges none; "
-                         "use them with gpus >= 2")
         if self.fail_at_epoch is not None and self.fail_at_epoch > self.epochs:
             found.append(f"fail_at_epoch = {self.fail_at_epoch}: must be at most epochs = {self.epochs}")
         return found + self.data_size_problems()
