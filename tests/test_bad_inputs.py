@@ -164,9 +164,9 @@ BAD_INPUTS = [
     Case("unknown-study-key", lambda c: study(c).update(descripton="typo"),
          E + f"{S}: 'descripton' is not a known key (did you mean 'description'?); allowed: description, fixed, grid, scaling, time_budget_s"),
     Case("unknown-grid-axis", lambda c: grid(c).update(learning_rate=[0.1]),
-         E + f"{S}.grid: 'learning_rate' is not a training parameter; allowed: batch_size, …, width"),
+         E + f"{S}.grid: 'learning_rate' is not a training parameter; allowed: backend, batch_size, …, width"),
     Case("unknown-fixed-key", lambda c: fixed(c).update(optimiser="adam"),
-         E + f"{S}.fixed: 'optimiser' is not a training parameter (did you mean 'optimizer'?); allowed: batch_size, …"),
+         E + f"{S}.fixed: 'optimiser' is not a training parameter (did you mean 'optimizer'?); allowed: backend, batch_size, …"),
     Case("unknown-dataset", lambda c: fixed(c).update(dataset="imagenet"),
          E + f"{S}.fixed.dataset = 'imagenet' is not allowed; "
          "use one of 'linear', 'digits', 'fashion_mnist', 'synthetic_images'"),

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import psutil
 import pytest
 import torch
 from conftest import (
@@ -441,3 +442,36 @@ def test_ddp_runs_a_four_rank_cell_across_both_nodes_as_horovod_does(slurm_clust
     job_id = job_record(cells / "bs32-gpus4-backend_ddp")["job_id"]
     assert slurm("sacct", "-X", "-n", "-P", "-j", job_id, "-o", "NNodes").split()[0] == "2"
     assert len(list((cells / "bs32-gpus4-backend_ddp" / "submitit").glob(f"{job_id}_*_log.out"))) == 4
+
+
+def test_killing_snakemake_alone_leaves_no_launcher_in_the_way_of_the_next_run(slurm_cluster, tmp_path):
+    """Only the Snakemake process dies (a process reaper, the OOM killer); its launchers live
+    on. They let go of their cells, so the next run reattaches to every running job: no cell
+    fails as 'being run by another Snakemake', none is submitted twice."""
+    study = unique("orphans")
+    config = default_config()
+    config["studies"] = {study: {"grid": {"batch_size": [16, 32], "gpus": [1]},
+                                 "fixed": {"train_subset": 600, "epochs": 1200}}}
+    write_config(tmp_path, config)
+    profile = slurm_profile(tmp_path / "profile")
+    cells = tmp_path / "results" / study / "cells"
+    run = start_snakemake(tmp_path, profile, slurm_cluster)
+    wait_until(lambda: cells.exists() and len(list(cells.iterdir())) == 2
+               and all(epochs_done(c) >= 1 for c in cells.iterdir()), 120, "both cells to run")
+    launchers = [p for p in psutil.Process(run.pid).children() if "train_cell" in " ".join(p.cmdline())]
+    assert len(launchers) == 2
+    os.kill(run.pid, signal.SIGKILL)  # Snakemake alone: its launchers survive it
+    run.wait()
+    psutil.wait_procs(launchers, timeout=30)  # each lets go of its cell within a poll
+    assert not any(p.is_running() for p in launchers)
+
+    rerun = run_snakemake(tmp_path, profile=profile, env=slurm_cluster)
+
+    assert rerun.returncode == 0, rerun.stderr[-4000:]
+    assert "being run by another Snakemake" not in rerun.stderr
+    assert sorted(re.findall(r"^(\S+): reattached to Slurm job", rerun.stderr, flags=re.M)) == \
+        ["bs16-gpus1", "bs32-gpus1"], rerun.stderr[-3000:]
+    jobs = jobs_by_name(study)
+    assert len(jobs) == 2 and all(len(ids) == 1 for ids in jobs.values()), jobs
+    runs = pd.read_csv(tmp_path / "results" / study / "runs.csv")
+    assert (runs["status"] == "complete").all() and len(runs) == 2

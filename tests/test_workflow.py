@@ -3,20 +3,27 @@ Horovod across real worker processes."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import psutil
 import pytest
-from conftest import default_config, run_snakemake, tiny_study, write_config
+from conftest import default_config, run_snakemake, snakemake_command, tiny_study, write_config
 
 from analysis import ANSWER_FIGURE_NAMES
 from analysis import FIGURE_NAMES as FIGURES
+from jobs.train.job import CHECKPOINT_DELAY_ENV
 
 pytestmark = pytest.mark.workflow
+REPO_PROFILE = Path(__file__).resolve().parents[1] / "profiles" / "default"
 
 
 def study_config() -> dict:
@@ -292,3 +299,63 @@ def test_snakemake_lint_is_clean(tmp_path):
     result = run_snakemake(tmp_path, "--lint", timeout=300)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     assert "Congratulations, your workflow is in a good condition!" in result.stdout + result.stderr
+
+
+def test_a_local_cell_whose_snakemake_was_killed_alone_is_finished_and_taken_over(tmp_path):
+    """Only the Snakemake process dies; its launcher lives on with the local job it started.
+    The next run waits for that launcher instead of failing the cell, takes over its result,
+    and runs the cells that had not started: no cell fails, none is submitted twice."""
+    config = default_config()
+    config["studies"] = {"orphan": {"grid": {"batch_size": [16, 32], "gpus": [1]},
+                                    "fixed": {**tiny_study()["fixed"], "epochs": 40}}}
+    write_config(tmp_path, config)
+    cells = tmp_path / "results" / "orphan" / "cells"
+    env = os.environ | {CHECKPOINT_DELAY_ENV: "0.1"}  # 40 epochs of at least 0.1 s: still running at the kill
+    with open(tmp_path / "first.log", "w") as log:
+        first = subprocess.Popen(snakemake_command(tmp_path, REPO_PROFILE), cwd=tmp_path, env=env, stdout=log,
+                                 stderr=subprocess.STDOUT, start_new_session=True)
+    started: list[Path] = []
+    for _ in range(600):
+        started = [c for c in cells.iterdir() if (c / "metrics.jsonl").exists()] if cells.exists() else []
+        if started and '"type": "epoch"' in (started[0] / "metrics.jsonl").read_text():
+            break
+        time.sleep(0.1)
+    assert len(started) == 1, "one cell in flight (max_cells_in_flight 1), the other not started"
+    job_id = json.loads((started[0] / "job.json").read_text())["job_id"]
+    launchers = [p for p in psutil.Process(first.pid).children() if "train_cell" in " ".join(p.cmdline())]
+    assert len(launchers) == 1
+    os.kill(first.pid, signal.SIGKILL)  # Snakemake alone
+    first.wait()
+
+    rerun = run_snakemake(tmp_path, env=env)
+
+    assert rerun.returncode == 0, rerun.stderr[-4000:]
+    assert "being run by another Snakemake" not in rerun.stderr
+    assert f"{started[0].name}: waiting for the launcher (pid {launchers[0].pid})" in rerun.stderr
+    assert f"{started[0].name}: finished meanwhile (job {job_id})" in rerun.stderr
+    assert json.loads((started[0] / "job.json").read_text())["job_id"] == job_id  # not submitted again
+    assert len([line for line in (started[0] / "metrics.jsonl").read_text().splitlines() if '"meta"' in line]) == 1
+    runs = pd.read_csv(tmp_path / "results" / "orphan" / "runs.csv")
+    assert (runs["status"] == "complete").all() and len(runs) == 2 and (runs["epochs_run"] == 40).all()
+
+
+def test_the_processes_waiting_on_this_machine_are_bounded_by_the_cells_in_flight(tmp_path):
+    """Snakemake starts a cell's launcher only when a cell may be in flight, however many
+    cores the profile gives it: 6 cells, 2 in flight, never more than 2 launchers alive."""
+    config = default_config()
+    config["launcher"] = {"max_cells_in_flight": 2}
+    config["studies"] = {"many": {"grid": {"batch_size": [8, 16, 24, 32, 48, 64], "gpus": [1]},
+                                  "fixed": {**tiny_study()["fixed"], "epochs": 2}}}
+    write_config(tmp_path, config)
+    with open(tmp_path / "run.log", "w") as log:
+        run = subprocess.Popen(snakemake_command(tmp_path, REPO_PROFILE), cwd=tmp_path, stdout=log,
+                               stderr=subprocess.STDOUT)
+    most = 0
+    while run.poll() is None:
+        with contextlib.suppress(psutil.Error):
+            launchers = [p for p in psutil.Process(run.pid).children() if "train_cell" in " ".join(p.cmdline())]
+            most = max(most, len(launchers))
+        time.sleep(0.05)
+    assert run.returncode == 0, (tmp_path / "run.log").read_text()[-3000:]
+    assert 1 <= most <= 2
+    assert len(pd.read_csv(tmp_path / "results" / "many" / "runs.csv")) == 6

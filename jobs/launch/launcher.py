@@ -9,6 +9,12 @@ checked that it belongs to this job and these parameters.
 A restarted launcher (after the login session dropped, say) reads the job id recorded
 in the cell directory: a Slurm job still pending or running is reattached to, a job
 that finished meanwhile is collected, and only otherwise is a new job submitted.
+
+A launcher whose Snakemake died (killed alone, by a process reaper or the OOM killer)
+notices within a poll: waiting for a Slurm job it lets go of the cell at once, the job
+running on, for the next Snakemake to reattach; a local job is its own child, so it
+waits for it and publishes its result, which the next Snakemake's launcher, waiting
+for the cell meanwhile, takes over. No cell fails and none is submitted twice.
 """
 
 from __future__ import annotations
@@ -16,13 +22,18 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import json
+import os
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+import psutil
 import submitit
 from submitit.core.utils import FailedJobError, JobPaths
 
@@ -42,6 +53,10 @@ def say(out: TextIO, line: str) -> None:
 
 class CellFailed(RuntimeError):
     """A cell's job ended without a result; the message names the reason and the log."""
+
+
+class SnakemakeGone(CellFailed):
+    """The Snakemake that started this launcher has died; the cell's Slurm job runs on."""
 
 
 def job_paths(cell: CellDir, record: JobRecord, task: int = 0) -> JobPaths:
@@ -226,9 +241,12 @@ def still_running_job(cell_dir: Path, launcher: LauncherSettings) -> JobRecord |
 
 
 def wait_for_cell(cell_dir: Path, cell: str, params: TrainParams, launcher: LauncherSettings,
-                  watch: JobWatch, out: TextIO) -> dict[str, Any]:
+                  watch: JobWatch, out: TextIO, snakemake_pid: int) -> dict[str, Any]:
     seen, ended_at = 0, None
     while True:
+        if launcher.executor == "slurm" and os.getppid() != snakemake_pid:
+            raise SnakemakeGone(f"{cell}: the Snakemake that started this launcher has stopped; Slurm job "
+                                f"{watch.record.job_id} runs on, and the next snakemake reattaches to it")
         records, seen = CellDir(cell_dir).new_epoch_records(seen)
         for record in records:
             say(out, describe_epoch(cell, params.epochs, record))
@@ -253,7 +271,7 @@ def wait_for_cell(cell_dir: Path, cell: str, params: TrainParams, launcher: Laun
 
 
 @contextlib.contextmanager
-def cell_slot(scheduler_dir: Path, limit: int, cell: str, out: TextIO) -> Iterator[None]:
+def cell_slot(scheduler_dir: Path, limit: int, cell: str, out: TextIO, snakemake_pid: int) -> Iterator[None]:
     """Hold one of `limit` slots shared by every launcher of the workflow.
 
     A slot is an flock on a file, so a launcher that dies (kill -9, lost login
@@ -277,36 +295,107 @@ def cell_slot(scheduler_dir: Path, limit: int, cell: str, out: TextIO) -> Iterat
         if not announced:
             say(out, f"{cell}: waiting for a free slot ({limit} cell(s) in flight at most)")
             announced = True
+        if os.getppid() != snakemake_pid:
+            raise SnakemakeGone(f"{cell}: the Snakemake that started this launcher has stopped before the cell "
+                                "had a slot; the next snakemake runs it")
         time.sleep(1.0)
 
 
-@contextlib.contextmanager
-def cell_lock(cell_dir: Path, cell: str) -> Iterator[None]:
-    """One launcher per cell at a time. Snakemake's own directory lock is off (profiles
-    set `nolock`) because it outlives a killed login session; this flock does not."""
-    cell_dir.mkdir(parents=True, exist_ok=True)
-    with open(CellDir(cell_dir).launcher_lock, "w") as handle:
+@dataclass(frozen=True)
+class LockHolder:
+    """Who holds a cell's launcher lock, written into the lock file by its holder."""
+
+    host: str
+    pid: int
+    snakemake_pid: int  # the launcher's parent when it started
+
+    @classmethod
+    def me(cls) -> LockHolder:
+        return cls(socket.gethostname(), os.getpid(), os.getppid())
+
+    @classmethod
+    def read(cls, text: str) -> LockHolder | None:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise CellFailed(f"cell {cell} is being run by another Snakemake on this directory; "
-                             "let it finish or stop it first") from None
+            return cls(**json.loads(text))
+        except (json.JSONDecodeError, TypeError):
+            return None
+
+    def is_orphan(self) -> bool:
+        """Whether its Snakemake has died (the launcher lives on, a child of init). Only a
+        holder on this host can be told; one elsewhere counts as alive."""
+        if self.host != socket.gethostname():
+            return False
+        try:
+            return psutil.Process(self.pid).ppid() != self.snakemake_pid
+        except psutil.NoSuchProcess:
+            return True  # gone already: the lock is free, or about to be
+
+
+ORPHAN_WAIT_NOTICE_S = 60.0
+
+
+@contextlib.contextmanager
+def cell_lock(cell_dir: Path, cell: str, out: TextIO) -> Iterator[None]:
+    """One launcher per cell at a time. Snakemake's own directory lock is off (profiles
+    set `nolock`) because it outlives a killed login session; this flock does not. A
+    lock held by a launcher whose Snakemake died is waited for, not an error."""
+    cell_dir.mkdir(parents=True, exist_ok=True)
+    with open(CellDir(cell_dir).launcher_lock, "a+") as handle:  # not "w": the holder's name stays readable
+        waited_since, noticed = time.monotonic(), 0.0
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                handle.seek(0)
+                holder = LockHolder.read(handle.read())
+                if holder is None or not holder.is_orphan():
+                    raise CellFailed(f"cell {cell} is being run by another Snakemake on this directory; "
+                                     "let it finish or stop it first") from None
+                waited = time.monotonic() - waited_since
+                if waited >= noticed:
+                    say(out, f"{cell}: waiting for the launcher (pid {holder.pid}) that a stopped Snakemake left "
+                             f"running to let go of the cell ({waited:.0f} s so far)")
+                    noticed = waited + ORPHAN_WAIT_NOTICE_S
+                time.sleep(1.0)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(json.dumps(dataclasses.asdict(LockHolder.me())))
+        handle.flush()
         yield
+
+
+def adopted_summary(cell_dir: Path, previous: JobRecord | None, params: TrainParams) -> dict[str, Any] | None:
+    """The summary a launcher left by a stopped Snakemake published while this one waited for
+    the cell (Snakemake removes a job's output before it starts it, so one found now is that)."""
+    if previous is None or not previous.collected:
+        return None
+    summary, problem = CellDir(cell_dir).read_summary()
+    if summary is None or problem is not None or str(summary.get("job_id")) != previous.job_id \
+            or normalized_params(summary.get("params") or {}) != params.to_dict():
+        return None
+    return summary
 
 
 def run_cell(cell_dir: Path, study: str, cell: str, grid_axes: tuple[str, ...], params: TrainParams,
              launcher: LauncherSettings, data_dir: Path, scheduler_dir: Path,
              out: TextIO = sys.stderr) -> dict[str, Any]:
-    with cell_lock(cell_dir, cell), cell_slot(scheduler_dir, launcher.max_cells_in_flight, cell, out):
-        return run_cell_in_slot(cell_dir, study, cell, grid_axes, params, launcher, data_dir, scheduler_dir, out)
+    snakemake_pid = os.getppid()
+    with cell_lock(cell_dir, cell, out), \
+            cell_slot(scheduler_dir, launcher.max_cells_in_flight, cell, out, snakemake_pid):
+        return run_cell_in_slot(cell_dir, study, cell, grid_axes, params, launcher, data_dir, scheduler_dir, out,
+                                snakemake_pid)
 
 
 def run_cell_in_slot(cell_dir: Path, study: str, cell: str, grid_axes: tuple[str, ...], params: TrainParams,
                      launcher: LauncherSettings, data_dir: Path, scheduler_dir: Path,
-                     out: TextIO) -> dict[str, Any]:
+                     out: TextIO, snakemake_pid: int) -> dict[str, Any]:
     measured_with = launcher.measured_with(params.gpus)
     previous = CellDir(cell_dir).read_job()
     stale = previous is not None and previous.measured_with not in (None, measured_with)
+    if not stale and (summary := adopted_summary(cell_dir, previous, params)) is not None:
+        say(out, f"{cell}: finished meanwhile (job {summary['job_id']}) by the launcher a stopped Snakemake left running")
+        return summary
     if previous is not None and not previous.collected and not stale \
             and (summary := collect_result(cell_dir, previous, params)) is not None:
         say(out, f"{cell}: collected the result of job {previous.job_id}, which finished meanwhile")
@@ -330,7 +419,7 @@ def run_cell_in_slot(cell_dir: Path, study: str, cell: str, grid_axes: tuple[str
     view = SharedSlurmView(scheduler_dir, launcher.scheduler_refresh_s) if launcher.executor == "slurm" else None
     watch = JobWatch(record, job, view)
     try:
-        summary = wait_for_cell(cell_dir, cell, params, launcher, watch, out)
+        summary = wait_for_cell(cell_dir, cell, params, launcher, watch, out, snakemake_pid)
     finally:
         watch.close()
     say(out, f"{cell}: {summary['status']} after {summary['epochs_run']} epoch(s), "

@@ -13,6 +13,10 @@ except ConfigError as error:
     sys.exit(str(error))
 
 RESULTS = PLAN.results_dir
+# Each train_cell job takes one of these (train.smk): however many cores the profile
+# gives, the cells waiting beyond the limit are not started at all, so they hold no
+# process on the login node and touch no file. `--resources cells_in_flight=N` overrides.
+workflow.global_resources.setdefault("cells_in_flight", PLAN.launcher.max_cells_in_flight)
 
 
 def set_aside_damaged_cells():

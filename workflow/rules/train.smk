@@ -8,9 +8,12 @@ rule train_cell:
         f"{RESULTS}/{{study}}/cells/{{cell}}/summary.json",
     params:
         cell=get_cell,
-    # The rule only waits for the cell's job; launcher.max_cells_in_flight, not
-    # Snakemake's cores, limits how many cells run at once.
+    # The rule only waits for the cell's job. Snakemake starts at most
+    # launcher.max_cells_in_flight of them at once (common.smk), so the login node holds
+    # one waiting process per cell in flight whatever the grid's size.
     threads: 1
+    resources:
+        cells_in_flight=1,
     log:
         f"{RESULTS}/{{study}}/logs/train/{{cell}}.log",
     conda:
