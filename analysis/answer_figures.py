@@ -109,10 +109,13 @@ def noise_scale_figure(groups: list[GroupAnswer], epochs: pd.DataFrame, runs: pd
         info = cells.set_index("cell")
         batches = sorted(info.loc[measured["cell"].unique(), "global_batch"].unique())
         palette = dict(zip(batches, sns.color_palette("viridis", len(batches))))
+        labelled = set()  # one legend entry per global batch and worker count, however many repeats
         for cell, rows in measured.groupby("cell"):
             batch, workers = info.loc[cell, "global_batch"], info.loc[cell, "world_size"]
+            label = f"global batch {batch:g}, {workers:g} workers"
             ax.plot(rows["epoch"], rows["noise_scale"], marker=worker_marker(workers), color=palette[batch],
-                    label=f"global batch {batch:g}, {workers:g} workers")
+                    label=None if label in labelled else label)
+            labelled.add(label)
         ax.set_yscale("log")
         crit = group.critical_batch
         if crit is not None and math.isfinite(crit.critical_batch):

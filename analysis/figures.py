@@ -522,9 +522,9 @@ def accuracy_vs_time_figure(curves: pd.DataFrame, finished: pd.DataFrame, target
             first = curve.iloc[0]
             diverged = first["status"] == "diverged"
             any_diverged |= diverged
-            sns.lineplot(x=curve["train_time_s"].to_numpy(), y=curve["val_accuracy"].to_numpy(), ax=ax,
-                         color=palette[first[COLOUR]], marker=markers[first[WORKERS_AXIS]],
-                         linestyle="--" if diverged else "-", estimator=None, sort=False)
+            # A plain line: seaborn's lineplot costs some 30 ms a call, 5 minutes for 10,000 cells.
+            ax.plot(curve["train_time_s"].to_numpy(), curve["val_accuracy"].to_numpy(), color=palette[first[COLOUR]],
+                    marker=markers[first[WORKERS_AXIS]], linestyle="--" if diverged else "-")
         if target is not None:
             ax.axhline(target, color=REFERENCE_COLOR, ls=":", lw=1.5)
         ax.set_ylim(0, 1.02)

@@ -85,7 +85,7 @@ BAD_INPUTS = [
          E + "data_dir = 'config/config.yaml': config/config.yaml is an existing file, not a directory; …"),
     Case("grid-of-a-million-cells",
          lambda c: grid(c).update(batch_size=list(range(1, 1001)), gpus=list(range(1, 1001))),
-         E + f"{S}.grid = 1000 batch_size x 1000 gpus = 1000000 cells: too many; a study may have at most 4096 "
+         E + f"{S}.grid = 1000 batch_size x 1000 gpus = 1000000 cells: too many; a study may have at most 16384 "
          "cells: use fewer values or split it into several studies"),
     Case("slurm-key-typo", lambda c: launcher(c).update(slurm={"partiton": "gpu"}),
          E + "launcher.slurm.partiton = 'gpu': not an sbatch setting submitit knows (did you mean 'partition'?); "
