@@ -45,7 +45,7 @@ COLOUR_AXES = {"backend": "Data-parallel backend"}
 
 BATCH_LEGEND_TITLE = "Per-worker batch size (samples)"
 GLOBAL_BATCH_LEGEND_TITLE = "Global batch size (samples, all workers together)"
-WORKERS_LABEL = "Workers (GPUs / Horovod processes)"
+WORKERS_LABEL = "Workers (GPUs / worker processes)"
 WORKER_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "<", ">")
 REFERENCE_COLOR = "0.35"
 PANEL_WIDTH_IN, PANEL_HEIGHT_IN, MAX_PANEL_COLUMNS = 5.5, 4.0, 3
@@ -354,10 +354,12 @@ def throughput_figure(finished: pd.DataFrame) -> Figure:
                     any_ideal = True
             any_diverged |= _diverged_marks(ax, rows, WORKERS_AXIS, rows["throughput"])
         # Over a wide range of workers, log-log keeps small counts readable and ideal lines straight.
-        if _worker_ticks(ax, finished[WORKERS_AXIS]) and not measured.empty:
+        logarithmic = _worker_ticks(ax, finished[WORKERS_AXIS]) and not measured.empty
+        if logarithmic:
             ax.set_yscale("log")
-        else:
-            ax.set_ylim(bottom=0)
+    if not logarithmic:
+        # Once every panel is drawn: the panels share their y axis, and a limit set earlier would freeze it.
+        axes[0].set_ylim(bottom=0)
     _label(axes, min(len(panels), MAX_PANEL_COLUMNS), WORKERS_LABEL, "Throughput (samples/s)", panels)
     _title(figure, "Steady-state training throughput",
            "samples / time in training steps; first epoch left out; "
@@ -393,7 +395,7 @@ def throughput_vs_batch_figure(finished: pd.DataFrame) -> Figure:
                 ax.errorbar(position, row["throughput"], yerr=spread, fmt="none", ecolor="black", capsize=3)
         ax.set_xticks(range(len(batch_levels)), [str(level) for level in batch_levels])
         ax.grid(False, axis="x")
-        ax.set_ylim(bottom=0)
+    axes[0].set_ylim(bottom=0)  # once every panel is drawn: they share their y axis
     _label(axes, min(len(panels), MAX_PANEL_COLUMNS), batch_title(finished), "Throughput (samples/s)", panels)
     _title(figure, "Throughput vs batch size",
            "steady-state samples/s, all workers together, first epoch left out;\n"

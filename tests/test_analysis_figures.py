@@ -141,3 +141,5 @@ def test_a_backend_axis_colours_the_lines_by_backend_with_a_panel_per_batch_size
             (backend,) = [name for name, colour in colours.items() if colour == line.get_color()]
             expected = runs[(runs["backend"] == backend) & (runs["batch_size"] == batch)].sort_values("gpus")
             np.testing.assert_allclose(line.get_xydata(), expected[["gpus", "throughput"]].to_numpy(dtype=float))
+            # The panels share their y axis, and it holds every panel's points (batch 64's are the highest).
+            assert ax.get_ylim()[0] == 0 and ax.get_ylim()[1] >= expected["throughput"].max()
