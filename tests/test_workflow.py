@@ -357,5 +357,5 @@ def test_the_processes_waiting_on_this_machine_are_bounded_by_the_cells_in_fligh
             most = max(most, len(launchers))
         time.sleep(0.05)
     assert run.returncode == 0, (tmp_path / "run.log").read_text()[-3000:]
-    assert 1 <= most <= 2
+    assert 0 < most <= 2  # it saw 6 at once when Snakemake was bounded by cores alone
     assert len(pd.read_csv(tmp_path / "results" / "many" / "runs.csv")) == 6
