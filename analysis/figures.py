@@ -124,14 +124,15 @@ def finished_runs(runs: pd.DataFrame, grid_axes: Sequence[str]) -> pd.DataFrame:
                   if axis not in DEFAULT_GRID_AXES and axis not in REPLICATE_AXES and axis in finished.columns]
     colour = colour_axis(other_axes)
     finished[COLOUR] = finished[colour]
-    if colour != BATCH_AXIS:  # the batch size leaves the colours for a panel of its own
+    if colour == BATCH_AXIS:
+        finished["panel"] = finished[BAR_PANEL] = panel_labels(finished, other_axes)
+    else:
+        # The batch size leaves the colours for a panel of its own; the bar chart over batch
+        # sizes keeps them together, with a panel per colour instead.
         other_axes.remove(colour)
-        # The bar chart over batch sizes keeps them together; its panels are the others.
         finished[BAR_PANEL] = panel_labels(finished, [*other_axes, colour])
         other_axes.insert(0, BATCH_AXIS)
-    finished["panel"] = panel_labels(finished, other_axes)
-    if colour == BATCH_AXIS:
-        finished[BAR_PANEL] = finished["panel"]
+        finished["panel"] = panel_labels(finished, other_axes)
     finished = _sort_values_safely(finished, [*other_axes, BATCH_AXIS, WORKERS_AXIS])
     return finished.reset_index(drop=True)
 

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from jobs.plan.params import TrainParams
     from jobs.train.rendezvous import TaskPlacement
 
-DEFAULT_FUSION_THRESHOLD_MB = 128.0  # Horovod 0.28's HOROVOD_FUSION_THRESHOLD default (128 MiB)
+DEFAULT_FUSION_THRESHOLD_BYTES = 128 * 2**20  # Horovod 0.28's HOROVOD_FUSION_THRESHOLD default
 
 
 class HorovodWorkers:
@@ -32,8 +32,9 @@ class HorovodWorkers:
             raise RuntimeError("launcher.controller = 'mpi', but this Horovod was built without MPI: "
                                "rerun setup.sh with an MPI (mpicxx) on PATH, or use controller 'gloo'")
         self._server = rendezvous.join(placement, cell_dir) if controller == "gloo" else None  # rank 0 keeps it
-        self.fusion_threshold_mb = params.bucket_mb if params.bucket_mb is not None else DEFAULT_FUSION_THRESHOLD_MB
-        os.environ["HOROVOD_FUSION_THRESHOLD"] = str(int(self.fusion_threshold_mb * 2**20))  # read by hvd.init
+        if params.bucket_mb is not None:  # read by hvd.init; otherwise the site's setting, or Horovod's default
+            os.environ["HOROVOD_FUSION_THRESHOLD"] = str(int(params.bucket_mb * 2**20))
+        self.fusion_threshold_mb = int(os.environ.get("HOROVOD_FUSION_THRESHOLD", DEFAULT_FUSION_THRESHOLD_BYTES)) / 2**20
         self.compression = params.gradient_compression
         hvd.init()  # Horovod: initialise (Gloo: from rendezvous.join's HOROVOD_* variables; MPI: from PMIx)
         self.hvd = hvd
