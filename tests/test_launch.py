@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import pytest
 import submitit
 
 from jobs.cell import CellDir, JobRecord
-from jobs.launch.launcher import collect_result, job_paths, rerun_reason, root_failure
-from jobs.launch.scheduler import parse_sacct
+from jobs.launch.launcher import JobWatch, SchedulerSilent, collect_result, job_paths, rerun_reason, root_failure
+from jobs.launch.scheduler import SharedSlurmView, parse_sacct
 from jobs.plan.params import LauncherSettings, TrainParams
 
 
@@ -139,6 +142,24 @@ def test_sacct_parsing():
     assert states["12"].active and states["12"].nodes == "node[1-2]"
     assert states["13"].state == "CANCELLED" and not states["13"].active
     assert states["14"].active and states["14"].reason == "Priority"
+
+
+def test_a_silent_scheduler_ends_the_wait_only_after_scheduler_outage_s(tmp_path, monkeypatch):
+    # Neither sacct nor squeue can run (as when slurmctld and slurmdbd are both away).
+    # (tests/test_slurm.py stops the real slurmdbd, where squeue still answers.)
+    monkeypatch.setenv("PATH", str(tmp_path / "no-slurm-here"))
+    launcher = LauncherSettings(executor="slurm", scheduler_refresh_s=0.01, scheduler_outage_s=1.0)
+    out = io.StringIO()
+    watch = JobWatch(JobRecord("42", "slurm", 0.0), None, SharedSlurmView(tmp_path / "scheduler", 0.01),
+                     "bs8-gpus1", launcher, out)
+    for _ in range(3):
+        assert not watch.ended()  # nothing known: neither ended nor given up on
+        time.sleep(0.02)
+    assert out.getvalue().count("bs8-gpus1: sacct does not answer (sacct did not run:") == 1, out.getvalue()
+    time.sleep(1.0)
+    with pytest.raises(SchedulerSilent, match=r"job 42 for \d+ s \(launcher.scheduler_outage_s = 1;.*"
+                                              r"the next snakemake reattaches"):
+        watch.ended()
 
 
 def test_progress_lines_of_concurrent_cells_never_share_a_line():

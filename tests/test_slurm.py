@@ -368,6 +368,44 @@ def test_node_failure_is_never_recorded_as_complete(slurm_cluster, tmp_path):
 
 
 
+def test_an_accounting_outage_is_waited_out_and_a_job_ending_meanwhile_is_seen(slurm_cluster, tmp_path):
+    """slurmdbd goes away while two cells train (its crash or restart, an overloaded database):
+    sacct fails. The launchers say so and follow their jobs through squeue: the one
+    cancelled during the outage is reported failed at once, the other completes."""
+    study = unique("dbdown")
+    config = default_config()
+    config["studies"] = {study: {"grid": {"batch_size": [32, 64], "gpus": [1]},
+                                 "fixed": {"epochs": 1200, "train_subset": 600}}}
+    write_config(tmp_path, config)
+    profile = slurm_profile(tmp_path / "profile")
+    cells = tmp_path / "results" / study / "cells"
+    kept, cancelled = cells / "bs32-gpus1", cells / "bs64-gpus1"
+    output = tmp_path / "snakemake.out"
+    run = start_snakemake(tmp_path, profile, slurm_cluster)
+    try:
+        wait_until(lambda: epochs_done(kept) >= 2 and epochs_done(cancelled) >= 2, 180, "both cells to train")
+        stopped = subprocess.run([str(REPO / "tests" / "cluster" / "stop-accounting")], capture_output=True,
+                                 text=True, timeout=60)
+        assert "slurmdbd stopped" in stopped.stdout, stopped
+        assert subprocess.run(["sacct", "-n", "-X"], env=slurm_cluster, capture_output=True).returncode != 0
+        wait_until(lambda: output.read_text().count(": sacct does not answer (sacct exited") == 2, 60,
+                   "both launchers to say sacct does not answer")
+        slurm("scancel", job_record(cancelled)["job_id"])
+        wait_until(lambda: "cell bs64-gpus1 failed:" in output.read_text(), 60,
+                   "the cancelled cell to be reported while sacct is still down")
+        assert run.poll() is None and not (kept / "summary.json").exists()
+    finally:
+        subprocess.run([str(REPO / "tests" / "cluster" / "up")], check=True, capture_output=True, timeout=300)
+    finished = run.wait(timeout=600)
+    text = output.read_text()
+    assert finished != 0, text[-3000:]
+    assert re.search(r"cell bs64-gpus1 failed: .*CANCELLED", text), text[-3000:]
+    assert "bs32-gpus1: sacct answers again" in text, text[-3000:]
+    summary = json.loads((kept / "summary.json").read_text())
+    assert summary["status"] == "complete" and summary["epochs_run"] == 1200
+    assert not (cancelled / "summary.json").exists()
+
+
 def test_sbatch_rejection_shows_slurms_own_message(slurm_cluster, tmp_path):
     study = unique("rejected")
     config = default_config()

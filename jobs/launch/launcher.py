@@ -38,7 +38,7 @@ import submitit
 from submitit.core.utils import FailedJobError, JobPaths
 
 from jobs.cell import CellDir, EpochRecord, JobRecord
-from jobs.launch.scheduler import JobState, SharedSlurmView, current_state
+from jobs.launch.scheduler import Health, JobState, SharedSlurmView, current_state
 from jobs.plan.params import LauncherSettings, TrainParams, normalized_params
 from jobs.train.job import TrainingJob
 
@@ -57,6 +57,10 @@ class CellFailed(RuntimeError):
 
 class SnakemakeGone(CellFailed):
     """The Snakemake that started this launcher has died; the cell's Slurm job runs on."""
+
+
+class SchedulerSilent(CellFailed):
+    """Neither sacct nor squeue has answered for launcher.scheduler_outage_s; the job may run on."""
 
 
 def job_paths(cell: CellDir, record: JobRecord, task: int = 0) -> JobPaths:
@@ -180,9 +184,12 @@ class JobWatch:
     """Tells whether a cell's job has ended: submitit's own check for local jobs, the
     shared Slurm view (one sacct call for all cells) for Slurm jobs."""
 
-    def __init__(self, record: JobRecord, job: submitit.Job | None, view: SharedSlurmView | None) -> None:
+    def __init__(self, record: JobRecord, job: submitit.Job | None, view: SharedSlurmView | None,
+                 cell: str, launcher: LauncherSettings, out: TextIO) -> None:
         self.record, self.job, self.view = record, job, view
+        self.cell, self.launcher, self.out = cell, launcher, out
         self.last_state: JobState | None = None
+        self.told_outage = False
         if view is not None:
             view.watch(record.job_id)
 
@@ -191,7 +198,25 @@ class JobWatch:
             assert self.job is not None
             return self.job.done()
         self.last_state = self.view.state(self.record.job_id) or self.last_state
+        self.tell_outage(self.view.health())
         return self.last_state is not None and not self.last_state.active
+
+    def tell_outage(self, health: Health) -> None:
+        """Say once when sacct stops and starts answering; fail only when Slurm has been
+        silent (neither sacct nor squeue) past launcher.scheduler_outage_s."""
+        if health.sacct_error is not None and not self.told_outage:
+            say(self.out, f"{self.cell}: sacct does not answer ({health.sacct_error}); the job's state comes "
+                          f"from squeue meanwhile and sacct is asked again every {self.launcher.scheduler_refresh_s:g} s")
+            self.told_outage = True
+        elif health.sacct_error is None and self.told_outage:
+            say(self.out, f"{self.cell}: sacct answers again")
+            self.told_outage = False
+        silent_s = time.time() - health.answered_at
+        if silent_s > self.launcher.scheduler_outage_s:
+            raise SchedulerSilent(
+                f"cell {self.cell}: Slurm has not told the state of job {self.record.job_id} for {silent_s:.0f} s "
+                f"(launcher.scheduler_outage_s = {self.launcher.scheduler_outage_s:g}; last error: "
+                f"{health.sacct_error}); the job may still run, and the next snakemake reattaches to it")
 
     def describe_end(self) -> str:
         if self.last_state is None:
@@ -417,7 +442,7 @@ def run_cell_in_slot(cell_dir: Path, study: str, cell: str, grid_axes: tuple[str
         record, job = submit_cell(cell_dir, study, cell, grid_axes, params, launcher, data_dir)
         say(out, f"{cell}: job {record.job_id}, logs in {record.folder}")
     view = SharedSlurmView(scheduler_dir, launcher.scheduler_refresh_s) if launcher.executor == "slurm" else None
-    watch = JobWatch(record, job, view)
+    watch = JobWatch(record, job, view, cell, launcher, out)
     try:
         summary = wait_for_cell(cell_dir, cell, params, launcher, watch, out, snakemake_pid)
     finally:

@@ -5,6 +5,10 @@ a cache file. Whichever waiting process finds the cache stale first takes a lock
 refreshes it with ONE `sacct` call for all registered jobs, so the calls to the
 scheduler per minute stay at 60 / refresh_s however many cells wait. A cell's own
 result file on the shared filesystem remains the fast signal that it has finished.
+
+When sacct does not answer (slurmdbd down, busy or restarting; a munge hiccup), the
+view asks the controller with squeue instead, keeps the last states it knew and retries
+at the next refresh: an accounting outage is waited out, not a reason to fail a cell.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import json
 import os
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 # Slurm job states (sacct) in which the job may still produce its result.
@@ -49,31 +53,74 @@ def parse_sacct(output: str) -> dict[str, JobState]:
     return states
 
 
+class SchedulerUnavailable(RuntimeError):
+    """sacct or squeue did not answer; the message says which and why."""
+
+
+def run_query(command: list[str]) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(command, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise SchedulerUnavailable(f"{command[0]} did not run: {error}") from error
+
+
+def failure(result: subprocess.CompletedProcess[str]) -> SchedulerUnavailable:
+    lines = [line.strip() for line in result.stderr.splitlines() if line.strip()]
+    return SchedulerUnavailable(f"{result.args[0]} exited {result.returncode}: "
+                                f"{lines[-1] if lines else 'no message'}")
+
+
 def query_sacct(job_ids: list[str]) -> dict[str, JobState]:
     """One sacct call for all the given jobs."""
     if not job_ids:
         return {}
-    result = subprocess.run(
-        ["sacct", "-X", "-n", "-P", "-o", "JobIDRaw,State,Elapsed,NodeList,Reason", "-j", ",".join(job_ids)],
-        capture_output=True, text=True, timeout=60,
-    )
+    result = run_query(["sacct", "-X", "-n", "-P", "-o", "JobIDRaw,State,Elapsed,NodeList,Reason",
+                        "-j", ",".join(job_ids)])
     if result.returncode != 0:
-        raise RuntimeError(f"sacct failed: {result.stderr.strip()}")
+        raise failure(result)
     return parse_sacct(result.stdout)
 
 
-def query_squeue(job_id: str) -> JobState | None:
-    """The controller's own view of one job: it knows a job before slurmdbd does."""
-    result = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%i|%T|%M|%N|%r"],
-                            capture_output=True, text=True, timeout=60)
+def query_squeue(job_ids: list[str]) -> dict[str, JobState]:
+    """The controller's own view of the given jobs: it knows a job before slurmdbd does, and
+    while slurmdbd is away; it forgets a job MinJobAge (300 s by default) after it ended."""
+    if not job_ids:
+        return {}
+    result = run_query(["squeue", "-h", "-t", "all", "-j", ",".join(job_ids), "-o", "%i|%T|%M|%N|%r"])
     if result.returncode != 0:
-        return None  # "Invalid job id": the controller has forgotten it (finished long ago)
-    return parse_sacct(result.stdout).get(job_id)
+        if "Invalid job id" in result.stderr:
+            return {}  # every one of them forgotten by the controller
+        raise failure(result)
+    return parse_sacct(result.stdout)
+
+
+def job_states(job_ids: list[str], attempts: int = 1) -> dict[str, JobState]:
+    """The jobs' states now: sacct (asked up to `attempts` times), then squeue for the jobs
+    sacct does not know yet, or for all of them if sacct does not answer."""
+    for attempt in range(attempts):
+        try:
+            states = query_sacct(job_ids)
+            break
+        except SchedulerUnavailable:
+            if attempt + 1 == attempts:
+                return query_squeue(job_ids)
+            time.sleep(2.0 ** attempt)
+    missing = [job_id for job_id in job_ids if job_id not in states]
+    return {**states, **query_squeue(missing)}
 
 
 def current_state(job_id: str) -> JobState | None:
-    """One job's state now: sacct, or squeue for a job too new for the accounting database."""
-    return query_sacct([job_id]).get(job_id) or query_squeue(job_id)
+    """One job's state now, before a cell is submitted or reattached."""
+    return job_states([job_id], attempts=3).get(job_id)
+
+
+@dataclass(frozen=True)
+class Health:
+    """How the scheduler answered the view's last refreshes."""
+
+    answered_at: float  # the last time sacct or squeue gave the jobs' states
+    sacct_error: str | None = None  # why the last sacct failed; None once it answers again
+    sacct_failing_since: float | None = None
 
 
 class SharedSlurmView:
@@ -92,24 +139,29 @@ class SharedSlurmView:
     def unwatch(self, job_id: str) -> None:
         (self.watch_dir / job_id).unlink(missing_ok=True)
 
-    def _read_cache(self) -> tuple[float, dict[str, JobState]]:
+    def _read_cache(self) -> tuple[float, dict[str, JobState], Health]:
         try:
             cached = json.loads(self.cache_path.read_text())
         except (FileNotFoundError, json.JSONDecodeError):
-            return 0.0, {}
-        return cached["time"], {k: JobState(**v) for k, v in cached["states"].items()}
+            return 0.0, {}, Health(answered_at=time.time())
+        health = Health(**cached["health"]) if "health" in cached else Health(answered_at=cached["time"])
+        return cached["time"], {k: JobState(**v) for k, v in cached["states"].items()}, health
 
-    def _write_cache(self, states: dict[str, JobState]) -> None:
+    def _write_cache(self, states: dict[str, JobState], health: Health) -> None:
         tmp = self.cache_path.with_name(f".states.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"time": time.time(), "states": {k: vars(v) for k, v in states.items()}}))
+        tmp.write_text(json.dumps({"time": time.time(), "states": {k: vars(v) for k, v in states.items()},
+                                   "health": vars(health)}))
         os.replace(tmp, self.cache_path)
 
     def state(self, job_id: str) -> JobState | None:
-        """The job's last known state; None until sacct has seen it."""
-        fetched_at, states = self._read_cache()
+        """The job's last known state; None until the scheduler has told it."""
+        fetched_at, states, _ = self._read_cache()
         if time.time() - fetched_at >= self.refresh_s:
             states = self._refresh() or states
         return states.get(job_id)
+
+    def health(self) -> Health:
+        return self._read_cache()[2]
 
     def _refresh(self) -> dict[str, JobState] | None:
         with open(self.directory / "lock", "w") as lock:
@@ -117,10 +169,23 @@ class SharedSlurmView:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 return None  # another waiting cell is refreshing right now
-            fetched_at, states = self._read_cache()
+            fetched_at, known, health = self._read_cache()
             if time.time() - fetched_at < self.refresh_s:
-                return states  # another cell refreshed it just before we took the lock
+                return known  # another cell refreshed it just before we took the lock
             watched = sorted(p.name for p in self.watch_dir.iterdir())
-            states = query_sacct(watched)
-            self._write_cache(states)
+            states, health = self._ask(watched, known, health)
+            self._write_cache(states, health)
             return states
+
+    @staticmethod
+    def _ask(watched: list[str], known: dict[str, JobState], health: Health) -> tuple[dict[str, JobState], Health]:
+        now = time.time()
+        try:
+            return query_sacct(watched), Health(answered_at=now)
+        except SchedulerUnavailable as error:
+            failing = Health(health.answered_at, str(error), health.sacct_failing_since or now)
+        try:
+            known = {job_id: known[job_id] for job_id in watched if job_id in known}
+            return {**known, **query_squeue(watched)}, replace(failing, answered_at=now)
+        except SchedulerUnavailable:
+            return known, failing

@@ -4,7 +4,8 @@
     scaling-status --directory ~/study   # the study in ~/study, from anywhere
     scaling-status --configfile my.yaml  # relative to --directory
 
-Reads the cell directories and makes one batched sacct call for all Slurm jobs.
+Reads the cell directories and makes one batched sacct call for all Slurm jobs (squeue for
+those sacct does not know, or for all while sacct does not answer).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 import yaml
 
 from jobs.cell import CellDir, JobRecord
-from jobs.launch.scheduler import JobState, query_sacct
+from jobs.launch.scheduler import JobState, SchedulerUnavailable, job_states
 from jobs.plan.config import ConfigError
 from jobs.plan.grid import make_plan
 
@@ -51,7 +52,7 @@ def status_rows(config: dict[str, Any], directory: Path = Path(".")) -> list[dic
              for study, spec in plan.studies.items() for name in spec.cells]
     records = {cell.path: cell.read_job() for _, _, cell in cells}
     slurm_ids = sorted({r.job_id for r in records.values() if r is not None and r.executor == "slurm"})
-    slurm = query_sacct(slurm_ids) if slurm_ids else {}
+    slurm = job_states(slurm_ids) if slurm_ids else {}
     rows = []
     for study, name, cell in cells:
         record = records[cell.path]
@@ -105,6 +106,8 @@ def main(argv: list[str] | None = None) -> None:
         print(format_table(status_rows(config, args.directory)))
     except ConfigError as error:
         raise SystemExit(str(error)) from None
+    except SchedulerUnavailable as error:
+        raise SystemExit(f"scaling-status: Slurm does not answer ({error}); try again in a minute") from None
 
 
 if __name__ == "__main__":

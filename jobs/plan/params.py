@@ -197,6 +197,9 @@ class LauncherSettings:
     max_cells_in_flight: int = 1
     # Slurm: seconds between two sacct calls, shared by every waiting cell.
     scheduler_refresh_s: float = 10.0
+    # Slurm: how long a waiting cell goes on without any answer from sacct or squeue
+    # before it gives up (its job may still run; the next snakemake reattaches to it).
+    scheduler_outage_s: float = 3600.0
     # Seconds a result may take to appear on a shared filesystem after its job ended.
     result_grace_s: float = 5.0
     # Where submitit keeps each cell's scripts and per-task logs: "" for the cell's own
