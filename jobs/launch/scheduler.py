@@ -106,7 +106,10 @@ def job_states(job_ids: list[str], attempts: int = 1) -> dict[str, JobState]:
                 return query_squeue(job_ids)
             time.sleep(2.0 ** attempt)
     missing = [job_id for job_id in job_ids if job_id not in states]
-    return {**states, **query_squeue(missing)}
+    try:
+        return {**states, **query_squeue(missing)}
+    except SchedulerUnavailable:
+        return states  # what sacct told is still true
 
 
 def current_state(job_id: str) -> JobState | None:
