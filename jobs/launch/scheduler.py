@@ -18,7 +18,7 @@ import json
 import os
 import subprocess
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 # Slurm job states (sacct) in which the job may still produce its result.
@@ -123,7 +123,6 @@ class Health:
 
     answered_at: float  # the last time sacct or squeue gave the jobs' states
     sacct_error: str | None = None  # why the last sacct failed; None once it answers again
-    sacct_failing_since: float | None = None
 
 
 class SharedSlurmView:
@@ -186,9 +185,9 @@ class SharedSlurmView:
         try:
             return query_sacct(watched), Health(answered_at=now)
         except SchedulerUnavailable as error:
-            failing = Health(health.answered_at, str(error), health.sacct_failing_since or now)
+            error_text = str(error)
         try:
             known = {job_id: known[job_id] for job_id in watched if job_id in known}
-            return {**known, **query_squeue(watched)}, replace(failing, answered_at=now)
+            return {**known, **query_squeue(watched)}, Health(now, error_text)
         except SchedulerUnavailable:
-            return known, failing
+            return known, Health(health.answered_at, error_text)
