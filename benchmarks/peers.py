@@ -1,7 +1,8 @@
 """The same grid of short cells run three ways on the test Slurm cluster, side by side:
 
   project   this workflow: `snakemake --profile slurm --until train_cell` (a launcher per cell
-            in flight, one shared sacct call per refresh for all of them)
+            in flight; one shared call to Slurm per refresh for all of them: an sbatch of
+            the cells queued meanwhile as a job array, or a sacct)
   plugin    snakemake-executor-plugin-slurm: the same training as a plain Snakemake rule,
             one Slurm job per cell (`snakemake --executor slurm`)
   submitit  one submitit process per cell, each submitting its cell and waiting for its result

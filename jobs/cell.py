@@ -283,6 +283,11 @@ class CellDir:
     def default_submitit_folder(self) -> Path:
         return self.path / SUBMITIT_DIR
 
+    @property
+    def study_submitit_folder(self) -> Path:
+        """results/<study>/submitit: where the study's Slurm job arrays keep their files."""
+        return self.path.parent.parent / SUBMITIT_DIR
+
     # ---- metrics.jsonl ----------------------------------------------------------
 
     def append(self, record: Record) -> None:

@@ -15,7 +15,8 @@ import submitit
 
 from jobs.cell import CellDir, JobRecord
 from jobs.launch.launcher import JobWatch, SchedulerSilent, collect_result, job_paths, rerun_reason, root_failure
-from jobs.launch.scheduler import SharedSlurmView, parse_sacct
+from jobs.launch.scheduler import SharedSlurmView, array_ids, job_ids_of, parse_sacct
+from jobs.launch.submission import GATHER_MAX_S, GATHER_QUIET_S, SubmissionQueue, SubmissionRequest
 from jobs.plan.params import LauncherSettings, TrainParams
 
 
@@ -134,6 +135,13 @@ def test_a_job_record_names_the_submitit_folder_its_logs_are_in(tmp_path):
     assert job_paths(cell, cell.read_job(), task=1).stderr == elsewhere / "9_1_log.err"
     # A record without a folder (written before the setting existed) means the cell's own.
     assert job_paths(cell, JobRecord("9", "slurm", 0.0)).stderr == cell_dir / "submitit" / "9_0_log.err"
+    # On Slurm the study's cells share job arrays, and so one folder: the task's files bear its id.
+    on_slurm = LauncherSettings(executor="slurm").submitit_folder(cell_dir, "study", "bs8-gpus2")
+    assert on_slurm == tmp_path / "results" / "study" / "submitit"
+    assert LauncherSettings(executor="slurm", submitit_root=str(tmp_path / "logs")).submitit_folder(
+        cell_dir, "study", "bs8-gpus2") == tmp_path / "logs" / "study"
+    assert job_paths(cell, JobRecord("31_4", "slurm", 0.0, folder=str(on_slurm)), task=1).stderr == \
+        on_slurm / "31_4_1_log.err"
 
 
 def test_sacct_parsing():
@@ -142,6 +150,66 @@ def test_sacct_parsing():
     assert states["12"].active and states["12"].nodes == "node[1-2]"
     assert states["13"].state == "CANCELLED" and not states["13"].active
     assert states["14"].active and states["14"].reason == "Priority"
+
+
+def test_the_tasks_of_a_job_array_not_yet_started_share_one_line_of_sacct():
+    text = "30_0|COMPLETED|00:00:09|node1|None\n30_[2-4,7,9-13:2%256]|PENDING|00:00:00|None assigned|Resources\n"
+    states = parse_sacct(text)
+    expected = ["30_0", *(f"30_{task}" for task in (2, 3, 4, 7, 9, 11, 13))]
+    assert sorted(states) == sorted(expected)
+    assert not states["30_0"].active
+    assert all(states[job_id].active and states[job_id].reason == "Resources" for job_id in expected[1:])
+    assert job_ids_of("30_[5]") == ["30_5"] and job_ids_of("41") == ["41"]
+    # Slurm tells a pending task only through its array, so the array is what is asked for.
+    assert array_ids(["30_7", "30_2", "41", "52_0"]) == ["30", "41", "52"]
+
+
+def a_request(cell_dir: Path, **fields) -> SubmissionRequest:
+    defaults = {"folder": str(cell_dir.parent / "submitit"), "parameters": {"nodes": 1}, "max_requeues": 3,
+                "training": {}, "measured_with": {}}
+    return SubmissionRequest(cell_dir=str(cell_dir), cell=cell_dir.name, **(defaults | fields))
+
+
+def test_a_queued_cell_is_withdrawn_or_answered_never_both(tmp_path):
+    queue = SubmissionQueue(tmp_path / "scheduler")
+    first = a_request(tmp_path / "bs8-gpus1")
+    queue.request(first)
+    assert [r.nonce for r in queue.pending()] == [first.nonce]
+    # The cell's next launcher (its last one died) replaces the request rather than adding one.
+    second = a_request(tmp_path / "bs8-gpus1")
+    queue.request(second)
+    assert [r.nonce for r in queue.pending()] == [second.nonce]
+    assert not queue.withdraw(first)  # not the pending one: nothing taken back
+    assert queue.withdraw(second) and queue.pending() == []
+    assert not queue.withdraw(second)  # gone (as when it was submitted meanwhile)
+    assert queue.answer(second) is None
+
+
+def test_a_request_whose_launcher_died_is_dropped_not_submitted(tmp_path):
+    queue = SubmissionQueue(tmp_path / "scheduler")
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    queue.request(a_request(tmp_path / "bs8-gpus1", pid=gone.pid))
+    assert queue.pending()[0].abandoned() and not a_request(tmp_path / "bs8-gpus2").abandoned()
+    assert queue.submit_oldest_shape() == 0  # no sbatch: the only request was abandoned
+    assert queue.pending() == []
+
+
+def test_a_burst_of_requests_is_gathered_into_one_array(tmp_path):
+    queue = SubmissionQueue(tmp_path / "scheduler")
+    now = time.time()
+    queue.request(a_request(tmp_path / "bs8-gpus1", requested_at=now))
+    assert not queue.ready(now + GATHER_QUIET_S / 2)
+    assert queue.ready(now + GATHER_QUIET_S)  # nothing came for a while
+    # Requests coming every half second: gathered until the oldest has waited GATHER_MAX_S.
+    for index in range(1, 2 * int(GATHER_MAX_S) + 2):
+        queue.request(a_request(tmp_path / f"bs8-gpus1-seed{index}", requested_at=now + index * GATHER_QUIET_S / 2))
+        latest = now + index * GATHER_QUIET_S / 2
+        assert queue.ready(latest) == (latest - now >= GATHER_MAX_S), index
+    other = a_request(tmp_path / "bs8-gpus2", requested_at=now - 60, parameters={"nodes": 2})
+    queue.request(other)
+    assert queue.pending()[0].nonce == other.nonce
+    assert queue.pending()[0].shape != queue.pending()[1].shape  # 1 node and 2 nodes: two arrays
 
 
 def test_a_silent_scheduler_ends_the_wait_only_after_scheduler_outage_s(tmp_path, monkeypatch):

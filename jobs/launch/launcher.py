@@ -1,10 +1,11 @@
 """Where a grid cell is submitted: one submitit job per cell, one task per worker.
 
 The same code serves every executor: `local` runs the tasks as processes on this
-machine, `slurm` as one sbatch job with nodes = ceil(gpus / gpus_per_node). The
-launcher waits for the job, printing each finished epoch, and publishes the training
-job's result.json as the cell's summary.json (the Snakemake output) once it has
-checked that it belongs to this job and these parameters.
+machine, submitted by the cell's own launcher; `slurm` as one task of a job array with
+nodes = ceil(gpus / gpus_per_node), the cells queued at the same time going into one
+sbatch (jobs/launch/submission.py). The launcher waits for the job, printing each
+finished epoch, and publishes the training job's result.json as the cell's summary.json
+(the Snakemake output) once it has checked that it belongs to this job and these parameters.
 
 A restarted launcher (after the login session dropped, say) reads the job id recorded
 in the cell directory: a Slurm job still pending or running is reattached to, a job
@@ -25,7 +26,6 @@ import fcntl
 import json
 import os
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -35,10 +35,11 @@ from typing import Any, TextIO
 
 import psutil
 import submitit
-from submitit.core.utils import FailedJobError, JobPaths
+from submitit.core.utils import JobPaths
 
 from jobs.cell import CellDir, EpochRecord, JobRecord
 from jobs.launch.scheduler import Health, JobState, SharedSlurmView, current_state
+from jobs.launch.submission import SubmissionRequest
 from jobs.plan.params import LauncherSettings, TrainParams, normalized_params
 from jobs.train.job import TrainingJob
 
@@ -69,33 +70,35 @@ def job_paths(cell: CellDir, record: JobRecord, task: int = 0) -> JobPaths:
     return JobPaths(folder, job_id=record.job_id, task_id=task)
 
 
+def executor_parameters(study: str, cell: str, params: TrainParams, launcher: LauncherSettings) -> dict[str, Any]:
+    """submitit's parameters of the cell's job. On Slurm every cell of one shape shares one
+    job array, so the job's name is the study's; the cell is in job.json and the array's pickles."""
+    parameters: dict[str, Any] = {
+        "name": study if launcher.executor == "slurm" else f"{study}.{cell}",
+        "timeout_min": launcher.timeout_min,
+        "nodes": launcher.nodes_for(params.gpus),
+        "tasks_per_node": launcher.tasks_per_node_for(params.gpus),
+        "cpus_per_task": launcher.cpus_per_task,
+    }
+    if launcher.executor == "slurm":
+        parameters["gpus_per_node"] = launcher.tasks_per_node_for(params.gpus)
+        parameters.update({f"slurm_{key}": value for key, value in launcher.slurm.items()})
+        if launcher.controller == "mpi":
+            parameters["slurm_srun_args"] = ["--mpi=pmix"]
+    return parameters
+
+
 def make_executor(folder: Path, study: str, cell: str, params: TrainParams,
                   launcher: LauncherSettings) -> submitit.Executor:
     executor = submitit.AutoExecutor(folder=folder, cluster=launcher.executor,
                                      slurm_max_num_timeout=launcher.max_requeues)
-    executor.update_parameters(
-        name=f"{study}.{cell}",
-        timeout_min=launcher.timeout_min,
-        nodes=launcher.nodes_for(params.gpus),
-        tasks_per_node=launcher.tasks_per_node_for(params.gpus),
-        cpus_per_task=launcher.cpus_per_task,
-    )
-    if launcher.executor == "slurm":
-        executor.update_parameters(
-            gpus_per_node=launcher.tasks_per_node_for(params.gpus),
-            **{f"slurm_{key}": value for key, value in launcher.slurm.items()},
-        )
-        if launcher.controller == "mpi":
-            executor.update_parameters(slurm_srun_args=["--mpi=pmix"])
+    executor.update_parameters(**executor_parameters(study, cell, params, launcher))
     return executor
 
 
-def submit_cell(cell_dir: Path, study: str, cell: str, grid_axes: tuple[str, ...], params: TrainParams,
-                launcher: LauncherSettings, data_dir: Path) -> tuple[JobRecord, submitit.Job | None]:
-    cell_dir.mkdir(parents=True, exist_ok=True)
-    folder = launcher.submitit_folder(cell_dir, study, cell).resolve()
-    executor = make_executor(folder, study, cell, params, launcher)
-    training = TrainingJob(
+def training_job(cell_dir: Path, study: str, cell: str, grid_axes: tuple[str, ...], params: TrainParams,
+                 launcher: LauncherSettings, data_dir: Path) -> TrainingJob:
+    return TrainingJob(
         cell_dir=str(cell_dir.resolve()),
         study=study,
         cell=cell,
@@ -105,22 +108,48 @@ def submit_cell(cell_dir: Path, study: str, cell: str, grid_axes: tuple[str, ...
         threads_per_worker=launcher.cpus_per_task,
         controller=launcher.controller,
     )
-    try:
-        job = executor.submit(training)
-    except (FailedJobError, subprocess.CalledProcessError) as error:
-        raise CellFailed(f"cell {cell}: sbatch refused the job: {scheduler_message(error)}") from error
+
+
+def submit_local_cell(cell_dir: Path, study: str, cell: str, grid_axes: tuple[str, ...], params: TrainParams,
+                      launcher: LauncherSettings, data_dir: Path) -> tuple[JobRecord, submitit.Job]:
+    """The local executor runs the job as this launcher's children: submitted at once, alone."""
+    cell_dir.mkdir(parents=True, exist_ok=True)
+    folder = launcher.submitit_folder(cell_dir, study, cell).resolve()
+    executor = make_executor(folder, study, cell, params, launcher)
+    job = executor.submit(training_job(cell_dir, study, cell, grid_axes, params, launcher, data_dir))
     record = JobRecord(job_id=str(job.job_id), executor=launcher.executor, submitted_at=time.time(),
                        folder=str(folder), measured_with=launcher.measured_with(params.gpus))
     CellDir(cell_dir).write_job(record)
     return record, job
 
 
-def scheduler_message(error: Exception) -> str:
-    output = getattr(error, "stderr", None) or getattr(error, "output", None) or str(error)
-    if isinstance(output, bytes):
-        output = output.decode(errors="replace")
-    lines = [line.strip() for line in str(output).splitlines() if "error" in line.lower()]
-    return " / ".join(dict.fromkeys(lines)) if lines else first_line(str(output))
+def submit_slurm_cell(cell_dir: Path, study: str, cell: str, grid_axes: tuple[str, ...], params: TrainParams,
+                      launcher: LauncherSettings, data_dir: Path, view: SharedSlurmView,
+                      snakemake_pid: int) -> JobRecord:
+    """Queue the cell for the next job array and wait until it is submitted (at most a
+    scheduler refresh or two); the sbatch is made by whichever waiting launcher is due."""
+    cell_dir.mkdir(parents=True, exist_ok=True)
+    training = training_job(cell_dir, study, cell, grid_axes, params, launcher, data_dir)
+    request = SubmissionRequest(
+        cell_dir=str(cell_dir.resolve()), cell=cell,
+        folder=str(launcher.submitit_folder(cell_dir, study, cell).resolve()),
+        parameters=executor_parameters(study, cell, params, launcher), max_requeues=launcher.max_requeues,
+        training={**dataclasses.asdict(training), "grid_axes": list(grid_axes)},
+        measured_with=launcher.measured_with(params.gpus))
+    view.queue.request(request)
+    while (answer := view.queue.answer(request)) is None:
+        if os.getppid() != snakemake_pid and view.queue.withdraw(request):
+            raise SnakemakeGone(f"{cell}: the Snakemake that started this launcher has stopped before the cell "
+                                "was submitted; the next snakemake submits it")
+        view.tick()
+        time.sleep(launcher.poll_interval_s)
+    if answer.job_id is None:
+        raise CellFailed(f"cell {cell}: sbatch refused the job: {answer.error}")
+    record = CellDir(cell_dir).read_job()
+    if record is None or record.job_id != answer.job_id:
+        raise CellFailed(f"cell {cell}: job {answer.job_id} was submitted but its job.json in {cell_dir} "
+                         "is missing or another job's")
+    return record
 
 
 def collect_result(cell_dir: Path, record: JobRecord, params: TrainParams) -> dict[str, Any] | None:
@@ -173,11 +202,6 @@ def root_failure(cell_dir: Path, record: JobRecord, num_tasks: int) -> tuple[str
 def last_error_line(traceback_text: str) -> str:
     lines = [line.strip() for line in traceback_text.splitlines() if line.strip()]
     return lines[-1] if lines else "unknown error"
-
-
-def first_line(text: str) -> str:
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[0] if lines else "unknown error"
 
 
 class JobWatch:
@@ -431,6 +455,7 @@ def run_cell_in_slot(cell_dir: Path, study: str, cell: str, grid_axes: tuple[str
     if record is not None and reason is not None:
         raise CellFailed(f"cell {cell}: Slurm job {record.job_id} still runs the earlier version ({reason}); "
                          f"let it finish or `scancel {record.job_id}`, then run again")
+    view = SharedSlurmView(scheduler_dir, launcher.scheduler_refresh_s) if launcher.executor == "slurm" else None
     if record is not None:
         say(out, f"{cell}: reattached to Slurm job {record.job_id}, still in the queue or running")
     else:
@@ -439,9 +464,12 @@ def run_cell_in_slot(cell_dir: Path, study: str, cell: str, grid_axes: tuple[str
             say(out, f"{cell}: {reason}; the earlier run is kept in {moved_to}")
         nodes = launcher.nodes_for(params.gpus)
         say(out, f"{cell}: submitting {params.gpus} worker(s) on {nodes} node(s) via submitit ({launcher.executor})")
-        record, job = submit_cell(cell_dir, study, cell, grid_axes, params, launcher, data_dir)
-        say(out, f"{cell}: job {record.job_id}, logs in {record.folder}")
-    view = SharedSlurmView(scheduler_dir, launcher.scheduler_refresh_s) if launcher.executor == "slurm" else None
+        if view is None:
+            record, job = submit_local_cell(cell_dir, study, cell, grid_axes, params, launcher, data_dir)
+        else:
+            record = submit_slurm_cell(cell_dir, study, cell, grid_axes, params, launcher, data_dir, view,
+                                       snakemake_pid)
+        say(out, f"{cell}: job {record.job_id}, logs in {job_paths(CellDir(cell_dir), record).folder}")
     watch = JobWatch(record, job, view, cell, launcher, out)
     try:
         summary = wait_for_cell(cell_dir, cell, params, launcher, watch, out, snakemake_pid)

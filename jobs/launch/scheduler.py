@@ -1,10 +1,12 @@
 """One shared view of the Slurm jobs in flight, whatever the number of waiting cells.
 
 Every waiting cell registers its job id in a shared directory and reads job states from
-a cache file. Whichever waiting process finds the cache stale first takes a lock and
-refreshes it with ONE `sacct` call for all registered jobs, so the calls to the
-scheduler per minute stay at 60 / refresh_s however many cells wait. A cell's own
-result file on the shared filesystem remains the fast signal that it has finished.
+a cache file; a cell still to be submitted leaves a request there instead
+(jobs/launch/submission.py). Whichever waiting process finds a call due first takes a
+lock and makes it for everybody: at most one sbatch of the queued cells as a job array,
+and one sacct for all registered jobs, per refresh_s. So the calls to the scheduler per
+minute stay at 2 x 60 / refresh_s at most, however many cells wait or start. A cell's
+own result file on the shared filesystem remains the fast signal that it has finished.
 
 When sacct does not answer (slurmdbd down, busy or restarting; a munge hiccup), the
 view asks the controller with squeue instead, keeps the last states it knew and retries
@@ -13,13 +15,17 @@ at the next refresh: an accounting outage is waited out, not a reason to fail a 
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import json
 import os
+import re
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from jobs.launch.submission import SubmissionQueue
 
 # Slurm job states (sacct) in which the job may still produce its result.
 ACTIVE_STATES = frozenset({
@@ -41,15 +47,39 @@ class JobState:
         return self.state in ACTIVE_STATES
 
 
+# A job array's tasks that have not started yet share one record: "12_[4-9,11%256]".
+ARRAY_TASKS = re.compile(r"^(\d+)_\[([^\]]+)\]$")
+
+
+def job_ids_of(field: str) -> list[str]:
+    """The job ids one line of sacct or squeue stands for: itself, or each task of a range."""
+    match = ARRAY_TASKS.match(field)
+    if match is None:
+        return [field]
+    array_id, spec = match.group(1), match.group(2).split("%")[0]
+    ids = []
+    for part in spec.split(","):
+        bounds, _, step = part.partition(":")
+        first, _, last = bounds.partition("-")
+        ids.extend(f"{array_id}_{task}" for task in range(int(first), int(last or first) + 1, int(step or 1)))
+    return ids
+
+
+def array_ids(job_ids: list[str]) -> list[str]:
+    """What to ask Slurm for: a pending array task is known to sacct only through its array."""
+    return sorted({job_id.split("_")[0] for job_id in job_ids})
+
+
 def parse_sacct(output: str) -> dict[str, JobState]:
-    """Parse `sacct -X -n -P -o JobIDRaw,State,Elapsed,NodeList,Reason`."""
+    """Parse `sacct -X -n -P -o JobID,State,Elapsed,NodeList,Reason` (squeue's the same way)."""
     states = {}
     for line in output.splitlines():
         fields = line.split("|")
         if len(fields) < 5:
             continue
-        job_id, state, elapsed, nodes, reason = fields[:5]
-        states[job_id] = JobState(job_id, state.split()[0] if state else "UNKNOWN", elapsed, nodes, reason)
+        field, state, elapsed, nodes, reason = fields[:5]
+        for job_id in job_ids_of(field):
+            states[job_id] = JobState(job_id, state.split()[0] if state else "UNKNOWN", elapsed, nodes, reason)
     return states
 
 
@@ -74,8 +104,8 @@ def query_sacct(job_ids: list[str]) -> dict[str, JobState]:
     """One sacct call for all the given jobs."""
     if not job_ids:
         return {}
-    result = run_query(["sacct", "-X", "-n", "-P", "-o", "JobIDRaw,State,Elapsed,NodeList,Reason",
-                        "-j", ",".join(job_ids)])
+    result = run_query(["sacct", "-X", "-n", "-P", "-o", "JobID,State,Elapsed,NodeList,Reason",
+                        "-j", ",".join(array_ids(job_ids))])
     if result.returncode != 0:
         raise failure(result)
     return parse_sacct(result.stdout)
@@ -86,7 +116,7 @@ def query_squeue(job_ids: list[str]) -> dict[str, JobState]:
     while slurmdbd is away; it forgets a job MinJobAge (300 s by default) after it ended."""
     if not job_ids:
         return {}
-    result = run_query(["squeue", "-h", "-t", "all", "-j", ",".join(job_ids), "-o", "%i|%T|%M|%N|%r"])
+    result = run_query(["squeue", "-h", "-t", "all", "-j", ",".join(array_ids(job_ids)), "-o", "%i|%T|%M|%N|%r"])
     if result.returncode != 0:
         if "Invalid job id" in result.stderr:
             return {}  # every one of them forgotten by the controller
@@ -125,15 +155,25 @@ class Health:
     sacct_error: str | None = None  # why the last sacct failed; None once it answers again
 
 
-class SharedSlurmView:
-    """Job states for every cell waiting under `directory`, refreshed at most every refresh_s."""
+@dataclass(frozen=True)
+class ViewCache:
+    sbatch_at: float  # the last sbatch of queued cells
+    sacct_at: float  # the last sacct (or squeue) for the watched jobs
+    states: dict[str, JobState]
+    health: Health
 
-    def __init__(self, directory: Path, refresh_s: float = 10.0) -> None:
+
+class SharedSlurmView:
+    """Job states for every cell waiting under `directory`, and the submission of the cells
+    queued there: at most one sacct and one sbatch every refresh_s, for all of them."""
+
+    def __init__(self, directory: Path, refresh_s: float = 20.0) -> None:
         self.directory = directory
         self.refresh_s = refresh_s
         self.watch_dir = directory / "watch"
         self.cache_path = directory / "states.json"
         self.watch_dir.mkdir(parents=True, exist_ok=True)
+        self.queue = SubmissionQueue(directory)
 
     def watch(self, job_id: str) -> None:
         (self.watch_dir / job_id).touch()
@@ -141,53 +181,67 @@ class SharedSlurmView:
     def unwatch(self, job_id: str) -> None:
         (self.watch_dir / job_id).unlink(missing_ok=True)
 
-    def _read_cache(self) -> tuple[float, dict[str, JobState], Health]:
+    def _read_cache(self) -> ViewCache:
         try:
             cached = json.loads(self.cache_path.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            return 0.0, {}, Health(answered_at=time.time())
-        health = Health(**cached["health"]) if "health" in cached else Health(answered_at=cached["time"])
-        return cached["time"], {k: JobState(**v) for k, v in cached["states"].items()}, health
+            return ViewCache(cached["sbatch_at"], cached["sacct_at"],
+                             {k: JobState(**v) for k, v in cached["states"].items()}, Health(**cached["health"]))
+        except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError):
+            return ViewCache(0.0, 0.0, {}, Health(answered_at=time.time()))
 
-    def _write_cache(self, states: dict[str, JobState], health: Health) -> None:
+    def _write_cache(self, cache: ViewCache) -> None:
         tmp = self.cache_path.with_name(f".states.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"time": time.time(), "states": {k: vars(v) for k, v in states.items()},
-                                   "health": vars(health)}))
+        tmp.write_text(json.dumps({"sbatch_at": cache.sbatch_at, "sacct_at": cache.sacct_at,
+                                   "states": {k: vars(v) for k, v in cache.states.items()},
+                                   "health": vars(cache.health)}))
         os.replace(tmp, self.cache_path)
 
     def state(self, job_id: str) -> JobState | None:
         """The job's last known state; None until the scheduler has told it."""
-        fetched_at, states, _ = self._read_cache()
-        if time.time() - fetched_at >= self.refresh_s:
-            states = self._refresh() or states
-        return states.get(job_id)
+        return self.tick().get(job_id)
 
     def health(self) -> Health:
-        return self._read_cache()[2]
+        return self._read_cache().health
 
-    def _refresh(self) -> dict[str, JobState] | None:
+    def _due(self, at: float) -> bool:
+        return time.time() - at >= self.refresh_s
+
+    def tick(self) -> dict[str, JobState]:
+        """Make the calls that are due, unless another waiting cell is making them; the
+        job states known after them."""
+        cache = self._read_cache()
+        if not self._due(cache.sacct_at) and not (self._due(cache.sbatch_at) and self.queue.has_requests()):
+            return cache.states
         with open(self.directory / "lock", "w") as lock:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                return None  # another waiting cell is refreshing right now
-            fetched_at, known, health = self._read_cache()
-            if time.time() - fetched_at < self.refresh_s:
-                return known  # another cell refreshed it just before we took the lock
+                return cache.states  # another waiting cell is calling right now
+            cache = before = self._read_cache()  # as the cell that held the lock last left it
+            if self._due(cache.sbatch_at) and self.queue.ready(time.time()):
+                self.queue.submit_oldest_shape()
+                # Jobs just submitted need no sacct yet: the first is a refresh after them.
+                cache = dataclasses.replace(cache, sbatch_at=time.time(), sacct_at=cache.sacct_at or time.time())
             watched = sorted(p.name for p in self.watch_dir.iterdir())
-            states, health = self._ask(watched, known, health)
-            self._write_cache(states, health)
-            return states
+            if watched and self._due(cache.sacct_at):
+                states, health = self._ask(watched, cache.states, cache.health)
+                cache = dataclasses.replace(cache, sacct_at=time.time(), states=states, health=health)
+            if cache != before:
+                self._write_cache(cache)
+            return cache.states
 
     @staticmethod
     def _ask(watched: list[str], known: dict[str, JobState], health: Health) -> tuple[dict[str, JobState], Health]:
         now = time.time()
+        def only_watched(states: dict[str, JobState]) -> dict[str, JobState]:
+            return {job_id: states[job_id] for job_id in watched if job_id in states}  # not their arrays' others
+
         try:
-            return query_sacct(watched), Health(answered_at=now)
+            return only_watched(query_sacct(watched)), Health(answered_at=now)
         except SchedulerUnavailable as error:
             error_text = str(error)
         try:
-            known = {job_id: known[job_id] for job_id in watched if job_id in known}
-            return {**known, **query_squeue(watched)}, Health(now, error_text)
+            known = only_watched(known)
+            return {**known, **only_watched(query_squeue(watched))}, Health(now, error_text)
         except SchedulerUnavailable:
             return known, Health(health.answered_at, error_text)

@@ -195,15 +195,18 @@ class LauncherSettings:
     poll_interval_s: float = 1.0  # reads the cell's files only: cheap on any scheduler
     # Cells queued or running at once, across every Snakemake job of the workflow.
     max_cells_in_flight: int = 1
-    # Slurm: seconds between two sacct calls, shared by every waiting cell.
-    scheduler_refresh_s: float = 10.0
+    # Slurm: the least seconds between two sacct calls (one for every waiting cell) and
+    # between two sbatch calls (one job array of the cells queued meanwhile).
+    scheduler_refresh_s: float = 20.0
     # Slurm: how long a waiting cell goes on without any answer from sacct or squeue
     # before it gives up (its job may still run; the next snakemake reattaches to it).
     scheduler_outage_s: float = 3600.0
     # Seconds a result may take to appear on a shared filesystem after its job ended.
     result_grace_s: float = 5.0
-    # Where submitit keeps each cell's scripts and per-task logs: "" for the cell's own
-    # `submitit/` folder, else <submitit_root>/<study>/<cell> (on a filesystem the nodes see).
+    # Where submitit keeps the jobs' scripts and per-task logs (on a filesystem the nodes see).
+    # Slurm: the study's job arrays share <submitit_root>/<study>, by default
+    # results/<study>/submitit; local: <submitit_root>/<study>/<cell>, by default the cell's
+    # own `submitit/` folder.
     submitit_root: str = ""
     slurm: dict[str, Any] = field(default_factory=dict)
 
@@ -216,6 +219,8 @@ class LauncherSettings:
         return parse_time_limit(self.time_limit)
 
     def submitit_folder(self, cell_dir: Path, study: str, cell: str) -> Path:
+        if self.executor == "slurm":  # cells of one job array share its folder
+            return Path(self.submitit_root) / study if self.submitit_root else CellDir(cell_dir).study_submitit_folder
         if not self.submitit_root:
             return CellDir(cell_dir).default_submitit_folder
         return Path(self.submitit_root) / study / cell
