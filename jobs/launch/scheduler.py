@@ -57,7 +57,7 @@ def job_ids_of(field: str) -> list[str]:
     if match is None:
         return [field]
     array_id, spec = match.group(1), match.group(2).split("%")[0]
-    ids = []
+    ids: list[str] = []
     for part in spec.split(","):
         bounds, _, step = part.partition(":")
         first, _, last = bounds.partition("-")
