@@ -205,10 +205,13 @@ def run_named_study(tmp_path, name: str) -> pd.DataFrame:
 @pytest.mark.workflow
 def test_throughput_rises_with_the_batch_size_and_flattens(tmp_path):
     """Lab 1 part 2's lesson on this machine's CPU: small batches leave the device idle between
-    steps, so a 4x larger batch gains much at the bottom of the range and little at the top."""
+    steps, so a 4x larger batch gains much at the bottom of the range and little at the top.
+    A measurement on a shared machine: the margins are wide (about 2.5 and 1.0 are seen, also with the
+    other core busy), and each throughput is the mean of 7 epochs, since the small size runs them all."""
     runs = run_named_study(tmp_path, "lab1_batch_size")
     throughput = runs.set_index("batch_size")["throughput"]
     assert sorted(throughput.index) == [8, 16, 32, 64, 128, 256, 512]
+    assert set(runs["epochs_run"]) == {8}
     low_gain, high_gain = throughput[32] / throughput[8], throughput[512] / throughput[128]
     assert low_gain > 1.5
     assert high_gain < 0.75 * low_gain
