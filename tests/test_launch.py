@@ -167,7 +167,7 @@ def test_the_tasks_of_a_job_array_not_yet_started_share_one_line_of_sacct():
 def a_request(cell_dir: Path, **fields) -> SubmissionRequest:
     defaults = {"folder": str(cell_dir.parent / "submitit"), "parameters": {"nodes": 1}, "max_requeues": 3,
                 "training": {}, "measured_with": {}}
-    return SubmissionRequest(cell_dir=str(cell_dir), cell=cell_dir.name, **(defaults | fields))
+    return SubmissionRequest(cell_dir=str(cell_dir), **(defaults | fields))
 
 
 def test_a_queued_cell_is_withdrawn_or_answered_never_both(tmp_path):

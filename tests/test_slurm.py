@@ -3,6 +3,7 @@ host, 2 fake GPUs each, slurmdbd so sacct answers): `snakemake --profile slurm`.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -32,7 +33,7 @@ from conftest import (
 )
 
 from jobs.cell import CellDir
-from jobs.launch.scheduler import job_ids_of
+from jobs.launch.scheduler import SharedSlurmView, job_ids_of
 
 pytestmark = pytest.mark.slurm
 
@@ -203,7 +204,8 @@ def test_lost_login_session_reattaches_instead_of_resubmitting(slurm_cluster, tm
     config["studies"] = {study: {"grid": {"batch_size": [16, 32, 64], "gpus": [1], "epochs": [2, 1200]},
                                  "fixed": {"train_subset": 600}}}
     write_config(tmp_path, config)
-    profile = slurm_profile(tmp_path / "profile")
+    refresh_s = 10
+    profile = slurm_profile(tmp_path / "profile", scheduler_refresh_s=refresh_s)
     cells = tmp_path / "results" / study / "cells"
     run = start_snakemake(tmp_path, profile, slurm_cluster)
     wait_until(lambda: cells.exists() and sum(job_record(c) is not None for c in cells.iterdir()) == 6,
@@ -218,9 +220,14 @@ def test_lost_login_session_reattaches_instead_of_resubmitting(slurm_cluster, tm
     wait_until(lambda: all((cells / c / "result.json").exists() for c in short_cells), 240,
                "the short cells to finish while nobody watches")
 
-    rerun = run_snakemake(tmp_path, profile=profile, env=slurm_cluster)
+    env, calls_log = counting_scheduler_calls(tmp_path, slurm_cluster)
+    rerun = run_snakemake(tmp_path, profile=profile, env=env)
 
     assert rerun.returncode == 0, rerun.stderr[-4000:]
+    # The reattached cells learn their jobs' states from the shared view's sacct, not one call each:
+    # the rerun's sacct calls keep the view's cadence.
+    sacct = call_times(calls_log, "sacct")
+    assert sacct and all(later - earlier >= refresh_s - 0.5 for earlier, later in itertools.pairwise(sacct)), sacct
     progress = "\n".join(re.findall(r"^bs\S+: (?:submitting|reattached|collected).*$", rerun.stderr, flags=re.M))
     assert "submitting" not in rerun.stderr, progress
     assert sorted(re.findall(r"^(\S+): reattached to Slurm job", rerun.stderr, flags=re.M)) == long_cells, progress
@@ -231,6 +238,23 @@ def test_lost_login_session_reattaches_instead_of_resubmitting(slurm_cluster, tm
     assert (runs["status"] == "complete").all() and len(runs) == 6
 
 
+def counting_scheduler_calls(directory: Path, env: dict[str, str]) -> tuple[dict[str, str], Path]:
+    """An environment whose sbatch, sacct and squeue log "<unix time> <command>" to the returned file."""
+    calls_log, wrappers = directory / "scheduler_calls.log", directory / "bin"
+    wrappers.mkdir()
+    for command in ("sbatch", "sacct", "squeue"):
+        real = subprocess.run(["which", command], capture_output=True, text=True, check=True, env=env).stdout.strip()
+        wrapper = wrappers / command
+        wrapper.write_text(f'#!/bin/sh\necho "$(date +%s.%N) {command}" >> {calls_log}\nexec {real} "$@"\n')
+        wrapper.chmod(wrapper.stat().st_mode | stat.S_IEXEC)
+    return {**env, "PATH": f"{wrappers}:{env['PATH']}"}, calls_log
+
+
+def call_times(calls_log: Path, command: str) -> list[float]:
+    lines = calls_log.read_text().splitlines() if calls_log.exists() else []
+    return [float(line.split()[0]) for line in lines if line.split()[1] == command]
+
+
 def test_scheduler_calls_per_minute_do_not_grow_with_cells(slurm_cluster, tmp_path):
     study = unique("load")
     config = default_config()
@@ -239,15 +263,7 @@ def test_scheduler_calls_per_minute_do_not_grow_with_cells(slurm_cluster, tmp_pa
     write_config(tmp_path, config)
     refresh_s = 5
     profile = slurm_profile(tmp_path / "profile", scheduler_refresh_s=refresh_s)
-    calls_log = tmp_path / "scheduler_calls.log"
-    wrappers = tmp_path / "bin"
-    wrappers.mkdir()
-    for command in ("sbatch", "sacct", "squeue"):
-        real = subprocess.run(["which", command], capture_output=True, text=True, check=True).stdout.strip()
-        wrapper = wrappers / command
-        wrapper.write_text(f'#!/bin/sh\necho "$(date +%s.%N) {command}" >> {calls_log}\nexec {real} "$@"\n')
-        wrapper.chmod(wrapper.stat().st_mode | stat.S_IEXEC)
-    env = {**slurm_cluster, "PATH": f"{wrappers}:{slurm_cluster['PATH']}"}
+    env, calls_log = counting_scheduler_calls(tmp_path, slurm_cluster)
 
     started = time.time()
     result = run_snakemake(tmp_path, profile=profile, env=env)
@@ -531,3 +547,21 @@ def test_killing_snakemake_alone_leaves_no_launcher_in_the_way_of_the_next_run(s
     assert len(jobs) == 2 and all(len(ids) == 1 for ids in jobs.values()), jobs
     runs = pd.read_csv(tmp_path / "results" / study / "runs.csv")
     assert (runs["status"] == "complete").all() and len(runs) == 2
+
+
+def test_a_fresh_state_comes_from_a_refresh_after_the_question(slurm_cluster, tmp_path, monkeypatch):
+    """What a reattaching cell asks the shared view: even from a new scheduler folder, with the
+    cached answer missing, a running job is told as running, and once cancelled as ended."""
+    for key, value in slurm_cluster.items():
+        monkeypatch.setenv(key, value)
+    job_id = slurm("sbatch", "--parsable", "--job-name", unique("fresh"), "--output", str(tmp_path / "sleep.out"),
+                   "--wrap", "sleep 300").strip()
+    try:
+        view = SharedSlurmView(tmp_path / "scheduler", refresh_s=2)
+        running = view.fresh_state(job_id, outage_s=60, poll_s=0.2)
+        assert running is not None and running.active, running
+    finally:
+        slurm("scancel", job_id)
+    wait_until(lambda: "CANCELLED" in slurm("sacct", "-n", "-X", "-o", "State", "-j", job_id), 60, "the cancel")
+    ended = SharedSlurmView(tmp_path / "scheduler", refresh_s=2).fresh_state(job_id, outage_s=60, poll_s=0.2)
+    assert ended is not None and not ended.active and ended.state.startswith("CANCELLED"), ended

@@ -38,7 +38,7 @@ import submitit
 from submitit.core.utils import JobPaths
 
 from jobs.cell import CellDir, EpochRecord, JobRecord
-from jobs.launch.scheduler import Health, JobState, SharedSlurmView, current_state
+from jobs.launch.scheduler import Health, JobState, SchedulerUnavailable, SharedSlurmView
 from jobs.launch.submission import SubmissionRequest
 from jobs.plan.params import LauncherSettings, TrainParams, normalized_params
 from jobs.train.job import TrainingJob
@@ -131,7 +131,7 @@ def submit_slurm_cell(cell_dir: Path, study: str, cell: str, grid_axes: tuple[st
     cell_dir.mkdir(parents=True, exist_ok=True)
     training = training_job(cell_dir, study, cell, grid_axes, params, launcher, data_dir)
     request = SubmissionRequest(
-        cell_dir=str(cell_dir.resolve()), cell=cell,
+        cell_dir=str(cell_dir.resolve()),
         folder=str(launcher.submitit_folder(cell_dir, study, cell).resolve()),
         parameters=executor_parameters(study, cell, params, launcher), max_requeues=launcher.max_requeues,
         training={**dataclasses.asdict(training), "grid_axes": list(grid_axes)},
@@ -280,12 +280,17 @@ def rerun_reason(cell: CellDir, previous: JobRecord | None, params: TrainParams,
     return None
 
 
-def still_running_job(cell_dir: Path, launcher: LauncherSettings) -> JobRecord | None:
+def still_running_job(cell_dir: Path, cell: str, launcher: LauncherSettings,
+                      view: SharedSlurmView | None) -> JobRecord | None:
     """The cell's recorded Slurm job, if it is still pending or running."""
     record = CellDir(cell_dir).read_job()
-    if record is None or record.executor != "slurm" or launcher.executor != "slurm":
+    if record is None or record.executor != "slurm" or view is None:
         return None  # a local job dies with the launcher that started it
-    state = current_state(record.job_id)
+    try:
+        state = view.fresh_state(record.job_id, launcher.scheduler_outage_s, launcher.poll_interval_s)
+    except SchedulerUnavailable as error:
+        raise SchedulerSilent(f"cell {cell}: cannot tell whether Slurm job {record.job_id} still runs, so it is "
+                              f"not submitted again: {error}; the next snakemake asks again") from None
     return record if state is not None and state.active else None
 
 
@@ -451,11 +456,11 @@ def run_cell_in_slot(cell_dir: Path, study: str, cell: str, grid_axes: tuple[str
         return summary
     reason = rerun_reason(CellDir(cell_dir), previous, params, measured_with)
     job = None
-    record = still_running_job(cell_dir, launcher)
+    view = SharedSlurmView(scheduler_dir, launcher.scheduler_refresh_s) if launcher.executor == "slurm" else None
+    record = still_running_job(cell_dir, cell, launcher, view)
     if record is not None and reason is not None:
         raise CellFailed(f"cell {cell}: Slurm job {record.job_id} still runs the earlier version ({reason}); "
                          f"let it finish or `scancel {record.job_id}`, then run again")
-    view = SharedSlurmView(scheduler_dir, launcher.scheduler_refresh_s) if launcher.executor == "slurm" else None
     if record is not None:
         say(out, f"{cell}: reattached to Slurm job {record.job_id}, still in the queue or running")
     else:

@@ -15,6 +15,7 @@ at the next refresh: an accounting outage is waited out, not a reason to fail a 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
 import json
@@ -142,11 +143,6 @@ def job_states(job_ids: list[str], attempts: int = 1) -> dict[str, JobState]:
         return states  # what sacct told is still true
 
 
-def current_state(job_id: str) -> JobState | None:
-    """One job's state now, before a cell is submitted or reattached."""
-    return job_states([job_id], attempts=3).get(job_id)
-
-
 @dataclass(frozen=True)
 class Health:
     """How the scheduler answered the view's last refreshes."""
@@ -161,6 +157,9 @@ class ViewCache:
     sacct_at: float  # the last sacct (or squeue) for the watched jobs
     states: dict[str, JobState]
     health: Health
+    # When the refresh that last got an answer listed the watched jobs: the states cover every
+    # job watched by then. 0 until one has.
+    states_listed_at: float = 0.0
 
 
 class SharedSlurmView:
@@ -185,7 +184,8 @@ class SharedSlurmView:
         try:
             cached = json.loads(self.cache_path.read_text())
             return ViewCache(cached["sbatch_at"], cached["sacct_at"],
-                             {k: JobState(**v) for k, v in cached["states"].items()}, Health(**cached["health"]))
+                             {k: JobState(**v) for k, v in cached["states"].items()}, Health(**cached["health"]),
+                             cached.get("states_listed_at", 0.0))
         except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError):
             return ViewCache(0.0, 0.0, {}, Health(answered_at=time.time()))
 
@@ -193,7 +193,7 @@ class SharedSlurmView:
         tmp = self.cache_path.with_name(f".states.{os.getpid()}.tmp")
         tmp.write_text(json.dumps({"sbatch_at": cache.sbatch_at, "sacct_at": cache.sacct_at,
                                    "states": {k: vars(v) for k, v in cache.states.items()},
-                                   "health": vars(cache.health)}))
+                                   "health": vars(cache.health), "states_listed_at": cache.states_listed_at}))
         os.replace(tmp, self.cache_path)
 
     def state(self, job_id: str) -> JobState | None:
@@ -202,6 +202,25 @@ class SharedSlurmView:
 
     def health(self) -> Health:
         return self._read_cache().health
+
+    def fresh_state(self, job_id: str, outage_s: float, poll_s: float = 1.0) -> JobState | None:
+        """The job's state from a refresh that began after this call; None when Slurm does not
+        know the job. The cells a restarted Snakemake reattaches all wait for the same sacct,
+        not one each. Raises SchedulerUnavailable when neither sacct nor squeue answers for outage_s."""
+        self.watch(job_id)
+        asked_at = time.time()  # after the watch: a refresh that began later lists this job
+        try:
+            while True:
+                self.tick()
+                cache = self._read_cache()
+                if cache.states_listed_at > asked_at:
+                    return cache.states.get(job_id)
+                if time.time() - asked_at > outage_s:
+                    raise SchedulerUnavailable(f"neither sacct nor squeue has answered for {outage_s:g} s "
+                                               f"(last error: {cache.health.sacct_error})")
+                time.sleep(poll_s)
+        finally:
+            self.unwatch(job_id)
 
     def _due(self, at: float) -> bool:
         return time.time() - at >= self.refresh_s
@@ -222,24 +241,34 @@ class SharedSlurmView:
                 self.queue.submit_oldest_shape()
                 # Jobs just submitted need no sacct yet: the first is a refresh after them.
                 cache = dataclasses.replace(cache, sbatch_at=time.time(), sacct_at=cache.sacct_at or time.time())
+            listed_at = time.time()
             watched = sorted(p.name for p in self.watch_dir.iterdir())
             if watched and self._due(cache.sacct_at):
-                states, health = self._ask(watched, cache.states, cache.health)
-                cache = dataclasses.replace(cache, sacct_at=time.time(), states=states, health=health)
+                states, health = self._ask(watched, cache.states, cache.health, listed_at)
+                answered = health.answered_at == listed_at
+                cache = dataclasses.replace(cache, sacct_at=time.time(), states=states, health=health,
+                                            states_listed_at=listed_at if answered else cache.states_listed_at)
             if cache != before:
                 self._write_cache(cache)
             return cache.states
 
     @staticmethod
-    def _ask(watched: list[str], known: dict[str, JobState], health: Health) -> tuple[dict[str, JobState], Health]:
-        now = time.time()
+    def _ask(watched: list[str], known: dict[str, JobState], health: Health,
+             now: float) -> tuple[dict[str, JobState], Health]:
         def only_watched(states: dict[str, JobState]) -> dict[str, JobState]:
             return {job_id: states[job_id] for job_id in watched if job_id in states}  # not their arrays' others
 
         try:
-            return only_watched(query_sacct(watched)), Health(answered_at=now)
+            states = only_watched(query_sacct(watched))
         except SchedulerUnavailable as error:
             error_text = str(error)
+        else:
+            # A job accounting has not recorded yet (slurmdbd lagging behind a submission) is in
+            # the controller's queue: told as unknown, it would look ended to a reattaching cell.
+            if missing := [job_id for job_id in watched if job_id not in states]:
+                with contextlib.suppress(SchedulerUnavailable):
+                    states = {**states, **only_watched(query_squeue(missing))}
+            return states, Health(answered_at=now)
         try:
             known = only_watched(known)
             return {**known, **only_watched(query_squeue(watched))}, Health(now, error_text)

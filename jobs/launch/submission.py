@@ -49,7 +49,6 @@ class SubmissionRequest:
     """Everything the submitting process needs to submit a cell that is not its own."""
 
     cell_dir: str
-    cell: str
     folder: str  # submitit's folder: the array's scripts and per-task logs
     parameters: dict[str, Any]  # submitit's executor.update_parameters(...)
     max_requeues: int
