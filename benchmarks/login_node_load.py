@@ -1,4 +1,4 @@
-"""What a grid costs the login node: processes and resident memory held by Snakemake and
+"""What a grid costs the login node: processes and memory held by Snakemake and
 its launchers while a grid of short cells runs on the test Slurm cluster, at 16, 256
 and 1,000 cells, side by side in one run:
 
@@ -9,7 +9,9 @@ and 1,000 cells, side by side in one run:
 
 Each run is sampled for --seconds once its first launcher has started (the peak is
 reached within seconds: the cells in flight are the first ones), then stopped and its
-jobs cancelled. Ratios are the baseline's peak over the project's.
+jobs cancelled. Memory is the proportional set size (PSS) summed over the processes: a
+momentary fork of Snakemake shares its pages and is not counted twice, as RSS would.
+Ratios are the baseline's peak over the project's.
 
     tests/cluster/up && .venv/bin/python benchmarks/login_node_load.py --cells 16 256 1000
 """
@@ -40,7 +42,7 @@ IN_FLIGHT = 4  # the test cluster's 4 CPUs: 4 one-worker cells at once
 class Load:
     processes: int  # Snakemake and everything it started on this machine
     launchers: int
-    rss_mb: float
+    pss_mb: float  # proportional set size: pages shared with a fork or a sibling count once in all
 
 
 def study_config(cells: int) -> dict[str, object]:
@@ -64,19 +66,17 @@ def sample(root: psutil.Process) -> Load:
     processes = [root]
     with contextlib.suppress(psutil.Error):
         processes += root.children(recursive=True)
-    rss, launchers = 0, 0
+    pss, launchers = 0, 0
     for process in processes:
         with contextlib.suppress(psutil.Error):
-            rss += process.memory_info().rss
+            pss += process.memory_full_info().pss
             launchers += "train_cell" in " ".join(process.cmdline())
-    return Load(len(processes), launchers, rss / 2**20)
+    return Load(len(processes), launchers, pss / 2**20)
 
 
 def cancel_jobs(env: dict[str, str]) -> None:
-    listing = subprocess.run(["squeue", "-h", "-o", "%i %j"], capture_output=True, text=True, env=env).stdout
-    ids = [fields[0] for fields in map(str.split, listing.splitlines()) if len(fields) > 1 and fields[1].startswith("load.")]
-    if ids:
-        subprocess.run(["scancel", *ids], env=env, check=False)
+    """Every job of the study: its job arrays are named after it."""
+    subprocess.run(["scancel", "--name", "load"], env=env, check=False)
 
 
 def measure(cells: int, limited: bool, seconds: float, env: dict[str, str]) -> Load:
@@ -98,7 +98,7 @@ def measure(cells: int, limited: bool, seconds: float, env: dict[str, str]) -> L
         while run.poll() is None and time.monotonic() < deadline:
             load = sample(root)
             peak = Load(max(peak.processes, load.processes), max(peak.launchers, load.launchers),
-                        max(peak.rss_mb, load.rss_mb))
+                        max(peak.pss_mb, load.pss_mb))
             if load.launchers and first_launcher is None:
                 first_launcher = time.monotonic()
             if first_launcher is not None and time.monotonic() - first_launcher > seconds:
@@ -118,14 +118,14 @@ def main() -> None:
     args = parser.parse_args()
     env = os.environ | {"SLURM_CONF": str(CLUSTER_DIR / "etc" / "slurm.conf")}
     print(f"{IN_FLIGHT} cells in flight at most (max_cells_in_flight); peak over {args.seconds:.0f} s of each run")
-    print("| cells | launchers (limited) | processes (limited) | RSS MB (limited) | launchers (unlimited) "
-          "| processes (unlimited) | RSS MB (unlimited) | RSS unlimited / limited |")
+    print("| cells | launchers (limited) | processes (limited) | PSS MB (limited) | launchers (unlimited) "
+          "| processes (unlimited) | PSS MB (unlimited) | memory unlimited / limited |")
     print("|---|---|---|---|---|---|---|---|")
     for cells in args.cells:
         limited = measure(cells, True, args.seconds, env)
         unlimited = measure(cells, False, args.seconds, env)
-        print(f"| {cells} | {limited.launchers} | {limited.processes} | {limited.rss_mb:.0f} | {unlimited.launchers} "
-              f"| {unlimited.processes} | {unlimited.rss_mb:.0f} | {unlimited.rss_mb / limited.rss_mb:.1f} |",
+        print(f"| {cells} | {limited.launchers} | {limited.processes} | {limited.pss_mb:.0f} | {unlimited.launchers} "
+              f"| {unlimited.processes} | {unlimited.pss_mb:.0f} | {unlimited.pss_mb / limited.pss_mb:.1f} |",
               flush=True)
 
 
