@@ -75,8 +75,11 @@ def sample(root: psutil.Process) -> Load:
 
 
 def cancel_jobs(env: dict[str, str]) -> None:
-    """Every job of the study: its job arrays are named after it."""
-    subprocess.run(["scancel", "--name", "load"], env=env, check=False)
+    """Every job of the study: its job arrays are named "load.<submission id>"."""
+    listed = subprocess.run(["squeue", "-h", "-o", "%F|%j"], env=env, capture_output=True, text=True, check=False)
+    arrays = sorted({line.split("|")[0] for line in listed.stdout.splitlines() if line.split("|")[-1].startswith("load.")})
+    if arrays:
+        subprocess.run(["scancel", *arrays], env=env, check=False)
 
 
 def measure(cells: int, limited: bool, seconds: float, env: dict[str, str]) -> Load:

@@ -34,6 +34,7 @@ from conftest import (
 
 from jobs.cell import CellDir
 from jobs.launch.scheduler import SharedSlurmView, job_ids_of
+from jobs.launch.submission import KILL_AT_ENV
 
 pytestmark = pytest.mark.slurm
 
@@ -48,7 +49,7 @@ def jobs_by_cell(study: str, results: Path, submitit_root: Path | None = None) -
     bear the study's name, so each job's cell comes from submitit's pickle of what it runs;
     and every job Slurm has under that name must have such a pickle, or it was not counted."""
     out = slurm("sacct", "-X", "-n", "-P", "-a", "-S", "now-1days", "-o", "JobID,JobName%100")
-    in_slurm = {job_id for line in out.splitlines() if line.partition("|")[2] == study
+    in_slurm = {job_id for line in out.splitlines() if line.partition("|")[2].split(".")[0] == study
                 for job_id in job_ids_of(line.partition("|")[0])}
     jobs: dict[str, list[str]] = {}
     folder = submitit_root / study if submitit_root else results / study / "submitit"
@@ -236,6 +237,51 @@ def test_lost_login_session_reattaches_instead_of_resubmitting(slurm_cluster, tm
     assert len(jobs) == 6 and all(len(ids) == 1 for ids in jobs.values()), jobs
     runs = pd.read_csv(tmp_path / "results" / study / "runs.csv")
     assert (runs["status"] == "complete").all() and len(runs) == 6
+
+
+# Where the testing switch kills the Snakemake group, in the order submission passes them
+# (jobs/launch/submission.py); "@2": in the second job array of the burst.
+KILL_POINTS = ("request_written", "intent_recorded", "pickles_dumped", "sbatch_returned", "array_recorded",
+               "pickles_moved", "job_json_written:1", "job_json_written:2", "answers_written")
+BURST_KILL_POINT = "pickles_moved@2"
+
+
+def test_a_kill_at_any_point_of_submission_then_a_rerun_gives_one_task_per_cell(slurm_cluster, tmp_path):
+    """Every kill point in its own workflow, all at once: each first run kills its own group
+    at its point, then each is run again. The short cells share the cluster's 4 slots."""
+    fixed = {**tiny_study()["fixed"], "epochs": 1, "train_subset": 200}
+    scenarios = {point: {"grid": {"batch_size": [16, 32, 64], "gpus": [1]}, "fixed": fixed}
+                 for point in KILL_POINTS}
+    # Two shapes, two arrays: the kill comes in the second, the first one complete.
+    scenarios[BURST_KILL_POINT] = {"grid": {"batch_size": [16, 32], "gpus": [1, 2]}, "fixed": fixed}
+    workdirs, studies = {}, {}
+    for number, (point, study) in enumerate(scenarios.items()):
+        workdirs[point], studies[point] = tmp_path / f"kill{number}", unique("kill")
+        write_config(workdirs[point], {**default_config(), "studies": {studies[point]: study}})
+
+    def profile(point: str) -> Path:
+        return slurm_profile(workdirs[point] / "profile", scheduler_refresh_s=3)
+
+    first_runs = {point: start_snakemake(workdirs[point], profile(point), {**slurm_cluster, KILL_AT_ENV: point})
+                  for point in scenarios}
+    for point, run in first_runs.items():
+        assert run.wait(timeout=300) == -signal.SIGKILL, (point, (workdirs[point] / "snakemake.out").read_text()[-3000:])
+    reruns = {point: start_snakemake(workdirs[point], profile(point), slurm_cluster) for point in scenarios}
+    for point, run in reruns.items():
+        output = (workdirs[point] / "snakemake.out")
+        assert run.wait(timeout=600) == 0, (point, output.read_text()[-4000:])
+
+    for point, study in studies.items():
+        results = workdirs[point] / "results"
+        cells = sorted(path.name for path in (results / study / "cells").iterdir())
+        jobs = jobs_by_cell(study, results)
+        assert sorted(jobs) == cells and all(len(ids) == 1 for ids in jobs.values()), (point, jobs)
+        for cell in cells:
+            cell_dir = results / study / "cells" / cell
+            metas, _ = epoch_log(cell_dir)
+            assert {meta["job_id"] for meta in metas} == set(jobs[cell]), (point, cell, metas)
+            assert json.loads((cell_dir / "summary.json").read_text())["job_id"] == jobs[cell][0]
+        assert (pd.read_csv(results / study / "runs.csv")["status"] == "complete").all(), point
 
 
 def counting_scheduler_calls(directory: Path, env: dict[str, str]) -> tuple[dict[str, str], Path]:

@@ -39,7 +39,7 @@ from submitit.core.utils import JobPaths
 
 from jobs.cell import CellDir, EpochRecord, JobRecord
 from jobs.launch.scheduler import Health, JobState, SchedulerUnavailable, SharedSlurmView
-from jobs.launch.submission import SubmissionRequest
+from jobs.launch.submission import SubmissionRequest, kill_point
 from jobs.plan.params import LauncherSettings, TrainParams, normalized_params
 from jobs.train.job import TrainingJob
 
@@ -137,6 +137,7 @@ def submit_slurm_cell(cell_dir: Path, study: str, cell: str, grid_axes: tuple[st
         training={**dataclasses.asdict(training), "grid_axes": list(grid_axes)},
         measured_with=launcher.measured_with(params.gpus))
     view.queue.request(request)
+    kill_point("request_written")
     while (answer := view.queue.answer(request)) is None:
         if os.getppid() != snakemake_pid and view.queue.withdraw(request):
             raise SnakemakeGone(f"{cell}: the Snakemake that started this launcher has stopped before the cell "
@@ -278,6 +279,22 @@ def rerun_reason(cell: CellDir, previous: JobRecord | None, params: TrainParams,
     if old_params is None and (cell.metrics.exists() or cell.checkpoint.exists()):
         return "its earlier files are unreadable"
     return None
+
+
+def settle_earlier_submission(cell_dir: Path, cell: str, launcher: LauncherSettings, view: SharedSlurmView,
+                              out: TextIO) -> None:
+    """Wait until a submission a killed session left unfinished is settled for this cell: its
+    job.json then names the array task that holds it, or Slurm never had that array."""
+    intent = view.queue.unsettled(cell_dir)
+    if intent is None:
+        return
+    say(out, f"{cell}: a submission cut short (job array {intent.job_name}) lists this cell; asking Slurm "
+             "whether it was made before anything is submitted")
+    try:
+        view.settle_cell(cell_dir, launcher.scheduler_outage_s, launcher.poll_interval_s)
+    except SchedulerUnavailable as error:
+        raise SchedulerSilent(f"cell {cell}: cannot tell whether it was submitted, so it is not submitted again: "
+                              f"{error}; the next snakemake asks again") from None
 
 
 def still_running_job(cell_dir: Path, cell: str, launcher: LauncherSettings,
@@ -445,6 +462,9 @@ def run_cell_in_slot(cell_dir: Path, study: str, cell: str, grid_axes: tuple[str
                      launcher: LauncherSettings, data_dir: Path, scheduler_dir: Path,
                      out: TextIO, snakemake_pid: int) -> dict[str, Any]:
     measured_with = launcher.measured_with(params.gpus)
+    view = SharedSlurmView(scheduler_dir, launcher.scheduler_refresh_s) if launcher.executor == "slurm" else None
+    if view is not None:
+        settle_earlier_submission(cell_dir, cell, launcher, view, out)
     previous = CellDir(cell_dir).read_job()
     stale = previous is not None and previous.measured_with not in (None, measured_with)
     if not stale and (summary := adopted_summary(cell_dir, previous, params)) is not None:
@@ -456,7 +476,6 @@ def run_cell_in_slot(cell_dir: Path, study: str, cell: str, grid_axes: tuple[str
         return summary
     reason = rerun_reason(CellDir(cell_dir), previous, params, measured_with)
     job = None
-    view = SharedSlurmView(scheduler_dir, launcher.scheduler_refresh_s) if launcher.executor == "slurm" else None
     record = still_running_job(cell_dir, cell, launcher, view)
     if record is not None and reason is not None:
         raise CellFailed(f"cell {cell}: Slurm job {record.job_id} still runs the earlier version ({reason}); "

@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from jobs.launch.submission import SubmissionQueue
+from jobs.launch.submission import SubmissionIntent, SubmissionQueue
 
 # Slurm job states (sacct) in which the job may still produce its result.
 ACTIVE_STATES = frozenset({
@@ -125,6 +125,47 @@ def query_squeue(job_ids: list[str]) -> dict[str, JobState]:
     return parse_sacct(result.stdout)
 
 
+def find_arrays(names: list[str], since: float) -> tuple[dict[str, str], bool]:
+    """The job arrays Slurm has under the given names, {name: array id}, from one squeue (the
+    controller knows a job from its sbatch on) and one sacct for the names squeue does not
+    know (ended longer than MinJobAge ago); and whether both answered, so that a name not
+    found is known to be absent. `since`: no array of these names was submitted before it."""
+    if not names:
+        return {}, True
+    found: dict[str, str] = {}
+    answered = True
+    result = None
+    with contextlib.suppress(SchedulerUnavailable):
+        result = run_query(["squeue", "-h", "-t", "all", "--name", ",".join(names), "-o", "%F|%j"])
+    if result is None or result.returncode != 0:
+        answered = False
+    else:
+        found.update(arrays_by_name(result.stdout, names))
+    if missing := [name for name in names if name not in found]:
+        start = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(since - 3600))
+        result = None
+        with contextlib.suppress(SchedulerUnavailable):
+            result = run_query(["sacct", "-X", "-n", "-P", "--name", ",".join(missing), "-S", start,
+                                "-o", "JobID,JobName"])
+        if result is None or result.returncode != 0:
+            answered = False
+        else:
+            found.update(arrays_by_name(result.stdout, missing))
+    if not found and not answered:
+        raise SchedulerUnavailable("neither squeue nor sacct answered a lookup of job names")
+    return found, answered
+
+
+def arrays_by_name(output: str, names: list[str]) -> dict[str, str]:
+    """{name: array id} from lines "<job or array id>|<name>"; "123_4" and "123_[5-9]" are array 123."""
+    wanted, found = set(names), {}
+    for line in output.splitlines():
+        job_id, _, name = line.strip().partition("|")
+        if name in wanted and job_id:
+            found[name] = job_id.split("_")[0]
+    return found
+
+
 def job_states(job_ids: list[str], attempts: int = 1) -> dict[str, JobState]:
     """The jobs' states now: sacct (asked up to `attempts` times), then squeue for the jobs
     sacct does not know yet, or for all of them if sacct does not answer."""
@@ -141,6 +182,25 @@ def job_states(job_ids: list[str], attempts: int = 1) -> dict[str, JobState]:
         return {**states, **query_squeue(missing)}
     except SchedulerUnavailable:
         return states  # what sacct told is still true
+
+
+def other_live_owner(cell_dir: Path, job_id: str) -> str | None:
+    """The Slurm task that owns the cell directory, when it is live and not `job_id`.
+
+    A cell's job.json names the task that owns it (a requeued task keeps its id). A task
+    that finds another live one named there is a duplicate and must not touch the
+    directory. One whose record names an ended job, or none, goes on: it is the cell's new
+    task, started before its submitter wrote job.json, or the one a rerun is about to name."""
+    from jobs.cell import CellDir
+
+    record = CellDir(cell_dir).read_job()
+    if record is None or record.executor != "slurm" or record.job_id == job_id:
+        return None
+    try:
+        state = job_states([record.job_id]).get(record.job_id)
+    except SchedulerUnavailable:
+        return None  # cannot tell: train, as before this check existed
+    return record.job_id if state is not None and state.active else None
 
 
 @dataclass(frozen=True)
@@ -241,16 +301,44 @@ class SharedSlurmView:
                 self.queue.submit_oldest_shape()
                 # Jobs just submitted need no sacct yet: the first is a refresh after them.
                 cache = dataclasses.replace(cache, sbatch_at=time.time(), sacct_at=cache.sacct_at or time.time())
-            listed_at = time.time()
-            watched = sorted(p.name for p in self.watch_dir.iterdir())
-            if watched and self._due(cache.sacct_at):
-                states, health = self._ask(watched, cache.states, cache.health, listed_at)
-                answered = health.answered_at == listed_at
-                cache = dataclasses.replace(cache, sacct_at=time.time(), states=states, health=health,
-                                            states_listed_at=listed_at if answered else cache.states_listed_at)
+            if self._due(cache.sacct_at):
+                cache = self._refresh_states(cache)
             if cache != before:
                 self._write_cache(cache)
             return cache.states
+
+    def _refresh_states(self, cache: ViewCache) -> ViewCache:
+        """The due refresh: a killed session's unfinished submissions settled for every waiting
+        cell at once (first: a settled cell's launcher watches its job next), then one sacct
+        for the watched jobs."""
+        asked = False
+        if self.queue.has_intents():
+            with contextlib.suppress(SchedulerUnavailable):  # asked again at the next refresh
+                self.queue.settle(find_arrays, time.time())
+            asked = True
+        listed_at = time.time()
+        watched = sorted(p.name for p in self.watch_dir.iterdir())
+        if watched:
+            states, health = self._ask(watched, cache.states, cache.health, listed_at)
+            answered = health.answered_at == listed_at
+            return dataclasses.replace(cache, sacct_at=time.time(), states=states, health=health,
+                                       states_listed_at=listed_at if answered else cache.states_listed_at)
+        return dataclasses.replace(cache, sacct_at=time.time()) if asked else cache
+
+    def settle_cell(self, cell_dir: Path, outage_s: float, poll_s: float = 1.0) -> SubmissionIntent | None:
+        """Wait until no unfinished submission lists the cell: then its job.json names its task,
+        or the cell was never submitted. Returns the submission it waited for, if any.
+        Raises SchedulerUnavailable when that takes longer than outage_s."""
+        waited_for = intent = self.queue.unsettled(cell_dir)
+        asked_at = time.time()
+        while intent is not None:
+            if time.time() - asked_at > outage_s:
+                raise SchedulerUnavailable(f"Slurm has not told for {outage_s:g} s whether job array "
+                                           f"{intent.job_name} was submitted")
+            time.sleep(poll_s)
+            self.tick()
+            intent = self.queue.unsettled(cell_dir)
+        return waited_for
 
     @staticmethod
     def _ask(watched: list[str], known: dict[str, JobState], health: Health,

@@ -39,6 +39,7 @@ import math
 import os
 import platform
 import re
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 import submitit
 
 from jobs.cell import CellDir, EpochRecord, MetaRecord, SummaryRecord, finite_or_none
+from jobs.launch.scheduler import other_live_owner
 from jobs.plan.params import TrainParams, normalized_params
 from jobs.train import rendezvous
 from jobs.train.workers import SingleWorker, Workers, start_workers
@@ -109,6 +111,10 @@ class TrainingJob(submitit.helpers.Checkpointable):
     def __call__(self) -> dict[str, Any] | None:
         started = time.time()
         placement = rendezvous.placement_from_submitit()
+        if (owner := other_live_owner(Path(self.cell_dir), placement.job_id)) is not None:
+            print(f"{self.cell}: Slurm task {owner} owns {self.cell_dir} and is live; task {placement.job_id} "
+                  "exits without touching it", file=sys.stderr, flush=True)
+            return None
         workers = start_workers(placement, CellDir(self.cell_dir).path, TrainParams.from_dict(self.params),
                                 self.controller)
         summary = run_training(self, workers, placement.hostname, placement.job_id, placement.attempt, started)

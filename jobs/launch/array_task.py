@@ -1,0 +1,41 @@
+"""Where a job array's task starts: `python -m jobs.launch.array_task FOLDER SUBMISSION_ID`.
+
+Every task of a job array (jobs/launch/submission.py) runs this, then submitit's own job
+runner. The submitter stages each task's pickle under the submission's name before its
+sbatch, since the array's job id is unknown until then, and moves it to submitit's name
+afterwards; a task whose submitter was killed before that moves its pickle itself, so a
+submission cut short by a lost login session still runs, and a rerun only reattaches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from pathlib import Path
+
+from submitit.core.submission import process_job
+from submitit.core.utils import JobPaths
+
+from jobs.launch.submission import staged_pickle
+
+
+def take_staged_pickle(folder: Path, submission_id: str, array_job_id: str, task: int) -> None:
+    """Move the task's staged pickle to the name submitit's runner reads, unless the
+    submitter or another rank of the task already has."""
+    target = JobPaths(folder, job_id=f"{array_job_id}_{task}").submitted_pickle
+    if target.exists():
+        return
+    with contextlib.suppress(FileNotFoundError):
+        os.replace(staged_pickle(folder, submission_id, task), target)
+
+
+def main(argv: list[str]) -> None:
+    folder, submission_id = Path(argv[0]), argv[1]
+    take_staged_pickle(folder, submission_id, os.environ["SLURM_ARRAY_JOB_ID"],
+                       int(os.environ["SLURM_ARRAY_TASK_ID"]))
+    process_job(folder)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
