@@ -14,9 +14,20 @@ import pytest
 import submitit
 
 from jobs.cell import CellDir, JobRecord
+from jobs.launch.array_task import take_staged_pickle
 from jobs.launch.launcher import JobWatch, SchedulerSilent, collect_result, job_paths, rerun_reason, root_failure
-from jobs.launch.scheduler import SharedSlurmView, array_ids, job_ids_of, parse_sacct
-from jobs.launch.submission import GATHER_MAX_S, GATHER_QUIET_S, SubmissionQueue, SubmissionRequest
+from jobs.launch.scheduler import SharedSlurmView, array_ids, arrays_by_name, job_ids_of, parse_sacct
+from jobs.launch.submission import (
+    GATHER_MAX_S,
+    GATHER_QUIET_S,
+    SBATCH_SETTLE_S,
+    CellTask,
+    SubmissionIntent,
+    SubmissionQueue,
+    SubmissionRequest,
+    staged_pickle,
+    write_intent,
+)
 from jobs.plan.params import LauncherSettings, TrainParams
 
 
@@ -254,3 +265,67 @@ def test_a_run_recorded_before_a_parameter_existed_still_matches_its_default(tmp
     assert collect_result(cell.path, cell.read_job(), params)["status"] == "complete"
     changed = TrainParams(batch_size=8, repeat=1)
     assert rerun_reason(cell, cell.read_job(), changed, {"threads_per_worker": 1}) == "parameters changed (repeat 0 -> 1)"
+
+
+def an_intent(tmp_path: Path, cells: list[str], created_at: float, array_id: str | None = None) -> SubmissionIntent:
+    tasks = []
+    for name in cells:
+        (tmp_path / name).mkdir(parents=True, exist_ok=True)
+        tasks.append(CellTask(str((tmp_path / name).resolve()), {"threads": 1}))
+    return SubmissionIntent(submission_id=f"id{len(cells)}{int(created_at)}", job_name=f"study.id{int(created_at)}",
+                            folder=str(tmp_path / "submitit"), cells=tasks, created_at=created_at, array_id=array_id)
+
+
+def test_settling_an_unfinished_submission_writes_its_tasks_or_drops_what_slurm_never_had(tmp_path):
+    queue = SubmissionQueue(tmp_path / "scheduler")
+    now = time.time()
+    found = an_intent(tmp_path, ["a", "b", "c"], now - 5)
+    CellDir(tmp_path / "b").write_job(JobRecord("41_1", "slurm", 1.0, collected=True))  # written before the kill
+    never = an_intent(tmp_path, ["d"], now - SBATCH_SETTLE_S - 1)
+    young = an_intent(tmp_path, ["e"], now - 1)
+    recorded = an_intent(tmp_path, ["f"], now - 100, array_id="40")  # its sbatch returned; Slurm need not be asked
+    for intent in (found, never, young, recorded):
+        write_intent(queue.intents_dir, intent)
+    (tmp_path / "submitit").mkdir()
+    never_pickle, young_pickle = (staged_pickle(tmp_path / "submitit", i.submission_id, 0) for i in (never, young))
+    never_pickle.write_bytes(b"x")
+    young_pickle.write_bytes(b"x")
+    asked = []
+
+    def slurm_knows(names: list[str], since: float) -> tuple[dict[str, str], bool]:
+        asked.append(sorted(names))
+        assert since <= min(found.created_at, never.created_at, young.created_at)
+        return {found.job_name: "41"}, True
+
+    queue.settle(slurm_knows, now)
+    assert asked == [sorted([found.job_name, never.job_name, young.job_name])]  # one lookup for all of them
+    assert [CellDir(tmp_path / name).read_job().job_id for name in "abcf"] == ["41_0", "41_1", "41_2", "40_0"]
+    assert CellDir(tmp_path / "b").read_job().collected  # not rewritten
+    assert CellDir(tmp_path / "a").read_job().measured_with == {"threads": 1}
+    # Slurm has no array named like `never` and it is old enough: dropped, with its staged pickle.
+    # `young` may still be on its way.
+    assert [intent.submission_id for intent in queue.intents()] == [young.submission_id]
+    assert not never_pickle.exists() and young_pickle.exists()
+    assert queue.unsettled(tmp_path / "e") == young and queue.unsettled(tmp_path / "a") is None
+
+    # Slurm half answering (sacct down, squeue not knowing the name) drops nothing, even when old.
+    queue.settle(lambda names, since: ({}, False), now + SBATCH_SETTLE_S + 1)
+    assert queue.unsettled(tmp_path / "e") == young
+    queue.settle(lambda names, since: ({}, True), now + SBATCH_SETTLE_S + 1)
+    assert queue.intents() == []
+
+
+def test_arrays_are_found_by_name_from_squeue_and_sacct_lines():
+    output = "12_[3-5%2]|study.aaa\n13_0|study.bbb\n14|other\n15_2|study.bbb\n"
+    assert arrays_by_name(output, ["study.aaa", "study.bbb", "study.ccc"]) == {"study.aaa": "12", "study.bbb": "15"}
+
+
+def test_an_array_task_takes_its_staged_pickle_once(tmp_path):
+    staged = staged_pickle(tmp_path, "abc", 2)
+    staged.write_bytes(b"pickle")
+    take_staged_pickle(tmp_path, "abc", "77", 2)
+    target = submitit.core.utils.JobPaths(tmp_path, job_id="77_2").submitted_pickle
+    assert target.read_bytes() == b"pickle" and not staged.exists()
+    target.write_bytes(b"requeued: checkpointed by submitit")
+    take_staged_pickle(tmp_path, "abc", "77", 2)  # another rank, or a requeued task: nothing to move
+    assert target.read_bytes() == b"requeued: checkpointed by submitit"

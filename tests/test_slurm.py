@@ -32,9 +32,11 @@ from conftest import (
     write_config,
 )
 
-from jobs.cell import CellDir
+from jobs.cell import CellDir, JobRecord
 from jobs.launch.scheduler import SharedSlurmView, job_ids_of
 from jobs.launch.submission import KILL_AT_ENV
+from jobs.plan.params import TrainParams
+from jobs.train.job import TrainingJob
 
 pytestmark = pytest.mark.slurm
 
@@ -611,3 +613,30 @@ def test_a_fresh_state_comes_from_a_refresh_after_the_question(slurm_cluster, tm
     wait_until(lambda: "CANCELLED" in slurm("sacct", "-n", "-X", "-o", "State", "-j", job_id), 60, "the cancel")
     ended = SharedSlurmView(tmp_path / "scheduler", refresh_s=2).fresh_state(job_id, outage_s=60, poll_s=0.2)
     assert ended is not None and not ended.active and ended.state.startswith("CANCELLED"), ended
+
+
+def test_a_task_started_while_another_live_task_owns_the_cell_exits_untouched(slurm_cluster, tmp_path, monkeypatch):
+    """Defence in depth: a duplicate training task (one job.json does not name) finds the
+    live owner named there, says so in one line and leaves the directory as it was."""
+    for key, value in slurm_cluster.items():
+        monkeypatch.setenv(key, value)
+    owner = slurm("sbatch", "--parsable", "--job-name", unique("owner"), "--output", str(tmp_path / "owner.out"),
+                  "--wrap", "sleep 300").strip()
+    cell_dir = tmp_path / "results" / "study" / "cells" / "bs32-gpus1"
+    try:
+        CellDir(cell_dir).path.mkdir(parents=True)
+        CellDir(cell_dir).write_job(JobRecord(job_id=owner, executor="slurm", submitted_at=time.time()))
+        before = {path.name: path.read_bytes() for path in cell_dir.iterdir()}
+        executor = submitit.AutoExecutor(folder=tmp_path / "submitit", cluster="slurm")
+        executor.update_parameters(name=unique("duplicate"), timeout_min=5, nodes=1, tasks_per_node=1,
+                                   cpus_per_task=1, slurm_partition="debug")
+        duplicate = executor.submit(TrainingJob(cell_dir=str(cell_dir), study="study", cell="bs32-gpus1",
+                                                grid_axes=("batch_size",), params=TrainParams().to_dict(),
+                                                data_dir=str(tmp_path / "data")))
+        assert duplicate.result() is None
+        assert {path.name: path.read_bytes() for path in cell_dir.iterdir()} == before
+        said = [line for line in duplicate.stderr().splitlines() if "owns" in line]
+        assert said == [f"bs32-gpus1: Slurm task {owner} owns {cell_dir} and is live; task {duplicate.job_id} "
+                        "exits without touching it"], duplicate.stderr()
+    finally:
+        slurm("scancel", owner)

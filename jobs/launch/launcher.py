@@ -7,9 +7,12 @@ sbatch (jobs/launch/submission.py). The launcher waits for the job, printing eac
 finished epoch, and publishes the training job's result.json as the cell's summary.json
 (the Snakemake output) once it has checked that it belongs to this job and these parameters.
 
-A restarted launcher (after the login session dropped, say) reads the job id recorded
-in the cell directory: a Slurm job still pending or running is reattached to, a job
-that finished meanwhile is collected, and only otherwise is a new job submitted.
+A restarted launcher (after the login session dropped, say) first waits until no
+submission cut short by the drop lists its cell (jobs/launch/submission.py settles it:
+the cell's job.json then names its array task, or Slurm never had it), then reads the
+job id recorded in the cell directory: a Slurm job still pending or running is
+reattached to, a job that finished meanwhile is collected, and only otherwise is a new
+job submitted.
 
 A launcher whose Snakemake died (killed alone, by a process reaper or the OOM killer)
 notices within a poll: waiting for a Slurm job it lets go of the cell at once, the job
@@ -72,7 +75,8 @@ def job_paths(cell: CellDir, record: JobRecord, task: int = 0) -> JobPaths:
 
 def executor_parameters(study: str, cell: str, params: TrainParams, launcher: LauncherSettings) -> dict[str, Any]:
     """submitit's parameters of the cell's job. On Slurm every cell of one shape shares one
-    job array, so the job's name is the study's; the cell is in job.json and the array's pickles."""
+    job array, so the job's name is the study's (the submitter adds the submission id); the
+    cell is in job.json and the array's pickles."""
     parameters: dict[str, Any] = {
         "name": study if launcher.executor == "slurm" else f"{study}.{cell}",
         "timeout_min": launcher.timeout_min,

@@ -318,6 +318,9 @@ class SubmissionQueue:
                     dataclasses.replace(intent, array_id=array_id).write_job_records()
                 elif not complete or now - intent.created_at < SBATCH_SETTLE_S:
                     continue
+                else:  # never reached Slurm: nothing will read its pickles
+                    for task in range(len(intent.cells)):
+                        staged_pickle(Path(intent.folder), intent.submission_id, task).unlink(missing_ok=True)
                 (self.intents_dir / f"{intent.submission_id}.json").unlink(missing_ok=True)
 
 
