@@ -27,7 +27,9 @@ import dataclasses
 import json
 import math
 import os
+import re
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,11 +49,18 @@ SUPERSEDED_DIR = "superseded"
 
 FINISHED_STATUSES = ("complete", "diverged")
 
+# What a job id in job.json may look like: a Slurm job or array task ("123", "123_4"), or a
+# local job's process id. Anything else is never passed to a command or made into a path.
+JOB_ID = re.compile(r"^[0-9]+(_[0-9]+)?$")
 
-def write_json_atomically(path: Path, record: dict[str, Any]) -> None:
-    """Readers see the old file or the new one, never half of one."""
+
+def write_json_atomically(path: Path, record: dict[str, Any], mode: int | None = None) -> None:
+    """Readers see the old file or the new one, never half of one. `mode`: the file's
+    permissions whatever the umask (jobs/private.py); by default the umask decides."""
     tmp = path.with_name(f".{path.name}.tmp")
     with tmp.open("w") as out:
+        if mode is not None:
+            os.fchmod(out.fileno(), mode)
         out.write(json.dumps(record, indent=2, allow_nan=False))
         out.flush()
         os.fsync(out.fileno())
@@ -462,14 +471,20 @@ class CellDir:
     # ---- job.json ---------------------------------------------------------------
 
     def read_job(self) -> JobRecord | None:
+        """The record, parsed strictly: a job id like Slurm's, a known executor; else None."""
         try:
             data = json.loads(self.job.read_text())
             measured_with = data.get("measured_with")
-            return JobRecord(str(data["job_id"]), data["executor"], float(data["submitted_at"]),
-                             str(data.get("folder", "")), bool(data.get("collected", False)),
-                             measured_with if isinstance(measured_with, dict) else None)
-        except (FileNotFoundError, KeyError, ValueError, TypeError):
+            record = JobRecord(str(data["job_id"]), data["executor"], float(data["submitted_at"]),
+                               str(data.get("folder", "")), bool(data.get("collected", False)),
+                               measured_with if isinstance(measured_with, dict) else None)
+        except (FileNotFoundError, KeyError, ValueError, TypeError, AttributeError):
             return None
+        if not JOB_ID.match(record.job_id) or record.executor not in ("local", "slurm"):
+            print(f"ignoring {self.job}: job id {record.job_id!r} or executor {record.executor!r} is not one "
+                  "this tool writes", file=sys.stderr, flush=True)
+            return None
+        return record
 
     def write_job(self, record: JobRecord) -> None:
         write_json_atomically(self.job, dataclasses.asdict(record))

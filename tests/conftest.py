@@ -38,9 +38,34 @@ def snakemake_command(workdir: Path, profile: Path, *args: str) -> list[str]:
 
 
 def run_snakemake(workdir: Path, *args: str, profile: Path = REPO / "profiles" / "default",
-                  env: dict[str, str] | None = None, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+                  env: dict[str, str] | None = None, timeout: float = 900,
+                  umask: int = -1) -> subprocess.CompletedProcess[str]:
     return subprocess.run(snakemake_command(workdir, profile, *args),
-                          capture_output=True, text=True, timeout=timeout, cwd=workdir, env=env)
+                          capture_output=True, text=True, timeout=timeout, cwd=workdir, env=env, umask=umask)
+
+
+GROUP_OR_OTHER_WRITE = 0o022
+
+
+def private_paths(results: Path) -> list[Path]:
+    """What the tool unpickles or executes (jobs/private.py): every path in the scheduler
+    directory and the submitit folders, and the checkpoints."""
+    roots = [results / ".scheduler", *results.glob("*/submitit"), *results.glob("*/cells/*/submitit")]
+    return [path for root in roots if root.exists() for path in [root, *root.rglob("*")]] + \
+        list(results.glob("*/cells/*/checkpoint.pt"))
+
+
+def assert_private(results: Path) -> None:
+    """Dirs 0700; checkpoints, pickles and records 0600; nothing writable by group or others."""
+    paths = private_paths(results)
+    assert paths
+    for path in paths:
+        mode = path.stat().st_mode & 0o777
+        assert not mode & GROUP_OR_OTHER_WRITE, f"{path}: {mode:04o}"
+        if path.is_dir():
+            assert mode == 0o700, f"{path}: {mode:04o}"
+        elif path.suffix in (".pt", ".pkl", ".json"):
+            assert mode == 0o600, f"{path}: {mode:04o}"
 
 
 @pytest.fixture

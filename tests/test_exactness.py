@@ -166,7 +166,7 @@ def kill_after_epochs(cell_dirs: list[Path], epochs: int, stop: threading.Event)
 
 
 def final_state(cell_dir: Path) -> dict[str, Any]:
-    return torch.load(cell_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
+    return torch.load(cell_dir / "checkpoint.pt", map_location="cpu", weights_only=True)
 
 
 def test_a_killed_and_rerun_cell_ends_with_the_weights_of_the_uninterrupted_run(tmp_path):

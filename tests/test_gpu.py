@@ -106,14 +106,14 @@ def test_a_resumed_fp16_cell_ends_as_the_uninterrupted_one(tmp_path, monkeypatch
         run_cell(tmp_path, "resumed", params)
     monkeypatch.setattr(job_module, "train_epoch", original)
     resumed_dir = tmp_path / "resumed"
-    assert torch.load(CellDir(resumed_dir).checkpoint, weights_only=False)["progress"]["epoch"] == 2
+    assert torch.load(CellDir(resumed_dir).checkpoint, weights_only=True)["progress"]["epoch"] == 2
     from jobs.train.job import TrainingJob, run_training
 
     job = TrainingJob(cell_dir=str(resumed_dir), study="gpu", cell="resumed", grid_axes=("batch_size", "gpus"),
                       params=params.to_dict(), data_dir=str(tmp_path))
     run_training(job, SingleWorker(), "localhost", "2", 1, 0.0)
 
-    ends = {name: torch.load(CellDir(tmp_path / name).checkpoint, weights_only=False)
+    ends = {name: torch.load(CellDir(tmp_path / name).checkpoint, weights_only=True)
             for name in ("whole", "resumed")}
     assert ends["resumed"]["progress"]["epoch"] == ends["whole"]["progress"]["epoch"] == 4
     for key, value in ends["whole"]["model"].items():

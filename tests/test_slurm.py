@@ -3,6 +3,8 @@ host, 2 fake GPUs each, slurmdbd so sacct answers): `snakemake --profile slurm`.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import itertools
 import json
 import os
@@ -23,6 +25,7 @@ import submitit
 import torch
 from conftest import (
     REPO,
+    assert_private,
     default_config,
     run_snakemake,
     slurm,
@@ -33,9 +36,10 @@ from conftest import (
 )
 
 from jobs.cell import CellDir, JobRecord
+from jobs.launch.launcher import cell_request, vet_request
 from jobs.launch.scheduler import SharedSlurmView, job_ids_of
 from jobs.launch.submission import KILL_AT_ENV
-from jobs.plan.params import TrainParams
+from jobs.plan.params import LauncherSettings, TrainParams
 from jobs.train.job import TrainingJob
 
 pytestmark = pytest.mark.slurm
@@ -92,10 +96,10 @@ def wait_until(condition, timeout: float, what: str, interval: float = 0.5) -> N
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-def start_snakemake(workdir: Path, profile: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+def start_snakemake(workdir: Path, profile: Path, env: dict[str, str], umask: int = -1) -> subprocess.Popen[str]:
     log = open(workdir / "snakemake.out", "w")  # noqa: SIM115  (the child writes to it)
     return subprocess.Popen(snakemake_command(workdir, profile), cwd=workdir, env=env, stdout=log,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True, umask=umask)
 
 
 def test_default_study_on_slurm_gives_the_local_outputs(slurm_cluster, tmp_path):
@@ -268,7 +272,9 @@ def test_a_kill_at_any_point_of_submission_then_a_rerun_gives_one_task_per_cell(
                   for point in scenarios}
     for point, run in first_runs.items():
         assert run.wait(timeout=300) == -signal.SIGKILL, (point, (workdirs[point] / "snakemake.out").read_text()[-3000:])
-    reruns = {point: start_snakemake(workdirs[point], profile(point), slurm_cluster) for point in scenarios}
+    # The reruns as on group project space: what they leave to be unpickled is private all the same.
+    reruns = {point: start_snakemake(workdirs[point], profile(point), slurm_cluster, umask=0o002)
+              for point in scenarios}
     for point, run in reruns.items():
         output = (workdirs[point] / "snakemake.out")
         assert run.wait(timeout=600) == 0, (point, output.read_text()[-4000:])
@@ -284,6 +290,7 @@ def test_a_kill_at_any_point_of_submission_then_a_rerun_gives_one_task_per_cell(
             assert {meta["job_id"] for meta in metas} == set(jobs[cell]), (point, cell, metas)
             assert json.loads((cell_dir / "summary.json").read_text())["job_id"] == jobs[cell][0]
         assert (pd.read_csv(results / study / "runs.csv")["status"] == "complete").all(), point
+        assert_private(results)
 
 
 def counting_scheduler_calls(directory: Path, env: dict[str, str]) -> tuple[dict[str, str], Path]:
@@ -383,8 +390,8 @@ def test_requeued_cells_resume_exactly_from_their_last_checkpoint(slurm_cluster,
         assert len(jobs_by_cell(study, tmp_path / "results")[cell]) == 1  # requeued, not resubmitted
         # The same cell, never interrupted, ends with the same weights and optimizer state.
         assert epoch_log(reference_dir)[0][-1]["resumed_from_epoch"] == 0
-        resumed = torch.load(cell_dir / "checkpoint.pt", weights_only=False)
-        uninterrupted = torch.load(reference_dir / "checkpoint.pt", weights_only=False)
+        resumed = torch.load(cell_dir / "checkpoint.pt", weights_only=True)
+        uninterrupted = torch.load(reference_dir / "checkpoint.pt", weights_only=True)
         for name, tensor in uninterrupted["model"].items():
             torch.testing.assert_close(resumed["model"][name], tensor, rtol=1e-5, atol=1e-6, msg=f"{cell} {name}")
         assert uninterrupted["optimizer"]["state"]
@@ -640,3 +647,31 @@ def test_a_task_started_while_another_live_task_owns_the_cell_exits_untouched(sl
                         "exits without touching it"], duplicate.stderr()
     finally:
         slurm("scancel", owner)
+
+
+def test_a_forged_request_adding_a_setup_line_is_refused_and_never_runs(slurm_cluster, tmp_path, monkeypatch):
+    """A request planted in the scheduler directory whose executor parameters add a `setup`
+    line (it would go verbatim into the sbatch script): refused in one line, never submitted."""
+    for key, value in slurm_cluster.items():
+        monkeypatch.setenv(key, value)
+    launcher = LauncherSettings(executor="slurm", slurm={"partition": "debug"})
+    results, data = tmp_path / "results", tmp_path / "data"
+    vet = functools.partial(vet_request, launcher=launcher, data_dir=data, results_dir=results)
+    view = SharedSlurmView(results / ".scheduler", refresh_s=1, vet=vet)
+    marker, name = tmp_path / "ran", unique("forged")
+    honest = cell_request(results / "study" / "cells" / "bs32-gpus1", "study", "bs32-gpus1", ("batch_size",),
+                          TrainParams(), launcher, data)
+    forged = dataclasses.replace(honest, parameters={**honest.parameters, "name": name,
+                                                     "slurm_setup": [f"touch {marker}"]})
+    view.queue.request(forged)  # its pid is this test's: alive, so not dropped as abandoned
+
+    assert view.queue.submit_oldest_shape() == 0
+
+    answer = view.queue.answer(forged)
+    assert answer is not None and answer.job_id is None
+    assert answer.error.startswith("request ") and "not submitted: its parameters differ" in answer.error
+    assert view.queue.pending() == [] and view.queue.intents() == []
+    time.sleep(3)  # what a submitted job would need to start and run its setup line
+    assert not marker.exists()
+    assert name not in slurm("squeue", "-h", "-t", "all", "-o", "%j") + \
+        slurm("sacct", "-X", "-n", "-P", "-S", "now-1hours", "-o", "JobName%100")

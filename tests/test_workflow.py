@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 import psutil
 import pytest
-from conftest import default_config, run_snakemake, snakemake_command, tiny_study, write_config
+import torch
+from conftest import assert_private, default_config, run_snakemake, snakemake_command, tiny_study, write_config
 
 from analysis import ANSWER_FIGURE_NAMES
 from analysis import FIGURE_NAMES as FIGURES
@@ -47,8 +48,15 @@ def study_config() -> dict:
 def first_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("study")
     write_config(workdir, study_config())
-    result = run_snakemake(workdir)
+    result = run_snakemake(workdir, umask=0o002)  # as on group project space
     return workdir, result
+
+
+def test_what_the_tool_loads_as_code_is_private_under_umask_002(first_run):
+    workdir, _ = first_run
+    assert_private(workdir / "results")
+    runs = workdir / "results" / "tiny" / "runs.csv"
+    assert runs.stat().st_mode & 0o044 == 0o044  # tables stay as readable as the umask makes them
 
 
 def test_tiny_grid_produces_table_and_figures(first_run):
@@ -189,6 +197,36 @@ def test_rerun_executes_exactly_the_cell_without_summary(first_run):
     assert {c for c in job_ids if new_ids[c] != job_ids[c]} == {"bs32-gpus2"}
     assert (cells / "bs32-gpus2" / "summary.json").exists()
     assert len(pd.read_csv(workdir / "results/tiny/runs.csv")) == 4
+
+
+class Planted:
+    """A checkpoint's payload whose unpickling creates the marker file: code run by loading."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_resume_from_a_crafted_checkpoint_runs_none_of_it_and_starts_afresh(first_run):
+    workdir, _ = first_run
+    cell_dir = workdir / "results/tiny/cells/bs64-gpus1"
+    for name in ("summary.json", "result.json", "job.json"):  # as a cell killed before it finished
+        (cell_dir / name).unlink()
+    marker = workdir / "ran"
+    torch.save({"version": 2, "model": Planted(marker)}, cell_dir / "checkpoint.pt")
+    (cell_dir / "checkpoint.pt").chmod(0o600)
+
+    result = run_snakemake(workdir)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not marker.exists()
+    assert (cell_dir / "checkpoint.pt.damaged").exists()
+    assert json.loads((cell_dir / "summary.json").read_text())["status"] == "complete"
+    job_id = json.loads((cell_dir / "job.json").read_text())["job_id"]
+    log = (cell_dir / "submitit" / f"{job_id}_0_log.err").read_text()
+    assert f"{cell_dir / 'checkpoint.pt'} cannot be read as weights only" in log, log[-2000:]
 
 
 def test_bad_config_stops_before_anything_runs(tmp_path):

@@ -5,6 +5,9 @@ runner. The submitter stages each task's pickle under the submission's name befo
 sbatch, since the array's job id is unknown until then, and moves it to submitit's name
 afterwards; a task whose submitter was killed before that moves its pickle itself, so a
 submission cut short by a lost login session still runs, and a rerun only reattaches.
+Before submitit unpickles it, the task checks that the pickle and its folder are the
+user's alone to write (jobs/private.py); a local job runs submitit's runner directly,
+unchecked, in the launcher's own private folder a moment after the launcher wrote it.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from submitit.core.submission import process_job
 from submitit.core.utils import JobPaths
 
 from jobs.launch.submission import staged_pickle
+from jobs.private import NotPrivate, check_private, never_group_writable
 
 
 def take_staged_pickle(folder: Path, submission_id: str, array_job_id: str, task: int) -> None:
@@ -32,9 +36,15 @@ def take_staged_pickle(folder: Path, submission_id: str, array_job_id: str, task
 
 def main(argv: list[str]) -> None:
     folder, submission_id = Path(argv[0]), argv[1]
-    take_staged_pickle(folder, submission_id, os.environ["SLURM_ARRAY_JOB_ID"],
-                       int(os.environ["SLURM_ARRAY_TASK_ID"]))
-    process_job(folder)
+    array_job_id, task = os.environ["SLURM_ARRAY_JOB_ID"], int(os.environ["SLURM_ARRAY_TASK_ID"])
+    never_group_writable()
+    take_staged_pickle(folder, submission_id, array_job_id, task)
+    paths = JobPaths(folder, job_id=f"{array_job_id}_{task}")
+    try:
+        check_private(paths.submitted_pickle)  # before submitit unpickles it
+    except NotPrivate as refused:
+        sys.exit(str(refused))
+    process_job(folder)  # the training job makes the outcome pickle private (TrainingJob._private_from_now_on)
 
 
 if __name__ == "__main__":

@@ -26,8 +26,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import functools
 import json
 import os
+import re
 import socket
 import sys
 import time
@@ -42,9 +44,20 @@ from submitit.core.utils import JobPaths
 
 from jobs.cell import CellDir, EpochRecord, JobRecord
 from jobs.launch.scheduler import Health, JobState, SchedulerUnavailable, SharedSlurmView
-from jobs.launch.submission import SubmissionRequest, kill_point
+from jobs.launch.submission import SubmissionAnswer, SubmissionRequest, kill_point
 from jobs.plan.params import LauncherSettings, TrainParams, normalized_params
+from jobs.private import (
+    NotPrivate,
+    check_private,
+    never_group_writable,
+    not_writable_by_others,
+    private_dir,
+    restrict_file,
+)
 from jobs.train.job import TrainingJob
+
+# What the answer to a request names: a task of the job array it went into.
+ARRAY_TASK_ID = re.compile(r"^[0-9]+_[0-9]+$")
 
 
 def say(out: TextIO, line: str) -> None:
@@ -111,6 +124,7 @@ def training_job(cell_dir: Path, study: str, cell: str, grid_axes: tuple[str, ..
         data_dir=str(data_dir.resolve()),
         threads_per_worker=launcher.cpus_per_task,
         controller=launcher.controller,
+        share_with_group=launcher.share_results_with_group,
     )
 
 
@@ -118,13 +132,70 @@ def submit_local_cell(cell_dir: Path, study: str, cell: str, grid_axes: tuple[st
                       launcher: LauncherSettings, data_dir: Path) -> tuple[JobRecord, submitit.Job]:
     """The local executor runs the job as this launcher's children: submitted at once, alone."""
     cell_dir.mkdir(parents=True, exist_ok=True)
-    folder = launcher.submitit_folder(cell_dir, study, cell).resolve()
+    folder = private_dir(launcher.submitit_folder(cell_dir, study, cell), launcher.share_results_with_group).resolve()
     executor = make_executor(folder, study, cell, params, launcher)
     job = executor.submit(training_job(cell_dir, study, cell, grid_axes, params, launcher, data_dir))
+    restrict_file(job.paths.submitted_pickle, launcher.share_results_with_group)  # submitit made it under the umask
     record = JobRecord(job_id=str(job.job_id), executor=launcher.executor, submitted_at=time.time(),
                        folder=str(folder), measured_with=launcher.measured_with(params.gpus))
     CellDir(cell_dir).write_job(record)
     return record, job
+
+
+def cell_request(cell_dir: Path, study: str, cell: str, grid_axes: tuple[str, ...], params: TrainParams,
+                 launcher: LauncherSettings, data_dir: Path) -> SubmissionRequest:
+    """What a cell's launcher queues for the next job array."""
+    training = training_job(cell_dir, study, cell, grid_axes, params, launcher, data_dir)
+    return SubmissionRequest(
+        cell_dir=str(cell_dir.resolve()),
+        folder=str(launcher.submitit_folder(cell_dir, study, cell).resolve()),
+        parameters=executor_parameters(study, cell, params, launcher), max_requeues=launcher.max_requeues,
+        training={**dataclasses.asdict(training), "grid_axes": list(grid_axes)},
+        measured_with=launcher.measured_with(params.gpus))
+
+
+# The fields of a request that say who made it and when, not what is submitted.
+REQUEST_BOOKKEEPING = ("nonce", "requested_at", "host", "pid")
+
+
+def vet_request(request: SubmissionRequest, launcher: LauncherSettings, data_dir: Path,
+                results_dir: Path) -> str | None:
+    """Why a queued request is not what this workflow would queue for its cell; None if it is.
+
+    The study, cell, grid axes and training parameters in it name the cell (the parameters
+    choose among the built-in models and data sets only); everything else, the executor
+    parameters with any `setup` lines, the submitit folder, the cell directory and the
+    training job's other fields, must be what this profile and plan give that cell."""
+    training = request.training
+    try:
+        study, cell = str(training["study"]), str(training["cell"])
+        grid_axes = tuple(str(axis) for axis in training["grid_axes"])
+        params = TrainParams.from_dict(training["params"])
+    except (KeyError, TypeError, ValueError) as error:
+        return f"its training fields do not parse ({error})"
+    expected = cell_request(results_dir / study / "cells" / cell, study, cell, grid_axes, params, launcher, data_dir)
+    as_json = json.loads(json.dumps(dataclasses.asdict(expected)))  # what the request went through
+    differing = [name for name, value in as_json.items()
+                 if name not in REQUEST_BOOKKEEPING and getattr(request, name) != value]
+    if differing:
+        return (f"its {', '.join(differing)} differ from what the profile and plan give cell {cell} "
+                f"(e.g. {differing[0]} = {short(getattr(request, differing[0]))})")
+    return None
+
+
+def short(value: Any, limit: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def checked_answer(answer: SubmissionAnswer, request: SubmissionRequest, cell: str) -> str:
+    """The answer's job id, once it is an array task's id and names the request's folder."""
+    if answer.job_id is None:
+        raise CellFailed(f"cell {cell}: sbatch refused the job: {answer.error}")
+    if not ARRAY_TASK_ID.match(answer.job_id) or answer.folder != request.folder:
+        raise CellFailed(f"cell {cell}: ignoring the answer to its request: job id {short(answer.job_id)} or "
+                         f"folder {short(answer.folder)} is not an array task of {request.folder}")
+    return answer.job_id
 
 
 def submit_slurm_cell(cell_dir: Path, study: str, cell: str, grid_axes: tuple[str, ...], params: TrainParams,
@@ -133,13 +204,8 @@ def submit_slurm_cell(cell_dir: Path, study: str, cell: str, grid_axes: tuple[st
     """Queue the cell for the next job array and wait until it is submitted (at most a
     scheduler refresh or two); the sbatch is made by whichever waiting launcher is due."""
     cell_dir.mkdir(parents=True, exist_ok=True)
-    training = training_job(cell_dir, study, cell, grid_axes, params, launcher, data_dir)
-    request = SubmissionRequest(
-        cell_dir=str(cell_dir.resolve()),
-        folder=str(launcher.submitit_folder(cell_dir, study, cell).resolve()),
-        parameters=executor_parameters(study, cell, params, launcher), max_requeues=launcher.max_requeues,
-        training={**dataclasses.asdict(training), "grid_axes": list(grid_axes)},
-        measured_with=launcher.measured_with(params.gpus))
+    private_dir(Path(launcher.submitit_folder(cell_dir, study, cell)), launcher.share_results_with_group)
+    request = cell_request(cell_dir, study, cell, grid_axes, params, launcher, data_dir)
     view.queue.request(request)
     kill_point("request_written")
     while (answer := view.queue.answer(request)) is None:
@@ -148,11 +214,10 @@ def submit_slurm_cell(cell_dir: Path, study: str, cell: str, grid_axes: tuple[st
                                 "was submitted; the next snakemake submits it")
         view.tick()
         time.sleep(launcher.poll_interval_s)
-    if answer.job_id is None:
-        raise CellFailed(f"cell {cell}: sbatch refused the job: {answer.error}")
+    job_id = checked_answer(answer, request, cell)
     record = CellDir(cell_dir).read_job()
-    if record is None or record.job_id != answer.job_id:
-        raise CellFailed(f"cell {cell}: job {answer.job_id} was submitted but its job.json in {cell_dir} "
+    if record is None or record.job_id != job_id:
+        raise CellFailed(f"cell {cell}: job {job_id} was submitted but its job.json in {cell_dir} "
                          "is missing or another job's")
     return record
 
@@ -195,7 +260,10 @@ def root_failure(cell_dir: Path, record: JobRecord, num_tasks: int) -> tuple[str
     for task in range(num_tasks):
         paths = job_paths(CellDir(cell_dir), record, task)
         try:
+            check_private(paths.result_pickle)
             outcome, payload = submitit.core.utils.pickle_load(paths.result_pickle)
+        except NotPrivate as refused:
+            return str(refused), paths.result_pickle  # nothing of it loaded: say why
         except (FileNotFoundError, EOFError, ValueError):
             continue  # the task was killed before it could write its outcome
         if outcome == "error":
@@ -283,6 +351,12 @@ def rerun_reason(cell: CellDir, previous: JobRecord | None, params: TrainParams,
     if old_params is None and (cell.metrics.exists() or cell.checkpoint.exists()):
         return "its earlier files are unreadable"
     return None
+
+
+def folder_inside(folder: str, results_dir: Path, launcher: LauncherSettings) -> bool:
+    """Whether a recorded submitit folder lies where this tool puts them ("": the cell's own)."""
+    roots = [results_dir] + ([Path(launcher.submitit_root)] if launcher.submitit_root else [])
+    return not folder or any(Path(folder).resolve().is_relative_to(root.resolve()) for root in roots)
 
 
 def settle_earlier_submission(cell_dir: Path, cell: str, launcher: LauncherSettings, view: SharedSlurmView,
@@ -456,6 +530,10 @@ def run_cell(cell_dir: Path, study: str, cell: str, grid_axes: tuple[str, ...], 
              launcher: LauncherSettings, data_dir: Path, scheduler_dir: Path,
              out: TextIO = sys.stderr) -> dict[str, Any]:
     snakemake_pid = os.getppid()
+    never_group_writable()  # nothing this launcher, its submissions and its jobs write is
+    cell_dir.mkdir(parents=True, exist_ok=True)  # writable by others; nor is the cell's directory
+    not_writable_by_others(cell_dir)
+    private_dir(scheduler_dir, launcher.share_results_with_group)
     with cell_lock(cell_dir, cell, out), \
             cell_slot(scheduler_dir, launcher.max_cells_in_flight, cell, out, snakemake_pid):
         return run_cell_in_slot(cell_dir, study, cell, grid_axes, params, launcher, data_dir, scheduler_dir, out,
@@ -466,10 +544,17 @@ def run_cell_in_slot(cell_dir: Path, study: str, cell: str, grid_axes: tuple[str
                      launcher: LauncherSettings, data_dir: Path, scheduler_dir: Path,
                      out: TextIO, snakemake_pid: int) -> dict[str, Any]:
     measured_with = launcher.measured_with(params.gpus)
-    view = SharedSlurmView(scheduler_dir, launcher.scheduler_refresh_s) if launcher.executor == "slurm" else None
+    view = None
+    if launcher.executor == "slurm":
+        view = SharedSlurmView(scheduler_dir, launcher.scheduler_refresh_s, launcher.share_results_with_group,
+                               vet=functools.partial(vet_request, launcher=launcher, data_dir=data_dir,
+                                                     results_dir=scheduler_dir.parent.resolve()))
     if view is not None:
         settle_earlier_submission(cell_dir, cell, launcher, view, out)
     previous = CellDir(cell_dir).read_job()
+    if previous is not None and not folder_inside(previous.folder, scheduler_dir.parent, launcher):
+        raise CellFailed(f"cell {cell}: ignoring {CellDir(cell_dir).job}: its folder {short(previous.folder)} is "
+                         "outside the results tree and launcher.submitit_root")
     stale = previous is not None and previous.measured_with not in (None, measured_with)
     if not stale and (summary := adopted_summary(cell_dir, previous, params)) is not None:
         say(out, f"{cell}: finished meanwhile (job {summary['job_id']}) by the launcher a stopped Snakemake left running")

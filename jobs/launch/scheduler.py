@@ -26,7 +26,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from jobs.launch.submission import SubmissionIntent, SubmissionQueue
+from jobs.launch.submission import RequestVetting, SubmissionIntent, SubmissionQueue
+from jobs.private import file_mode, private_dir
 
 # Slurm job states (sacct) in which the job may still produce its result.
 ACTIVE_STATES = frozenset({
@@ -226,13 +227,14 @@ class SharedSlurmView:
     """Job states for every cell waiting under `directory`, and the submission of the cells
     queued there: at most one sacct and one sbatch every refresh_s, for all of them."""
 
-    def __init__(self, directory: Path, refresh_s: float = 20.0) -> None:
+    def __init__(self, directory: Path, refresh_s: float = 20.0, shared: bool = False,
+                 vet: RequestVetting | None = None) -> None:
         self.directory = directory
         self.refresh_s = refresh_s
         self.watch_dir = directory / "watch"
         self.cache_path = directory / "states.json"
-        self.watch_dir.mkdir(parents=True, exist_ok=True)
-        self.queue = SubmissionQueue(directory)
+        self.queue = SubmissionQueue(directory, shared, vet)  # makes the directory private
+        private_dir(self.watch_dir, shared)
 
     def watch(self, job_id: str) -> None:
         (self.watch_dir / job_id).touch()
@@ -251,6 +253,7 @@ class SharedSlurmView:
 
     def _write_cache(self, cache: ViewCache) -> None:
         tmp = self.cache_path.with_name(f".states.{os.getpid()}.tmp")
+        tmp.touch(mode=file_mode(self.queue.shared))
         tmp.write_text(json.dumps({"sbatch_at": cache.sbatch_at, "sacct_at": cache.sacct_at,
                                    "states": {k: vars(v) for k, v in cache.states.items()},
                                    "health": vars(cache.health), "states_listed_at": cache.states_listed_at}))

@@ -48,6 +48,7 @@ import shlex
 import signal
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -60,6 +61,7 @@ import submitit
 from submitit.core.utils import FailedJobError
 
 from jobs.cell import CellDir, JobRecord, write_json_atomically
+from jobs.private import NotPrivate, check_private, file_mode, private_dir, restrict_file
 
 # Cells a Snakemake starts together reach the queue over a few seconds: the queue is
 # submitted once no request has come for GATHER_QUIET_S, or once the oldest has waited
@@ -183,17 +185,28 @@ def sbatch_message(error: Exception) -> str:
     return rest[0] if rest else "unknown error"
 
 
+# Why a queued request is not what this workflow's profile and plan give for its cell; None if it is.
+RequestVetting = Callable[[SubmissionRequest], str | None]
+
+
 class SubmissionQueue:
     """The requests of every cell waiting to be submitted under `directory`, and the
-    intents of the arrays being submitted."""
+    intents of the arrays being submitted. The directory is private (jobs/private.py):
+    what is in it becomes sbatch scripts and pickles. `vet` checks each request before
+    it is submitted (the launcher's vet_request); without it none is submitted."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, shared: bool = False, vet: RequestVetting | None = None) -> None:
         self.requests_dir = directory / "requests"
         self.answers_dir = directory / "answers"
         self.intents_dir = directory / "submissions"
         self.lock_path = directory / "requests.lock"
+        self.shared, self.vet = shared, vet
+        private_dir(directory, shared)
         for folder in (self.requests_dir, self.answers_dir, self.intents_dir):
-            folder.mkdir(parents=True, exist_ok=True)
+            private_dir(folder, shared)
+
+    def _write(self, path: Path, record: dict[str, Any]) -> None:
+        write_json_atomically(path, record, file_mode(self.shared))
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -207,7 +220,7 @@ class SubmissionQueue:
         """Queue the cell, replacing a request a dead launcher of the same cell left."""
         with self._locked():
             (self.answers_dir / f"{request.key}.json").unlink(missing_ok=True)
-            write_json_atomically(self.requests_dir / f"{request.key}.json", dataclasses.asdict(request))
+            self._write(self.requests_dir / f"{request.key}.json", dataclasses.asdict(request))
 
     def withdraw(self, request: SubmissionRequest) -> bool:
         """Take the request back; False when it has been submitted already."""
@@ -268,20 +281,37 @@ class SubmissionQueue:
         with self._locked():
             pending = []
             for request in self.pending():
+                path = self.requests_dir / f"{request.key}.json"
                 if request.abandoned():
-                    (self.requests_dir / f"{request.key}.json").unlink(missing_ok=True)
+                    path.unlink(missing_ok=True)
+                elif (refusal := self._refusal(path, request)) is not None:
+                    print(refusal, file=sys.stderr, flush=True)
+                    self._answer(request, SubmissionAnswer(request.nonce, error=refusal))
                 else:
                     pending.append(request)
             if not pending:
                 return 0
             batch = [r for r in pending if r.shape == pending[0].shape]
             ordinal = self._count_array()
-            answers = submit_array(batch, self.intents_dir, ordinal)
+            answers = submit_array(batch, self.intents_dir, self.shared, ordinal)
             for request, answer in zip(batch, answers):
-                write_json_atomically(self.answers_dir / f"{request.key}.json", dataclasses.asdict(answer))
-                (self.requests_dir / f"{request.key}.json").unlink(missing_ok=True)
+                self._answer(request, answer)
             kill_point("answers_written", ordinal)
             return sum(answer.job_id is not None for answer in answers)
+
+    def _answer(self, request: SubmissionRequest, answer: SubmissionAnswer) -> None:
+        self._write(self.answers_dir / f"{request.key}.json", dataclasses.asdict(answer))
+        (self.requests_dir / f"{request.key}.json").unlink(missing_ok=True)
+
+    def _refusal(self, path: Path, request: SubmissionRequest) -> str | None:
+        """Why the request may not be submitted: a file others could have written, or
+        parameters other than the profile and the cell's plan give (a `setup` line, say)."""
+        try:
+            check_private(path)
+        except NotPrivate as refused:
+            return f"request not submitted: {refused}"
+        why = "no check of requests was given" if self.vet is None else self.vet(request)
+        return None if why is None else f"request {path} not submitted: {why}"
 
     # ---- submissions a killed session left unfinished ------------------------------------
 
@@ -324,8 +354,8 @@ class SubmissionQueue:
                 (self.intents_dir / f"{intent.submission_id}.json").unlink(missing_ok=True)
 
 
-def write_intent(directory: Path, intent: SubmissionIntent) -> None:
-    write_json_atomically(directory / f"{intent.submission_id}.json", dataclasses.asdict(intent))
+def write_intent(directory: Path, intent: SubmissionIntent, shared: bool = False) -> None:
+    write_json_atomically(directory / f"{intent.submission_id}.json", dataclasses.asdict(intent), file_mode(shared))
 
 
 def staged_pickle(folder: Path, submission_id: str, task: int) -> Path:
@@ -338,7 +368,8 @@ def array_task_command(python: str, folder: Path, submission_id: str) -> str:
     return " ".join([python, "-u -m jobs.launch.array_task", shlex.quote(str(folder)), submission_id])
 
 
-def submit_array(batch: list[SubmissionRequest], intents_dir: Path, ordinal: int = 0) -> list[SubmissionAnswer]:
+def submit_array(batch: list[SubmissionRequest], intents_dir: Path, shared: bool = False,
+                 ordinal: int = 0) -> list[SubmissionAnswer]:
     """Submit the requests (all of one shape) with one sbatch and record each cell's job,
     in the order the module's docstring gives."""
     from jobs.train.job import TrainingJob  # the training code, only where a job is submitted
@@ -355,14 +386,16 @@ def submit_array(batch: list[SubmissionRequest], intents_dir: Path, ordinal: int
     intent = SubmissionIntent(submission_id=submission_id, job_name=executor.parameters["job_name"],
                               folder=str(folder), created_at=time.time(),
                               cells=[CellTask(str(Path(r.cell_dir).resolve()), r.measured_with) for r in batch])
-    write_intent(intents_dir, intent)
+    write_intent(intents_dir, intent, shared)
     kill_point("intent_recorded", ordinal)
-    folder.mkdir(parents=True, exist_ok=True)
+    private_dir(folder, shared)
     for task, request in enumerate(batch):
         delayed = submitit.core.utils.DelayedSubmission(
             TrainingJob(**{**request.training, "grid_axes": tuple(request.training["grid_axes"])}))
         delayed.set_timeout(executor.parameters.get("time", 5), first.max_requeues)
-        delayed.dump(staged_pickle(folder, submission_id, task))
+        staged = staged_pickle(folder, submission_id, task)
+        delayed.dump(staged)
+        restrict_file(staged, shared)  # the task checks it before submitit unpickles it
     kill_point("pickles_dumped", ordinal)
     executor.parameters["map_count"] = len(batch)
     try:
@@ -372,7 +405,7 @@ def submit_array(batch: list[SubmissionRequest], intents_dir: Path, ordinal: int
         return [SubmissionAnswer(r.nonce, error=sbatch_message(error)) for r in batch]
     kill_point("sbatch_returned", ordinal)
     intent = dataclasses.replace(intent, array_id=str(array.job_id))
-    write_intent(intents_dir, intent)
+    write_intent(intents_dir, intent, shared)
     kill_point("array_recorded", ordinal)
     for task in range(len(batch)):
         paths = submitit.core.utils.JobPaths(folder, job_id=intent.job_id(task))

@@ -208,6 +208,9 @@ class LauncherSettings:
     # results/<study>/submitit; local: <submitit_root>/<study>/<cell>, by default the cell's
     # own `submitit/` folder.
     submitit_root: str = ""
+    # What the tool unpickles or executes (submitit folders, the scheduler directory,
+    # checkpoints) is owner-only; true makes it readable by the group, never writable (jobs/private.py).
+    share_results_with_group: bool = False
     slurm: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

@@ -48,9 +48,10 @@ from typing import TYPE_CHECKING, Any
 
 import submitit
 
-from jobs.cell import CellDir, EpochRecord, MetaRecord, SummaryRecord, finite_or_none
+from jobs.cell import DAMAGED_SUFFIX, CellDir, EpochRecord, MetaRecord, SummaryRecord, finite_or_none
 from jobs.launch.scheduler import other_live_owner
 from jobs.plan.params import TrainParams, normalized_params
+from jobs.private import check_private, file_mode, never_group_writable
 from jobs.train import rendezvous
 from jobs.train.workers import SingleWorker, Workers, start_workers
 
@@ -107,19 +108,33 @@ class TrainingJob(submitit.helpers.Checkpointable):
     data_dir: str
     threads_per_worker: int = 1
     controller: str = "gloo"
+    share_with_group: bool = False  # launcher.share_results_with_group: the checkpoint's mode
 
     def __call__(self) -> dict[str, Any] | None:
         started = time.time()
-        placement = rendezvous.placement_from_submitit()
-        if (owner := other_live_owner(Path(self.cell_dir), placement.job_id)) is not None:
-            print(f"{self.cell}: Slurm task {owner} owns {self.cell_dir} and is live; task {placement.job_id} "
-                  "exits without touching it", file=sys.stderr, flush=True)
-            return None
-        workers = start_workers(placement, CellDir(self.cell_dir).path, TrainParams.from_dict(self.params),
-                                self.controller)
-        summary = run_training(self, workers, placement.hostname, placement.job_id, placement.attempt, started)
-        workers.close()
-        return summary
+        never_group_writable()
+        try:
+            placement = rendezvous.placement_from_submitit()
+            if (owner := other_live_owner(Path(self.cell_dir), placement.job_id)) is not None:
+                print(f"{self.cell}: Slurm task {owner} owns {self.cell_dir} and is live; task {placement.job_id} "
+                      "exits without touching it", file=sys.stderr, flush=True)
+                return None
+            workers = start_workers(placement, CellDir(self.cell_dir).path, TrainParams.from_dict(self.params),
+                                    self.controller)
+            summary = run_training(self, workers, placement.hostname, placement.job_id, placement.attempt, started)
+            workers.close()
+            return summary
+        finally:
+            self._private_from_now_on()
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
+        self._private_from_now_on()  # submitit pickles the requeued job next
+        return super().checkpoint(*args, **kwargs)
+
+    def _private_from_now_on(self) -> None:
+        """What the task writes from here on is submitit's pickle of its outcome (or of the
+        requeued job): owner-only, or group-readable, as the private folder it goes to."""
+        os.umask(0o777 & ~file_mode(self.share_with_group))
 
 
 def run_training(job: TrainingJob, workers: Workers, hostname: str, job_id: str, attempt: int,
@@ -228,7 +243,7 @@ def run_training(job: TrainingJob, workers: Workers, hostname: str, job_id: str,
         # I/O: rank 0 saves the previous epoch; everyone waits for it before stepping.
         io_s = 0.0
         if pending is not None and is_writer:
-            io_s = persist_epoch(cell, job.cell, params, step, progress, pending)
+            io_s = persist_epoch(cell, job.cell, params, step, progress, pending, job.share_with_group)
         mark = device_clock(device)
         workers.barrier()
         wait_s = device_clock(device) - mark
@@ -313,7 +328,7 @@ def run_training(job: TrainingJob, workers: Workers, hostname: str, job_id: str,
             stop_reason = "converged"
             break
     if pending is not None and is_writer:
-        persist_epoch(cell, job.cell, params, step, progress, pending)
+        persist_epoch(cell, job.cell, params, step, progress, pending, job.share_with_group)
 
     if not is_writer:
         return None
@@ -535,10 +550,10 @@ def torch_threads(wanted: int, workers_on_this_node: int) -> int:
 
 
 def persist_epoch(cell: CellDir, cell_name: str, params: TrainParams, step: Step,
-                  progress: Progress, record: EpochRecord) -> float:
+                  progress: Progress, record: EpochRecord, shared: bool = False) -> float:
     """Rank 0 saves the checkpoint of a finished epoch, then logs it; returns the seconds it took."""
     started = time.perf_counter()
-    save_checkpoint(cell, step, progress, params)
+    save_checkpoint(cell, step, progress, params, shared)
     cell.append(record)
     acc = "n/a" if record.val_accuracy is None else f"{record.val_accuracy:.3f}"
     print(f"[{cell_name}] epoch {record.epoch}/{params.epochs}: loss {record.train_loss}, val acc {acc}, "
@@ -547,14 +562,18 @@ def persist_epoch(cell: CellDir, cell_name: str, params: TrainParams, step: Step
     return time.perf_counter() - started
 
 
-def save_checkpoint(cell: CellDir, step: Step, progress: Progress, params: TrainParams) -> None:
+def save_checkpoint(cell: CellDir, step: Step, progress: Progress, params: TrainParams, shared: bool = False) -> None:
+    """Tensors and plain Python values only, so that loading needs no pickle (weights_only);
+    owner-only (or group-readable) whatever the umask."""
     import torch
 
     tmp = cell.checkpoint.with_name(f".{cell.checkpoint.name}.tmp")
     scaler = step.precision.scaler
-    torch.save({"version": CHECKPOINT_VERSION, "model": step.model.state_dict(),
-                "optimizer": step.optimizer.state_dict(), "grad_scaler": scaler.state_dict() if scaler else None,
-                "progress": dataclasses.asdict(progress), "params": params.to_dict()}, tmp)
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, file_mode(shared)), "wb") as out:
+        os.fchmod(out.fileno(), file_mode(shared))  # an earlier tmp file keeps its mode through os.open
+        torch.save({"version": CHECKPOINT_VERSION, "model": step.model.state_dict(),
+                    "optimizer": step.optimizer.state_dict(), "grad_scaler": scaler.state_dict() if scaler else None,
+                    "progress": dataclasses.asdict(progress), "params": params.to_dict()}, out)
     delay = float(os.environ.get(CHECKPOINT_DELAY_ENV, "0") or 0)
     if delay > 0:
         time.sleep(delay)
@@ -562,10 +581,28 @@ def save_checkpoint(cell: CellDir, step: Step, progress: Progress, params: Train
 
 
 def load_checkpoint(cell: CellDir, step: Step, params: TrainParams) -> Progress:
-    """Resume from the cell's checkpoint, unless it was made with other parameters or another format."""
+    """Resume from the cell's checkpoint, unless it was made with other parameters or another format.
+
+    | the checkpoint                                    | what happens                          |
+    | someone else's, or writable by group or others    | NotPrivate: the cell fails, in one line |
+    | not readable as weights only (corrupt, truncated, | set aside as checkpoint.pt.damaged,   |
+    |   foreign, an older format needing pickle)        |   one line; the cell starts afresh    |
+    | readable as weights only                          | resume                                |
+    torch.load(weights_only=True) rebuilds tensors and plain Python values and refuses any
+    other object, so a replaced checkpoint cannot run code."""
     import torch
 
-    state = torch.load(cell.checkpoint, map_location="cpu", weights_only=False)
+    check_private(cell.checkpoint)
+    try:
+        state = torch.load(cell.checkpoint, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict):
+            raise ValueError(f"a {type(state).__name__}, not a dict")
+    except Exception as error:
+        damaged = cell.checkpoint.with_name(cell.checkpoint.name + DAMAGED_SUFFIX)
+        os.replace(cell.checkpoint, damaged)
+        print(f"{cell.checkpoint} cannot be read as weights only ({last_line(error)}); set aside as {damaged}, "
+              "the cell starts afresh", file=sys.stderr, flush=True)
+        return Progress()
     if state.get("version") != CHECKPOINT_VERSION or normalized_params(state.get("params") or {}) != params.to_dict():
         print(f"ignoring {cell.checkpoint}: it was saved with other parameters or by another version", flush=True)
         return Progress()
@@ -574,6 +611,11 @@ def load_checkpoint(cell: CellDir, step: Step, params: TrainParams) -> Progress:
     if step.precision.scaler is not None and state.get("grad_scaler"):
         step.precision.scaler.load_state_dict(state["grad_scaler"])
     return Progress(**state["progress"])
+
+
+def last_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return f"{type(error).__name__}: {lines[-1] if lines else ''}"
 
 
 def machine(device: Any) -> dict[str, Any]:
