@@ -420,13 +420,13 @@ def wait_for_cell(cell_dir: Path, cell: str, params: TrainParams, launcher: Laun
 
 
 @contextlib.contextmanager
-def cell_slot(scheduler_dir: Path, limit: int, cell: str, out: TextIO, snakemake_pid: int) -> Iterator[None]:
+def cell_slot(scheduler_dir: Path, limit: int, cell: str, out: TextIO, snakemake_pid: int,
+              shared: bool = False) -> Iterator[None]:
     """Hold one of `limit` slots shared by every launcher of the workflow.
 
     A slot is an flock on a file, so a launcher that dies (kill -9, lost login
     session) frees its slot at once."""
-    slots = scheduler_dir / "slots"
-    slots.mkdir(parents=True, exist_ok=True)
+    slots = private_dir(scheduler_dir / "slots", shared)
     announced = False
     while True:
         for index in range(limit):
@@ -535,7 +535,8 @@ def run_cell(cell_dir: Path, study: str, cell: str, grid_axes: tuple[str, ...], 
     not_writable_by_others(cell_dir)
     private_dir(scheduler_dir, launcher.share_results_with_group)
     with cell_lock(cell_dir, cell, out), \
-            cell_slot(scheduler_dir, launcher.max_cells_in_flight, cell, out, snakemake_pid):
+            cell_slot(scheduler_dir, launcher.max_cells_in_flight, cell, out, snakemake_pid,
+                      launcher.share_results_with_group):
         return run_cell_in_slot(cell_dir, study, cell, grid_axes, params, launcher, data_dir, scheduler_dir, out,
                                 snakemake_pid)
 
