@@ -137,18 +137,77 @@ class TrainingJob(submitit.helpers.Checkpointable):
         os.umask(0o777 & ~file_mode(self.share_with_group))
 
 
+@dataclass
+class Setup:
+    """What every epoch of a cell uses, built once per start of its job (Horovod's examples'
+    set-up: pin the device, shard the data, wrap the model and the optimizer)."""
+
+    job: TrainingJob
+    params: TrainParams
+    cell: CellDir
+    workers: Workers
+    device: Any
+    threads: int
+    step: Step
+    train: Any
+    val: Any  # this rank's shard of the validation split
+    classification: bool
+    samples_per_rank: int
+    steps_per_epoch: int
+
+    @property
+    def is_writer(self) -> bool:
+        return self.workers.rank == 0  # rank 0 alone writes
+
+
 def run_training(job: TrainingJob, workers: Workers, hostname: str, job_id: str, attempt: int,
                  started: float) -> dict[str, Any] | None:
+    """Horovod's recipe in named steps: set up, resume and broadcast, the meta record, then
+    one epoch after another until a stop rule says so, then rank 0's summary."""
+    setup = set_up(job, workers)
+    progress = resume_and_broadcast(setup, started)
+    compile_s = warm_up(setup, progress)
+    hosts = workers.allgather_object(hostname, name="hosts")
+    startup_s = time.time() - started
+    if setup.is_writer:
+        write_meta(setup, progress, hosts, job_id, attempt, startup_s, compile_s)
+
+    params = setup.params
+    updates = UpdateRecorder(linear_weights(setup.step.model, params), setup.steps_per_epoch) \
+        if params.record_updates and setup.is_writer else None
+    status, stop_reason = "complete", "epochs"
+    pending: EpochRecord | None = None  # saved and logged at the start of the next epoch, on its clock
+    epoch_start = device_clock(setup.device)
+    for epoch in range(progress.epoch + 1, params.epochs + 1):
+        # I/O: rank 0 saves the previous epoch; everyone waits for it (in run_epoch) before stepping.
+        io_s = persist_epoch(setup.cell, job.cell, params, setup.step, progress, pending, job.share_with_group) \
+            if pending is not None and setup.is_writer else 0.0
+        record, epoch_start, is_diverged = run_epoch(setup, progress, epoch, io_s, epoch_start, updates)
+        previous_loss = (progress.last_record or {}).get("train_loss")
+        progress.add(record, params.target_accuracy)
+        pending = record
+        if (stop := stop_rule(params, progress, record, is_diverged, previous_loss)) is not None:
+            status, stop_reason = stop
+            break
+    if pending is not None and setup.is_writer:
+        persist_epoch(setup.cell, job.cell, params, setup.step, progress, pending, job.share_with_group)
+    if not setup.is_writer:
+        return None
+    return write_summary(setup, progress, status, stop_reason, hosts, job_id, attempt, startup_s, started)
+
+
+def set_up(job: TrainingJob, workers: Workers) -> Setup:
+    """Threads and device, the data and this rank's shards, the model, its precision, the
+    backend's wrappers of model and optimizer, and the gradient noise meter."""
     import torch
 
-    from jobs.train.data import epoch_seed, epoch_shard, load_dataset
+    from jobs.train.data import load_dataset
     from jobs.train.models import build_model
-    from jobs.train.noise import NOT_MEASURED, GradientNoiseMeter, epoch_noise
+    from jobs.train.noise import GradientNoiseMeter
     from jobs.train.optim import make_optimizer
     from jobs.train.precision import configure_precision
 
     params = TrainParams.from_dict(job.params)
-    cell = CellDir(job.cell_dir)
     threads = torch_threads(job.threads_per_worker, workers.local_size)
     torch.set_num_threads(threads)
     device = torch.device("cpu")
@@ -156,13 +215,11 @@ def run_training(job: TrainingJob, workers: Workers, hostname: str, job_id: str,
         torch.cuda.set_device(workers.local_rank)  # one GPU per worker process
         device = torch.device("cuda", workers.local_rank)
     world, rank = workers.size, workers.rank
-    is_writer = rank == 0
 
     torch.manual_seed(params.seed)
     data = load_dataset(params.dataset, Path(job.data_dir), seed=params.seed, train_subset=params.train_subset)
     train, val = data_split(data.train, params, device), data_split(data.val, params, device).shard(world, rank)
     samples_per_rank = len(train) // world  # Horovod: each worker trains on its shard (epoch_shard)
-    steps_per_epoch = math.ceil(samples_per_rank / params.batch_size)
     classification = data.num_classes > 0
     loss_fn = torch.nn.CrossEntropyLoss() if classification else torch.nn.MSELoss()
 
@@ -175,171 +232,199 @@ def run_training(job: TrainingJob, workers: Workers, hostname: str, job_id: str,
     noise = GradientNoiseMeter(model, device) if world > 1 and params.measure_noise_scale else None
     step = Step(model, torch.compile(forward) if params.compile else forward, optimizer, loss_fn, precision,
                 workers, noise)
+    return Setup(job, params, CellDir(job.cell_dir), workers, device, threads, step, train, val, classification,
+                 samples_per_rank, math.ceil(samples_per_rank / params.batch_size))
+
+
+def resume_and_broadcast(setup: Setup, started: float) -> Progress:
+    """Rank 0 resumes from the cell's checkpoint, if any; every worker starts from rank 0's
+    parameters and, resuming, its optimizer (and gradient scaler) state."""
+    workers, step, is_writer = setup.workers, setup.step, setup.is_writer
     progress = Progress()
-    if is_writer and cell.checkpoint.exists():
-        progress = load_checkpoint(cell, step, params)
+    if is_writer and setup.cell.checkpoint.exists():
+        progress = load_checkpoint(setup.cell, step, setup.params)
     progress = workers.broadcast_object(progress, name="progress")
-    # Every worker starts from rank 0's parameters and, resuming, its optimizer state.
     # (Not hvd.broadcast_optimizer_state: its zero-gradient step would apply weight decay once.)
-    workers.broadcast_parameters(model.state_dict())
+    workers.broadcast_parameters(step.model.state_dict())
     if progress.epoch > 0:
-        optimizer_state = workers.broadcast_object(optimizer.state_dict() if is_writer else None,
+        optimizer_state = workers.broadcast_object(step.optimizer.state_dict() if is_writer else None,
                                                    name="optimizer_state")
         if not is_writer:
-            optimizer.load_state_dict(optimizer_state)
-        if precision.scaler is not None:
-            precision.scaler.load_state_dict(workers.broadcast_object(
-                precision.scaler.state_dict() if is_writer else None, name="grad_scaler"))
+            step.optimizer.load_state_dict(optimizer_state)
+        scaler = step.precision.scaler
+        if scaler is not None:
+            scaler.load_state_dict(workers.broadcast_object(scaler.state_dict() if is_writer else None,
+                                                            name="grad_scaler"))
     if progress.first_started_at is None:
         progress.first_started_at = started
-    compile_s = warm_up_compiled(step, train, val, params.batch_size, device) if params.compile else None
-    if noise is not None:
-        noise.discard()  # the warm-up's backward pass was no training step
+    return progress
+
+
+def warm_up(setup: Setup, progress: Progress) -> float | None:
+    """Before the first epoch's clock: torch.compile's graphs (their seconds returned) and, on
+    a first start, the validation loss before training (the divergence rule's reference)."""
+    import torch
+
+    step, params = setup.step, setup.params
+    compile_s = warm_up_compiled(step, setup.train, setup.val, params.batch_size, setup.device) \
+        if params.compile else None
+    if step.noise is not None:
+        step.noise.discard()  # the warm-up's backward pass was no training step
     if progress.initial_val_loss is None:
-        loss_sum, _, count = evaluate(step, val, classification)
-        totals = workers.sum(torch.stack([loss_sum, count]).to("cpu", torch.float64), name="initial_val_loss")
+        loss_sum, _, count = evaluate(step, setup.val, setup.classification)
+        totals = setup.workers.sum(torch.stack([loss_sum, count]).to("cpu", torch.float64), name="initial_val_loss")
         progress.initial_val_loss = float(totals[0] / totals[1])
+    return compile_s
 
-    hosts = workers.allgather_object(hostname, name="hosts")
-    trained = [p for p in model.parameters() if p.requires_grad]
-    startup_s = time.time() - started
-    if is_writer:
-        cell.trim_metrics(progress.epoch, EpochRecord.from_dict(progress.last_record) if progress.last_record else None)
-        cell.append(MetaRecord(
-            study=job.study,
-            cell=job.cell,
-            world_size=world,
-            local_size=workers.local_size,
-            nodes=workers.nodes,
-            hosts=hosts,
-            controller=workers.controller,
-            communication=workers.communication(),
-            threads_per_worker=threads,
-            device=str(device),
-            job_id=job_id,
-            attempt=attempt,
-            resumed_from_epoch=progress.epoch,
-            startup_s=startup_s,
-            compile_s=compile_s,
-            steps_per_epoch=steps_per_epoch,
-            samples_per_epoch=samples_per_rank * world,
-            initial_val_loss=finite_or_none(progress.initial_val_loss),
-            parameters=sum(p.numel() for p in trained),
-            gradient_bytes=sum(p.numel() * p.element_size() for p in trained),
-            machine=machine(device),
-            versions=versions(),
-            params=params.to_dict(),
-        ))
-        print(f"[{job.cell}] world size {world} on {sorted(set(hosts))}, global batch {params.batch_size * world}, "
-              f"{steps_per_epoch} steps/epoch, lr {params.lr} -> {params.scaled_lr():g} ({params.lr_scaling}), "
-              f"start-up {startup_s:.1f} s", flush=True)
 
-    updates = UpdateRecorder(linear_weights(model, params), steps_per_epoch) if params.record_updates and is_writer \
-        else None
-    status, stop_reason = "complete", "epochs"
-    pending: EpochRecord | None = None  # saved and logged at the start of the next epoch, on its clock
-    epoch_start = device_clock(device)
-    for epoch in range(progress.epoch + 1, params.epochs + 1):
-        # I/O: rank 0 saves the previous epoch; everyone waits for it before stepping.
-        io_s = 0.0
-        if pending is not None and is_writer:
-            io_s = persist_epoch(cell, job.cell, params, step, progress, pending, job.share_with_group)
-        mark = device_clock(device)
-        workers.barrier()
-        wait_s = device_clock(device) - mark
-        if params.fail_at_epoch == epoch and rank == world - 1:
-            raise RuntimeError(f"fail_at_epoch = {epoch}: rank {rank} fails on purpose (testing switch)")
+def write_meta(setup: Setup, progress: Progress, hosts: list[str], job_id: str, attempt: int, startup_s: float,
+               compile_s: float | None) -> None:
+    """Rank 0 keeps the metrics of the epochs the checkpoint holds and records this start."""
+    job, params, workers, cell = setup.job, setup.params, setup.workers, setup.cell
+    world = workers.size
+    trained = [p for p in setup.step.model.parameters() if p.requires_grad]
+    cell.trim_metrics(progress.epoch, EpochRecord.from_dict(progress.last_record) if progress.last_record else None)
+    cell.append(MetaRecord(
+        study=job.study,
+        cell=job.cell,
+        world_size=world,
+        local_size=workers.local_size,
+        nodes=workers.nodes,
+        hosts=hosts,
+        controller=workers.controller,
+        communication=workers.communication(),
+        threads_per_worker=setup.threads,
+        device=str(setup.device),
+        job_id=job_id,
+        attempt=attempt,
+        resumed_from_epoch=progress.epoch,
+        startup_s=startup_s,
+        compile_s=compile_s,
+        steps_per_epoch=setup.steps_per_epoch,
+        samples_per_epoch=setup.samples_per_rank * world,
+        initial_val_loss=finite_or_none(progress.initial_val_loss),
+        parameters=sum(p.numel() for p in trained),
+        gradient_bytes=sum(p.numel() * p.element_size() for p in trained),
+        machine=machine(setup.device),
+        versions=versions(),
+        params=params.to_dict(),
+    ))
+    print(f"[{job.cell}] world size {world} on {sorted(set(hosts))}, global batch {params.batch_size * world}, "
+          f"{setup.steps_per_epoch} steps/epoch, lr {params.lr} -> {params.scaled_lr():g} ({params.lr_scaling}), "
+          f"start-up {startup_s:.1f} s", flush=True)
 
-        torch.manual_seed(epoch_seed(params.seed, epoch) + rank)  # any randomness in the model, resumable
-        shard = epoch_shard(len(train), world, rank, seed=params.seed, epoch=epoch).to(device)
-        rates = epoch_learning_rates(params, epoch, steps_per_epoch)
-        mark = device_clock(device)
-        loss_sum, lr = train_epoch(step, train, shard, params.batch_size, rates,
-                                   updates.record if updates is not None else None)
-        steps_s = device_clock(device) - mark
 
-        mark = device_clock(device)
-        average_batchnorm_statistics(model, workers)  # one set of statistics to validate and save
-        wait_s += device_clock(device) - mark
-        mark = device_clock(device)
-        val_loss_sum, val_correct, val_count = evaluate(step, val, classification)
-        validation_s = device_clock(device) - mark
+def run_epoch(setup: Setup, progress: Progress, epoch: int, io_s: float, epoch_start: float,
+              updates: UpdateRecorder | None) -> tuple[EpochRecord, float, bool]:
+    """One epoch after rank 0's I/O: wait for it, train on this rank's shard, validate, and
+    reduce every metric at once. Returns the epoch's record, its end on the device clock
+    (the next epoch's start) and whether the run diverged."""
+    import torch
 
-        mark = device_clock(device)
-        # The epoch's one read from the device: every metric at once. Horovod: summed over workers.
-        noise_totals = noise.take() if noise is not None else torch.zeros(3, dtype=torch.float64, device=device)
-        weights = linear_weights(model, params)
-        local = torch.cat([torch.stack([loss_sum, val_loss_sum, val_correct, val_count]).double(), noise_totals,
-                           torch.stack(weights).double() if weights else noise_totals[:0]]).to("cpu")
-        sums = workers.sum(local[:7], name="epoch_sums")
-        slowest_steps_s = float(workers.max(torch.tensor([steps_s], dtype=torch.float64), name="epoch_steps_s")[0])
-        wait_s += device_clock(device) - mark
+    from jobs.train.data import epoch_seed, epoch_shard
+    from jobs.train.noise import NOT_MEASURED, epoch_noise
 
-        epoch_end = device_clock(device)
-        epoch_time_s = epoch_end - epoch_start
-        epoch_start = epoch_end
-        samples = samples_per_rank * world
-        train_loss = float(sums[0]) / samples
-        val_loss = float(sums[1] / sums[3])
-        val_accuracy = float(sums[2] / sums[3]) if classification else None
-        weight, bias = (float(local[7]), float(local[8])) if weights else (None, None)
-        gradient_noise = epoch_noise(float(sums[4]), float(sums[5]), float(sums[6]), params.batch_size, world) \
-            or NOT_MEASURED
-        is_diverged = diverged(train_loss, val_loss, progress.initial_val_loss, params.divergence_factor)
-        record = EpochRecord(
-            epoch=epoch,
-            steps_s=steps_s,
-            validation_s=validation_s,
-            io_s=io_s,
-            wait_s=wait_s,
-            other_s=epoch_time_s - steps_s - validation_s - io_s - wait_s,
-            slowest_steps_s=slowest_steps_s,
-            epoch_time_s=epoch_time_s,
-            train_time_s=progress.train_time_s + steps_s,
-            wall_time_s=progress.wall_time_s + epoch_time_s,
-            steps=steps_per_epoch,
-            samples=samples,
-            samples_per_s=samples / steps_s,
-            train_loss=finite_or_none(train_loss),
-            val_loss=finite_or_none(val_loss),
-            val_accuracy=None if is_diverged else val_accuracy,
-            lr=lr,
-            world_size=world,
-            load_average_1m=os.getloadavg()[0],
-            weight=finite_or_none(weight),
-            bias=finite_or_none(bias),
-            updates=updates.read() if updates is not None else None,
-            grad_sq_norm_local=finite_or_none(gradient_noise.local_sq_norm),
-            grad_sq_norm_averaged=finite_or_none(gradient_noise.averaged_sq_norm),
-            grad_sq_norm=finite_or_none(gradient_noise.gradient_sq_norm),
-            grad_trace=finite_or_none(gradient_noise.gradient_trace),
-            noise_scale=finite_or_none(gradient_noise.noise_scale),
-        )
-        previous_loss = (progress.last_record or {}).get("train_loss")
-        progress.add(record, params.target_accuracy)
-        pending = record
-        if is_diverged:
-            status, stop_reason = "diverged", "diverged"
-            break
-        if params.stop_at_target and progress.epochs_above_target >= params.patience:
-            stop_reason = "target"
-            break
-        if loss_settled(previous_loss, train_loss, params.stop_at_loss_change):
-            stop_reason = "converged"
-            break
-    if pending is not None and is_writer:
-        persist_epoch(cell, job.cell, params, step, progress, pending, job.share_with_group)
+    params, workers, step, device = setup.params, setup.workers, setup.step, setup.device
+    world, rank = workers.size, workers.rank
+    mark = device_clock(device)
+    workers.barrier()
+    wait_s = device_clock(device) - mark
+    if params.fail_at_epoch == epoch and rank == world - 1:
+        raise RuntimeError(f"fail_at_epoch = {epoch}: rank {rank} fails on purpose (testing switch)")
 
-    if not is_writer:
-        return None
+    torch.manual_seed(epoch_seed(params.seed, epoch) + rank)  # any randomness in the model, resumable
+    shard = epoch_shard(len(setup.train), world, rank, seed=params.seed, epoch=epoch).to(device)
+    rates = epoch_learning_rates(params, epoch, setup.steps_per_epoch)
+    mark = device_clock(device)
+    loss_sum, lr = train_epoch(step, setup.train, shard, params.batch_size, rates,
+                               updates.record if updates is not None else None)
+    steps_s = device_clock(device) - mark
+
+    mark = device_clock(device)
+    average_batchnorm_statistics(step.model, workers)  # one set of statistics to validate and save
+    wait_s += device_clock(device) - mark
+    mark = device_clock(device)
+    val_loss_sum, val_correct, val_count = evaluate(step, setup.val, setup.classification)
+    validation_s = device_clock(device) - mark
+
+    mark = device_clock(device)
+    # The epoch's one read from the device: every metric at once, summed over the workers.
+    noise_totals = step.noise.take() if step.noise is not None else torch.zeros(3, dtype=torch.float64, device=device)
+    weights = linear_weights(step.model, params)
+    local = torch.cat([torch.stack([loss_sum, val_loss_sum, val_correct, val_count]).double(), noise_totals,
+                       torch.stack(weights).double() if weights else noise_totals[:0]]).to("cpu")
+    sums = workers.sum(local[:7], name="epoch_sums")
+    slowest_steps_s = float(workers.max(torch.tensor([steps_s], dtype=torch.float64), name="epoch_steps_s")[0])
+    wait_s += device_clock(device) - mark
+
+    epoch_end = device_clock(device)
+    epoch_time_s = epoch_end - epoch_start
+    samples = setup.samples_per_rank * world
+    train_loss = float(sums[0]) / samples
+    val_loss = float(sums[1] / sums[3])
+    val_accuracy = float(sums[2] / sums[3]) if setup.classification else None
+    weight, bias = (float(local[7]), float(local[8])) if weights else (None, None)
+    gradient_noise = epoch_noise(float(sums[4]), float(sums[5]), float(sums[6]), params.batch_size, world) \
+        or NOT_MEASURED
+    is_diverged = diverged(train_loss, val_loss, progress.initial_val_loss, params.divergence_factor)
+    record = EpochRecord(
+        epoch=epoch,
+        steps_s=steps_s,
+        validation_s=validation_s,
+        io_s=io_s,
+        wait_s=wait_s,
+        other_s=epoch_time_s - steps_s - validation_s - io_s - wait_s,
+        slowest_steps_s=slowest_steps_s,
+        epoch_time_s=epoch_time_s,
+        train_time_s=progress.train_time_s + steps_s,
+        wall_time_s=progress.wall_time_s + epoch_time_s,
+        steps=setup.steps_per_epoch,
+        samples=samples,
+        samples_per_s=samples / steps_s,
+        train_loss=finite_or_none(train_loss),
+        val_loss=finite_or_none(val_loss),
+        val_accuracy=None if is_diverged else val_accuracy,
+        lr=lr,
+        world_size=world,
+        load_average_1m=os.getloadavg()[0],
+        weight=finite_or_none(weight),
+        bias=finite_or_none(bias),
+        updates=updates.read() if updates is not None else None,
+        grad_sq_norm_local=finite_or_none(gradient_noise.local_sq_norm),
+        grad_sq_norm_averaged=finite_or_none(gradient_noise.averaged_sq_norm),
+        grad_sq_norm=finite_or_none(gradient_noise.gradient_sq_norm),
+        grad_trace=finite_or_none(gradient_noise.gradient_trace),
+        noise_scale=finite_or_none(gradient_noise.noise_scale),
+    )
+    return record, epoch_end, is_diverged
+
+
+def stop_rule(params: TrainParams, progress: Progress, record: EpochRecord, is_diverged: bool,
+              previous_loss: float | None) -> tuple[str, str] | None:
+    """(status, stop reason) when the run stops after this epoch; None while it goes on."""
+    if is_diverged:
+        return "diverged", "diverged"
+    if params.stop_at_target and progress.epochs_above_target >= params.patience:
+        return "complete", "target"
+    assert record.train_loss is not None  # finite: it did not diverge
+    if loss_settled(previous_loss, record.train_loss, params.stop_at_loss_change):
+        return "complete", "converged"
+    return None
+
+
+def write_summary(setup: Setup, progress: Progress, status: str, stop_reason: str, hosts: list[str], job_id: str,
+                  attempt: int, startup_s: float, started: float) -> dict[str, Any]:
+    """Rank 0's result.json, which the launcher publishes as the cell's summary.json."""
+    job, cell = setup.job, setup.cell
+    first_started_at = progress.first_started_at if progress.first_started_at is not None else started
     summary = SummaryRecord(
         study=job.study,
         cell=job.cell,
         status=status,
         stop_reason=stop_reason,
-        params=params.to_dict(),
+        params=setup.params.to_dict(),
         grid_axes=list(job.grid_axes),
-        world_size=world,
+        world_size=setup.workers.size,
         hosts=hosts,
         epochs_run=progress.epoch,
         train_time_s=progress.train_time_s,
@@ -352,7 +437,7 @@ def run_training(job: TrainingJob, workers: Workers, hostname: str, job_id: str,
         final_val_accuracy=(progress.last_record or {}).get("val_accuracy"),
         job_id=job_id,
         restarts=attempt,
-        queue_time_s=max(0.0, progress.first_started_at - cell.submitted_at(progress.first_started_at)),
+        queue_time_s=max(0.0, first_started_at - cell.submitted_at(first_started_at)),
         wall_time_s=time.time() - cell.submitted_at(started),
     )
     cell.write_result(summary)
