@@ -287,7 +287,7 @@ def answer_markdown(answer: StudyAnswer) -> str:
         lines.extend([*group_lines(group), ""])
     lines.append("Time to target is training time (steps, without validation or start-up); GPU-hours = workers x "
                  "that time. Predictions: steps from the B_crit fit x time per step from the step-time model; "
-                 "see README, 'Reading the answer'.")
+                 "see docs/answer.md, 'Reading the answer'.")
     return "\n".join(lines) + "\n"
 
 
