@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -272,7 +273,8 @@ def an_intent(tmp_path: Path, cells: list[str], created_at: float, array_id: str
     for name in cells:
         (tmp_path / name).mkdir(parents=True, exist_ok=True)
         tasks.append(CellTask(str((tmp_path / name).resolve()), {"threads": 1}))
-    return SubmissionIntent(submission_id=f"id{len(cells)}{int(created_at)}", job_name=f"study.id{int(created_at)}",
+    submission_id = f"{len(cells):02d}{int(created_at):010d}"[-12:]
+    return SubmissionIntent(submission_id=submission_id, job_name=f"study.{submission_id}",
                             folder=str(tmp_path / "submitit"), cells=tasks, created_at=created_at, array_id=array_id)
 
 
@@ -329,3 +331,19 @@ def test_an_array_task_takes_its_staged_pickle_once(tmp_path):
     target.write_bytes(b"requeued: checkpointed by submitit")
     take_staged_pickle(tmp_path, "abc", "77", 2)  # another rank, or a requeued task: nothing to move
     assert target.read_bytes() == b"requeued: checkpointed by submitit"
+
+
+def test_a_submission_record_unlike_what_the_submitter_writes_is_ignored(tmp_path, capsys):
+    results = tmp_path / "results"
+    queue = SubmissionQueue(results / ".scheduler")
+    honest = an_intent(results, ["a"], time.time())
+    outside = an_intent(tmp_path / "elsewhere", ["b"], time.time() + 1)
+    shell = dataclasses.replace(an_intent(results, ["c"], time.time() + 2), array_id="1;touch x")
+    for intent in (honest, outside, shell):
+        write_intent(queue.intents_dir, intent)
+    assert [intent.submission_id for intent in queue.intents()] == [honest.submission_id]
+    said = capsys.readouterr().err.splitlines()
+    assert len(said) == 2 and "outside the results tree" in " ".join(said) and "is not Slurm's" in " ".join(said)
+    queue.settle(lambda names, since: ({honest.job_name: "9"}, True), time.time())
+    assert CellDir(results / "a").read_job().job_id == "9_0"
+    assert not (tmp_path / "elsewhere" / "b" / "job.json").exists() and not (results / "c" / "job.json").exists()

@@ -44,6 +44,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shlex
 import signal
 import socket
@@ -68,6 +69,10 @@ from jobs.private import NotPrivate, check_private, file_mode, private_dir, rest
 # GATHER_MAX_S, so that one sbatch takes the whole burst.
 GATHER_QUIET_S = 1.0
 GATHER_MAX_S = 5.0
+
+# What submit_array names a submission and its job array (squeue's --name takes a comma list).
+SUBMISSION_ID = re.compile(r"^[0-9a-f]{12}$")
+JOB_NAME = re.compile(r"^[^\s,|]+$")
 
 # A submission not found in Slurm is taken as never made only once its intent is this old:
 # an sbatch whose launcher was killed alone (not its whole group) may still be talking to
@@ -316,13 +321,35 @@ class SubmissionQueue:
     # ---- submissions a killed session left unfinished ------------------------------------
 
     def intents(self) -> list[SubmissionIntent]:
+        """The unfinished submissions, read strictly: one that is not what submit_array writes
+        is told in one line and ignored (it writes nothing anywhere)."""
         found = []
         for path in sorted(self.intents_dir.glob("*.json")):
             try:
-                found.append(SubmissionIntent.from_dict(json.loads(path.read_text())))
+                intent = SubmissionIntent.from_dict(json.loads(path.read_text()))
             except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError):
                 continue  # one being written: its submitter holds the lock, and finishes it
+            try:
+                check_private(path)
+                problem = self._intent_problem(intent)
+            except NotPrivate as refused:
+                problem = str(refused)
+            if problem is None:
+                found.append(intent)
+            else:
+                print(f"ignoring submission record {path}: {problem}", file=sys.stderr, flush=True)
         return found
+
+    def _intent_problem(self, intent: SubmissionIntent) -> str | None:
+        results = self.requests_dir.parent.parent.resolve()  # the scheduler directory lies in the results tree
+        if not SUBMISSION_ID.match(intent.submission_id) or not JOB_NAME.match(intent.job_name) \
+                or not intent.job_name.endswith(f".{intent.submission_id}"):
+            return f"submission id {intent.submission_id!r} or job name {intent.job_name!r} is not one it makes"
+        if intent.array_id is not None and not intent.array_id.isdigit():
+            return f"array id {intent.array_id!r} is not Slurm's"
+        if outside := [c.cell_dir for c in intent.cells if not Path(c.cell_dir).resolve().is_relative_to(results)]:
+            return f"cell directory {outside[0]} is outside the results tree {results}"
+        return None
 
     def has_intents(self) -> bool:
         return any(path.suffix == ".json" for path in self.intents_dir.iterdir())
