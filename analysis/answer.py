@@ -36,10 +36,9 @@ import numpy as np
 import pandas as pd
 
 from analysis.critical_batch import CriticalBatchFit, fit_critical_batch
-from analysis.figures import grid_axes_of
 from analysis.metrics import REPLICATE_AXES
 from analysis.scaling_model import Choice, StepTimeModel, choose, fit_step_time, holdout, predict
-from jobs.cell import FINISHED_STATUSES as FINISHED
+from analysis.tables import FINISHED_STATUSES, finished, grid_axes_of
 
 GROUP_EXCLUDED_AXES = ("batch_size", "gpus", *REPLICATE_AXES)
 PREDICT_WORKERS_FACTOR = 4  # predict up to this many times the largest worker count run
@@ -87,13 +86,13 @@ def numbers(cells: pd.DataFrame, column: str) -> pd.Series:
 def measured_rows(cells: pd.DataFrame) -> pd.DataFrame:
     """One row per (workers, per-worker batch) that finished: time to target and GPU-hours, the
     mean over replicates that reached the target (NaN when none did)."""
-    finished = cells[cells["status"].isin(FINISHED)]
+    finished_cells = finished(cells)
     frame = pd.DataFrame({
-        "cell": finished["cell"],
-        "workers": pd.to_numeric(finished["world_size"], errors="coerce"),
-        "global_batch": pd.to_numeric(finished["global_batch"], errors="coerce"),
-        "time_to_target_s": pd.to_numeric(finished["time_to_target_s"], errors="coerce"),
-        "steps_to_target": pd.to_numeric(finished["steps_to_target"], errors="coerce"),
+        "cell": finished_cells["cell"],
+        "workers": pd.to_numeric(finished_cells["world_size"], errors="coerce"),
+        "global_batch": pd.to_numeric(finished_cells["global_batch"], errors="coerce"),
+        "time_to_target_s": pd.to_numeric(finished_cells["time_to_target_s"], errors="coerce"),
+        "steps_to_target": pd.to_numeric(finished_cells["steps_to_target"], errors="coerce"),
     }).dropna(subset=["workers", "global_batch"])
     frame["per_worker_batch"] = frame["global_batch"] / frame["workers"]
     grouped = frame.groupby(["workers", "per_worker_batch"], as_index=False).agg(
@@ -105,15 +104,15 @@ def measured_rows(cells: pd.DataFrame) -> pd.DataFrame:
 
 def step_rows(cells: pd.DataFrame) -> pd.DataFrame:
     """The scaling model's observations: finished cells with a steady-state step time."""
-    finished = cells[cells["status"].isin(FINISHED)]
-    workers = pd.to_numeric(finished["world_size"], errors="coerce")
+    finished_cells = finished(cells)
+    workers = pd.to_numeric(finished_cells["world_size"], errors="coerce")
     frame = pd.DataFrame({
-        "cell": finished["cell"],
-        "per_worker_batch": pd.to_numeric(finished["global_batch"], errors="coerce") / workers,
+        "cell": finished_cells["cell"],
+        "per_worker_batch": pd.to_numeric(finished_cells["global_batch"], errors="coerce") / workers,
         "workers": workers,
-        "gradient_bytes": pd.to_numeric(finished["gradient_bytes"], errors="coerce"),
-        "oversubscription": pd.to_numeric(finished["oversubscription"], errors="coerce"),
-        "time_per_step_s": pd.to_numeric(finished["step_time_s"], errors="coerce"),
+        "gradient_bytes": pd.to_numeric(finished_cells["gradient_bytes"], errors="coerce"),
+        "oversubscription": pd.to_numeric(finished_cells["oversubscription"], errors="coerce"),
+        "time_per_step_s": pd.to_numeric(finished_cells["step_time_s"], errors="coerce"),
     })
     return frame.dropna().reset_index(drop=True)
 
@@ -154,9 +153,9 @@ def candidates(cells: pd.DataFrame, observed: pd.DataFrame) -> pd.DataFrame:
 
 def answer_group(cells: pd.DataFrame, group: dict[str, Any]) -> GroupAnswer:
     measured = measured_rows(cells)
-    finished = cells[cells["status"].isin(FINISHED)]  # the fit leaves out those that did not reach the target
-    critical = fit_critical_batch(numbers(finished, "global_batch").tolist(),
-                                  numbers(finished, "steps_to_target").tolist())
+    finished_cells = finished(cells)  # the fit leaves out those that did not reach the target
+    critical = fit_critical_batch(numbers(finished_cells, "global_batch").tolist(),
+                                  numbers(finished_cells, "steps_to_target").tolist())
     noise = numbers(cells, "noise_scale").dropna()
     observed = step_rows(cells)
     model, problem, predicted, held_out = None, None, pd.DataFrame(), None
@@ -183,7 +182,7 @@ def answer_study(runs: pd.DataFrame, study: str) -> StudyAnswer:
             groups.append(answer_group(cells, dict(zip(axes, key))))
     elif len(runs):
         groups.append(answer_group(runs, {}))
-    unfinished = int((~runs["status"].isin(FINISHED)).sum()) if len(runs) else 0
+    unfinished = int((~runs["status"].isin(FINISHED_STATUSES)).sum()) if len(runs) else 0
     answer = StudyAnswer(study, target_text(runs), None, None, groups=groups, cells=len(runs), unfinished=unfinished)
     for group in groups:
         fastest, cheapest = choose(group.measured, group.predicted)

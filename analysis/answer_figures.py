@@ -26,7 +26,7 @@ from matplotlib.ticker import FuncFormatter
 
 from analysis.answer import GroupAnswer, StudyAnswer, workers_text
 from analysis.critical_batch import REGIME_FACTOR
-from analysis.figures import REFERENCE_COLOR, WORKER_MARKERS, _new_figure, _note_empty, _title, save_figure
+from analysis.figures import REFERENCE_COLOR, WORKER_MARKERS, figure_title, new_figure, note_empty, save_figure
 from analysis.scaling_model import Choice, pareto_front
 
 GLOBAL_BATCH_LABEL = "Global batch size (samples per step, all workers)"
@@ -84,7 +84,7 @@ def worker_handles(workers: list[int]) -> list[Line2D]:
 
 
 def _titled_panels(groups: list[GroupAnswer]) -> tuple[Figure, list[Axes]]:
-    figure, axes = _new_figure(len(groups))
+    figure, axes = new_figure(len(groups))
     for ax, group in zip(axes, groups):
         if group.group:
             ax.set_title(group_label(group), fontsize="medium")
@@ -104,7 +104,7 @@ def noise_scale_figure(groups: list[GroupAnswer], epochs: pd.DataFrame, runs: pd
         ax.set_xlabel("Epoch")
         ax.set_ylabel("Gradient noise scale B_simple (samples)")
         if measured.empty:
-            _note_empty(ax, "no cell of 2+ workers measured B_simple")
+            note_empty(ax, "no cell of 2+ workers measured B_simple")
             continue
         info = cells.set_index("cell")
         batches = sorted(info.loc[measured["cell"].unique(), "global_batch"].unique())
@@ -124,7 +124,7 @@ def noise_scale_figure(groups: list[GroupAnswer], epochs: pd.DataFrame, runs: pd
             if math.isfinite(low) and math.isfinite(high):
                 ax.axhspan(low, high, color=REFERENCE_COLOR, alpha=0.12)
         ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.02, 1.0))
-    _title(figure, "Gradient noise scale B_simple over training",
+    figure_title(figure, "Gradient noise scale B_simple over training",
            "Each epoch's B_simple = tr(Sigma)/|G|^2 from the workers' local and averaged gradients (McCandlish et al. "
            "2018); dashed: the critical batch fitted from steps to target, band: its 95 % interval. A batch well "
            "below B_simple scales almost perfectly; far above it, extra samples per step are wasted.")
@@ -138,7 +138,7 @@ def steps_to_target_figure(groups: list[GroupAnswer], runs: pd.DataFrame, target
         ax.set_xlabel(GLOBAL_BATCH_LABEL)
         ax.set_ylabel("Steps to target (optimizer updates)")
         if cells.empty:
-            _note_empty(ax, "no cell reached the target")
+            note_empty(ax, "no cell reached the target")
             continue
         for workers, rows in cells.groupby("world_size"):
             ax.scatter(rows["global_batch"], rows["steps_to_target"], marker=worker_marker(workers), s=60,
@@ -166,12 +166,12 @@ def steps_to_target_figure(groups: list[GroupAnswer], runs: pd.DataFrame, target
                         Line2D([], [], color=REFERENCE_COLOR, ls="--", label="S_min (no further gain)")]
             handles += [Patch(color=color, label=name) for name, color in REGIME_COLORS.items()]
         else:
-            _note_empty(ax, "too few cells for the fit (it needs 3+ global batch sizes)")
+            note_empty(ax, "too few cells for the fit (it needs 3+ global batch sizes)")
         if group.noise_scale is not None:
             ax.axvline(group.noise_scale, color="C2", ls="-.")
             handles.append(Line2D([], [], color="C2", ls="-.", label=f"B_simple {group.noise_scale:.3g}"))
         ax.legend(handles=handles, fontsize="x-small", loc="best")
-    _title(figure, f"Steps to target ({target}) vs global batch",
+    figure_title(figure, f"Steps to target ({target}) vs global batch",
            "Points: cells (marker: workers); red: the fit of (S/S_min - 1)(E/E_min - 1) = 1, B_crit = E_min/S_min; "
            "shading: perfect scaling (B < B_crit/4), diminishing returns, no further gain (B > 4 B_crit) "
            "(Shallue et al. 2018).")
@@ -191,7 +191,7 @@ def tta_decomposition_figure(groups: list[GroupAnswer], runs: pd.DataFrame, targ
             ax.set_ylabel(label)
             ax.set_title(f"{meaning}{' - ' + group_label(group) if group.group else ''}", fontsize="medium")
             if cells.empty:
-                _note_empty(ax, "no cell reached the target")
+                note_empty(ax, "no cell reached the target")
                 continue
             for workers, rows in cells.groupby("world_size"):
                 ordered = rows.sort_values("global_batch")
@@ -200,7 +200,7 @@ def tta_decomposition_figure(groups: list[GroupAnswer], runs: pd.DataFrame, targ
             batch_axis(ax)
             ax.set_yscale("log")
             ax.legend(fontsize="small", loc="best")
-    _title(figure, f"Time to target ({target}), decomposed",
+    figure_title(figure, f"Time to target ({target}), decomposed",
            "Per cell: steps to target (how many updates the optimizer needs at this batch) x mean time per step "
            "over those steps (what the hardware and communication cost per update) = training time to target.")
     return figure
@@ -215,7 +215,7 @@ def pareto_figure(groups: list[GroupAnswer], answer: StudyAnswer) -> Figure:
         measured = group.measured.dropna(subset=["time_to_target_s"]) if len(group.measured) else group.measured
         if (predicted.empty or "time_to_target_s" not in predicted.columns
                 or predicted["time_to_target_s"].isna().all()) and measured.empty:
-            _note_empty(ax, "nothing reached the target or could be predicted to")
+            note_empty(ax, "nothing reached the target or could be predicted to")
             continue
         points = []
         if len(predicted) and "time_to_target_s" in predicted.columns:
@@ -245,7 +245,7 @@ def pareto_figure(groups: list[GroupAnswer], answer: StudyAnswer) -> Figure:
             Line2D([], [], ls="none", marker="o", markerfacecolor="none", color="C0", label="predicted"),
             Line2D([], [], color="C3", label="Pareto front"), *worker_handles(workers)]
         ax.legend(handles=handles, fontsize="x-small", loc="best")
-    _title(figure, f"Time to target ({answer.target}) vs its cost",
+    figure_title(figure, f"Time to target ({answer.target}) vs its cost",
            "Each point a configuration (marker: workers); filled: measured, hollow: predicted from the B_crit fit "
            "and the step-time model. On the red front nothing is both faster and cheaper; left is cheaper, "
            "lower is faster.")
@@ -269,7 +269,7 @@ def holdout_figure(groups: list[GroupAnswer]) -> Figure:
         ax.set_ylabel("Predicted time per step (ms)")
         held = group.held_out
         if held is None or held.empty:
-            _note_empty(ax, "needs cells at 3+ worker counts")
+            note_empty(ax, "needs cells at 3+ worker counts")
             continue
         measured = held["time_per_step_s"] * 1e3
         predicted = held["predicted_s"] * 1e3
@@ -285,7 +285,7 @@ def holdout_figure(groups: list[GroupAnswer]) -> Figure:
         ax.legend(fontsize="small", loc="upper left")
         top = int(held["workers"].max())
         ax.set_title(f"{group_label(group) + ': ' if group.group else ''}{top} workers held out", fontsize="medium")
-    _title(figure, "How well the scaling model predicts a worker count it has not seen",
+    figure_title(figure, "How well the scaling model predicts a worker count it has not seen",
            "The step-time model (compute + ring allreduce) fitted without the largest worker count, then asked for "
            "it; error bars: 95 % interval of the prediction; labels: prediction error.")
     return figure

@@ -33,11 +33,10 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator, NullLocator, PercentFormatter
 
 from analysis.metrics import REPLICATE_AXES
+from analysis.tables import DEFAULT_GRID_AXES, FINISHED_STATUSES, grid_axes_of
 
-PLOTTED_STATUSES = ("complete", "diverged")
 FIGURE_FORMATS = ("png", "svg")
 BATCH_AXIS, WORKERS_AXIS = "batch_size", "gpus"
-DEFAULT_GRID_AXES = (BATCH_AXIS, WORKERS_AXIS)
 NUMERIC_RESULTS = ("throughput", "throughput_ci95", "efficiency", "time_to_target_s")
 # What lines and bars are coloured by: the batch size, or an axis named here when the grid has it.
 COLOUR, BAR_PANEL = "colour", "bar_panel"
@@ -101,18 +100,9 @@ def save_figure(figure: Figure, out_dir: Path, name: str) -> list[Path]:
 # ---- preparing the tables ---------------------------------------------------
 
 
-def grid_axes_of(runs: pd.DataFrame) -> list[str]:
-    """The study's grid axes, from runs.attrs or the ``grid_axes`` column of runs.csv."""
-    if runs.attrs.get("grid_axes"):
-        return list(runs.attrs["grid_axes"])
-    if "grid_axes" in runs.columns and runs["grid_axes"].notna().any():
-        return str(runs["grid_axes"].dropna().iloc[0]).split()
-    return list(DEFAULT_GRID_AXES)
-
-
 def finished_runs(runs: pd.DataFrame, grid_axes: Sequence[str]) -> pd.DataFrame:
     """Complete and diverged runs with integer batch size and workers, and a ``panel`` label."""
-    finished = runs.loc[runs["status"].isin(PLOTTED_STATUSES)].copy()
+    finished = runs.loc[runs["status"].isin(FINISHED_STATUSES)].copy()
     if is_strong_scaling(finished):  # lines and colours follow the batch the study holds fixed
         finished[BATCH_AXIS] = finished["global_batch"]
     for column in (*DEFAULT_GRID_AXES, *NUMERIC_RESULTS):
@@ -232,7 +222,7 @@ def _panels(finished: pd.DataFrame, column: str = "panel") -> list[str]:
     return list(dict.fromkeys(finished[column])) or [""]
 
 
-def _new_figure(panel_count: int) -> tuple[Figure, list[Axes]]:
+def new_figure(panel_count: int) -> tuple[Figure, list[Axes]]:
     columns = min(panel_count, MAX_PANEL_COLUMNS)
     rows = math.ceil(panel_count / columns)
     figure = Figure(figsize=(PANEL_WIDTH_IN * columns + 1.0, PANEL_HEIGHT_IN * rows + 1.8), layout="constrained")
@@ -254,14 +244,14 @@ def _label(axes: list[Axes], columns: int, xlabel: str, ylabel: str, panels: lis
             ax.set_title(panel, fontsize="medium")
 
 
-def _batch_palette(batch_sizes: Sequence[Any]) -> dict[Any, tuple[float, float, float]]:
+def batch_palette(batch_sizes: Sequence[Any]) -> dict[Any, tuple[float, float, float]]:
     """Colours of the batch sizes (or of the colour axis's values)."""
     levels = sorted(set(batch_sizes))
     colors = sns.color_palette("colorblind" if len(levels) <= 10 else "viridis", max(len(levels), 1))
     return dict(zip(levels, colors))
 
 
-def _batch_legend(figure: Figure, palette: dict[Any, tuple[float, float, float]], finished: pd.DataFrame,
+def batch_legend(figure: Figure, palette: dict[Any, tuple[float, float, float]], finished: pd.DataFrame,
                   bars: bool = False) -> None:
     handles: list[Line2D | Patch] = [
         Patch(color=color, label=str(batch)) if bars else Line2D([], [], color=color, marker="o", lw=2, label=str(batch))
@@ -295,7 +285,7 @@ def _worker_ticks(ax: Axes, workers: Sequence[int]) -> bool:
 TITLE_CHARACTERS_PER_INCH = 11  # of the suptitle's medium font in seaborn's notebook context
 
 
-def _title(figure: Figure, headline: str, detail: str) -> None:
+def figure_title(figure: Figure, headline: str, detail: str) -> None:
     """The headline, and the detail wrapped to the figure's width, so that a one-panel figure
     shows all of it."""
     width = int(figure.get_figwidth() * TITLE_CHARACTERS_PER_INCH)
@@ -303,7 +293,7 @@ def _title(figure: Figure, headline: str, detail: str) -> None:
     figure.suptitle("\n".join([headline, *lines]), fontsize="medium")
 
 
-def _note_empty(ax: Axes, message: str) -> None:
+def note_empty(ax: Axes, message: str) -> None:
     ax.text(0.5, 0.5, message, transform=ax.transAxes, ha="center", va="center", color=REFERENCE_COLOR)
 
 
@@ -333,15 +323,15 @@ NO_FINISHED_CELLS = "no finished cells to plot"
 def throughput_figure(finished: pd.DataFrame) -> Figure:
     """Steady-state samples/s vs workers, one line per batch size, with ideal N·X_1 lines."""
     panels = _panels(finished)
-    figure, axes = _new_figure(len(panels))
-    palette = _batch_palette(finished[COLOUR])
+    figure, axes = new_figure(len(panels))
+    palette = batch_palette(finished[COLOUR])
     measured = finished[np.isfinite(finished["throughput"])]
     any_diverged = False
     any_ideal = False
     for ax, panel in zip(axes, panels):
         rows = measured[measured["panel"] == panel]
         if rows.empty:
-            _note_empty(ax, NO_FINISHED_CELLS)
+            note_empty(ax, NO_FINISHED_CELLS)
         else:
             sns.lineplot(data=rows, x=WORKERS_AXIS, y="throughput", hue=COLOUR, palette=palette,
                          marker="o", errorbar=None, legend=False, ax=ax)
@@ -362,10 +352,10 @@ def throughput_figure(finished: pd.DataFrame) -> Figure:
         # Once every panel is drawn: the panels share their y axis, and a limit set earlier would freeze it.
         axes[0].set_ylim(bottom=0)
     _label(axes, min(len(panels), MAX_PANEL_COLUMNS), WORKERS_LABEL, "Throughput (samples/s)", panels)
-    _title(figure, "Steady-state training throughput",
+    figure_title(figure, "Steady-state training throughput",
            "samples / time in training steps; first epoch left out; "
            + _interval_text(finished, "error bars: 95 % CI of the mean"))
-    _batch_legend(figure, palette, finished)
+    batch_legend(figure, palette, finished)
     references = [Line2D([], [], color=REFERENCE_COLOR, ls="--", label="ideal linear scaling (N × 1-worker)")] if any_ideal else []
     _reference_legend(axes[-1], references + ([DIVERGED_HANDLE] if any_diverged else []), "Reference")
     return figure
@@ -374,7 +364,7 @@ def throughput_figure(finished: pd.DataFrame) -> Figure:
 def throughput_vs_batch_figure(finished: pd.DataFrame) -> Figure:
     """The course's bar chart: steady-state samples/s per batch size, one bar per worker count."""
     panels = _panels(finished, BAR_PANEL)
-    figure, axes = _new_figure(len(panels))
+    figure, axes = new_figure(len(panels))
     worker_levels = sorted(finished[WORKERS_AXIS].unique())
     batch_levels = sorted(finished[BATCH_AXIS].unique())
     colors = dict(zip(worker_levels, sns.color_palette("crest", max(len(worker_levels), 1))))
@@ -383,7 +373,7 @@ def throughput_vs_batch_figure(finished: pd.DataFrame) -> Figure:
     for ax, panel in zip(axes, panels):
         rows = finished[(finished[BAR_PANEL] == panel) & np.isfinite(finished["throughput"])]
         if rows.empty:
-            _note_empty(ax, NO_FINISHED_CELLS)
+            note_empty(ax, NO_FINISHED_CELLS)
         for _, row in rows.iterrows():
             slot = worker_levels.index(row[WORKERS_AXIS]) - (len(worker_levels) - 1) / 2
             position = batch_levels.index(row[BATCH_AXIS]) + slot * bar_width
@@ -398,7 +388,7 @@ def throughput_vs_batch_figure(finished: pd.DataFrame) -> Figure:
         ax.grid(False, axis="x")
     axes[0].set_ylim(bottom=0)  # once every panel is drawn: they share their y axis
     _label(axes, min(len(panels), MAX_PANEL_COLUMNS), batch_title(finished), "Throughput (samples/s)", panels)
-    _title(figure, "Throughput vs batch size",
+    figure_title(figure, "Throughput vs batch size",
            "steady-state samples/s, all workers together, first epoch left out;\n"
            + _interval_text(finished, "error bars: 95 % CI of the mean"))
     handles: list[Line2D | Patch] = [Patch(color=color, label=str(workers)) for workers, color in colors.items()]
@@ -413,8 +403,8 @@ def throughput_vs_batch_figure(finished: pd.DataFrame) -> Figure:
 def scaling_efficiency_figure(finished: pd.DataFrame) -> Figure:
     """Weak-scaling efficiency X_N / (N·X_1) in % vs workers, one line per batch size."""
     panels = _panels(finished)
-    figure, axes = _new_figure(len(panels))
-    palette = _batch_palette(finished[COLOUR])
+    figure, axes = new_figure(len(panels))
+    palette = batch_palette(finished[COLOUR])
     efficiency_percent = 100 * finished["efficiency"]
     highest = efficiency_percent.max() if efficiency_percent.notna().any() else 100
     any_diverged = False
@@ -423,7 +413,7 @@ def scaling_efficiency_figure(finished: pd.DataFrame) -> Figure:
         rows = finished[in_panel].assign(efficiency_percent=efficiency_percent[in_panel])
         ax.axhline(100, color=REFERENCE_COLOR, ls="--", lw=1.2)
         if rows.empty:
-            _note_empty(ax, "no cell with a complete 1-worker baseline" if len(finished) else NO_FINISHED_CELLS)
+            note_empty(ax, "no cell with a complete 1-worker baseline" if len(finished) else NO_FINISHED_CELLS)
         else:
             sns.lineplot(data=rows, x=WORKERS_AXIS, y="efficiency_percent", hue=COLOUR, palette=palette,
                          marker="o", errorbar=None, legend=False, ax=ax)
@@ -438,9 +428,9 @@ def scaling_efficiency_figure(finished: pd.DataFrame) -> Figure:
     kind, definition = (("Strong", "T_1 / (N · T_N), global batch size fixed") if is_strong_scaling(finished)
                         else ("Weak", "X_N / (N · X_1), per-worker batch size fixed"))
     _label(axes, min(len(panels), MAX_PANEL_COLUMNS), WORKERS_LABEL, f"{kind}-scaling efficiency (%)", panels)
-    _title(figure, f"{kind}-scaling efficiency",
+    figure_title(figure, f"{kind}-scaling efficiency",
            definition + ("; " + _interval_text(finished, "") if REPEATS_COLUMN in finished.columns else ""))
-    _batch_legend(figure, palette, finished)
+    batch_legend(figure, palette, finished)
     references = [Line2D([], [], color=REFERENCE_COLOR, ls="--", label="ideal (100 %)")]
     _reference_legend(axes[-1], references + ([DIVERGED_HANDLE] if any_diverged else []), "Reference")
     return figure
@@ -449,8 +439,8 @@ def scaling_efficiency_figure(finished: pd.DataFrame) -> Figure:
 def time_to_accuracy_figure(finished: pd.DataFrame, target: float | None, patience: float | None) -> Figure:
     """Bars of time to target accuracy per cell; cells that never got there get a mark at zero."""
     panels = _panels(finished)
-    figure, axes = _new_figure(len(panels))
-    palette = _batch_palette(finished[COLOUR])
+    figure, axes = new_figure(len(panels))
+    palette = batch_palette(finished[COLOUR])
     worker_levels = sorted(finished[WORKERS_AXIS].unique())
     batch_levels = list(palette)
     bar_width = 0.8 / max(len(batch_levels), 1)
@@ -462,9 +452,9 @@ def time_to_accuracy_figure(finished: pd.DataFrame, target: float | None, patien
     for ax, panel in zip(axes, panels):
         rows = finished[finished["panel"] == panel]
         if rows.empty:
-            _note_empty(ax, NO_FINISHED_CELLS)
+            note_empty(ax, NO_FINISHED_CELLS)
         elif tta[rows.index].isna().all():
-            _note_empty(ax, "no cell reached the target")
+            note_empty(ax, "no cell reached the target")
         for index, row in rows.iterrows():
             slot = batch_levels.index(row[COLOUR]) - (len(batch_levels) - 1) / 2
             position = worker_levels.index(row[WORKERS_AXIS]) + slot * bar_width
@@ -494,9 +484,9 @@ def time_to_accuracy_figure(finished: pd.DataFrame, target: float | None, patien
     target_text = f"{target:.0%}" if target is not None else "target"
     patience_text = f", held for {int(patience)} consecutive epochs" if patience and patience > 1 else ""
     replicated = "; " + _interval_text(finished, "") if REPEATS_COLUMN in finished.columns else ""
-    _title(figure, "Time to target accuracy", f"time in training steps (not validation, checkpoints or start-up) until validation "
+    figure_title(figure, "Time to target accuracy", f"time in training steps (not validation, checkpoints or start-up) until validation "
            f"accuracy ≥ {target_text}{patience_text}{replicated}")
-    _batch_legend(figure, palette, finished, bars=True)
+    batch_legend(figure, palette, finished, bars=True)
     references: list[Line2D | Patch] = []
     if "reached, then diverged" in outcomes:
         references.append(Patch(facecolor="white", edgecolor="black", hatch="//", label="reached, then diverged"))
@@ -512,15 +502,15 @@ def time_to_accuracy_figure(finished: pd.DataFrame, target: float | None, patien
 def accuracy_vs_time_figure(curves: pd.DataFrame, finished: pd.DataFrame, target: float | None) -> Figure:
     """Validation accuracy vs training time, one curve per cell, diverged cells dashed."""
     panels = _panels(finished)
-    figure, axes = _new_figure(len(panels))
-    palette = _batch_palette(finished[COLOUR])
+    figure, axes = new_figure(len(panels))
+    palette = batch_palette(finished[COLOUR])
     worker_levels = sorted(finished[WORKERS_AXIS].unique())
     markers = {workers: WORKER_MARKERS[index % len(WORKER_MARKERS)] for index, workers in enumerate(worker_levels)}
     any_diverged = False
     for ax, panel in zip(axes, panels):
         in_panel = curves[curves["panel"] == panel]
         if in_panel.empty:
-            _note_empty(ax, NO_FINISHED_CELLS)
+            note_empty(ax, NO_FINISHED_CELLS)
         for _, curve in in_panel.groupby("cell", sort=False):
             first = curve.iloc[0]
             diverged = first["status"] == "diverged"
@@ -535,9 +525,9 @@ def accuracy_vs_time_figure(curves: pd.DataFrame, finished: pd.DataFrame, target
         ax.yaxis.set_major_formatter(PercentFormatter(xmax=1))
     _label(axes, min(len(panels), MAX_PANEL_COLUMNS), "Time in training steps (s)",
            "Validation accuracy (%)", panels)
-    _title(figure, "Validation accuracy vs training time",
+    figure_title(figure, "Validation accuracy vs training time",
            "one curve per cell; the clock counts training steps only, not validation, checkpoints or start-up")
-    _batch_legend(figure, palette, finished)
+    batch_legend(figure, palette, finished)
     references: list[Line2D | Patch] = [
         Line2D([], [], color=REFERENCE_COLOR, marker=marker, ls="none", label=f"{workers} worker{'s' if workers != 1 else ''}")
         for workers, marker in markers.items()

@@ -27,14 +27,14 @@ from matplotlib.lines import Line2D
 from analysis import LAB1_FIGURE_NAMES
 from analysis.figures import (
     BATCH_AXIS,
-    PLOTTED_STATUSES,
     REFERENCE_COLOR,
-    _batch_legend,
-    _batch_palette,
-    _note_empty,
-    _title,
+    batch_legend,
+    batch_palette,
+    figure_title,
+    note_empty,
     save_figure,
 )
+from analysis.tables import finished
 from jobs.plan.datasets import LINEAR_NUM_POINTS, linear_splits
 
 W_RANGE, B_RANGE = (0.0, 20.0), (-18.0, 22.0)  # the course's window over the loss surface
@@ -55,18 +55,18 @@ def loss_surface(x: np.ndarray, y: np.ndarray, w: np.ndarray, b: np.ndarray) -> 
 
 
 def plotted(runs: pd.DataFrame) -> pd.DataFrame:
-    return runs[runs["status"].isin(PLOTTED_STATUSES)]
+    return finished(runs)
 
 
 def loss_curves_figure(runs: pd.DataFrame, epochs: pd.DataFrame) -> Figure:
     figure = Figure(figsize=(12.0, 5.4), layout="constrained")
     by_epoch, by_update = figure.subplots(1, 2, sharey=True)
     cells = plotted(runs)
-    palette = _batch_palette(cells[BATCH_AXIS].astype(int))
+    palette = batch_palette(cells[BATCH_AXIS].astype(int))
     shown = epochs[epochs["cell"].isin(cells["cell"])]
     if shown.empty:
         for ax in (by_epoch, by_update):
-            _note_empty(ax, "no finished cells to plot")
+            note_empty(ax, "no finished cells to plot")
     for _, curve in shown.groupby("cell", sort=False):
         batch = int(curve[BATCH_AXIS].iloc[0])
         updates = curve["steps"].cumsum()
@@ -78,10 +78,10 @@ def loss_curves_figure(runs: pd.DataFrame, epochs: pd.DataFrame) -> Figure:
     by_epoch.set_xlabel("Epoch (passes over the training data)")
     by_update.set_xlabel("Updates (optimizer steps)")
     by_epoch.set_ylabel("Training loss (MSE, mean over the epoch)")
-    _title(figure, "Training loss vs epochs and vs updates, one line per batch size",
+    figure_title(figure, "Training loss vs epochs and vs updates, one line per batch size",
            "per epoch, small batches get further (more updates per pass);\n"
            "per update, large batches do (less gradient noise): the trade-off batch size sets")
-    _batch_legend(figure, palette, runs)
+    batch_legend(figure, palette, runs)
     return figure
 
 
@@ -97,7 +97,7 @@ def trajectories_figure(runs: pd.DataFrame, updates: pd.DataFrame, seed: int, nu
     contours = ax.contour(w_grid, b_grid, surface, levels=levels, colors=REFERENCE_COLOR, linewidths=0.7)
     ax.clabel(contours, fmt="%.0f", fontsize="x-small")
     cells = plotted(runs)
-    palette = _batch_palette(cells[BATCH_AXIS].astype(int))
+    palette = batch_palette(cells[BATCH_AXIS].astype(int))
     for _, path in updates[updates["cell"].isin(cells["cell"])].groupby("cell", sort=False):
         batch = int(path[BATCH_AXIS].iloc[0])
         w = np.concatenate([[0.0], path["weight"].to_numpy()])  # every run starts at w = b = 0
@@ -118,10 +118,10 @@ def trajectories_figure(runs: pd.DataFrame, updates: pd.DataFrame, seed: int, nu
         Line2D([], [], color=REFERENCE_COLOR, lw=0.7, label="contours of the loss (mean squared error)"),
         Line2D([], [], marker="o", color=REFERENCE_COLOR, ls="none", label="where each run stopped"),
     ], loc="upper right", fontsize="small")
-    _title(figure, "Paths of (w, b), update by update, from w = b = 0",
+    figure_title(figure, "Paths of (w, b), update by update, from w = b = 0",
            "the full batch (gradient descent) moves smoothly down the loss surface;\n"
            "small batches zigzag and hover around the optimum, by gradient noise")
-    _batch_legend(figure, palette, runs)
+    batch_legend(figure, palette, runs)
     return figure
 
 
