@@ -23,6 +23,7 @@ fields those lacked with None.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -31,6 +32,7 @@ import re
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -54,17 +56,26 @@ FINISHED_STATUSES = ("complete", "diverged")
 JOB_ID = re.compile(r"^[0-9]+(_[0-9]+)?$")
 
 
-def write_json_atomically(path: Path, record: dict[str, Any], mode: int | None = None) -> None:
-    """Readers see the old file or the new one, never half of one. `mode`: the file's
-    permissions whatever the umask (jobs/private.py); by default the umask decides."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w") as out:
+@contextlib.contextmanager
+def replaced_atomically(path: Path, binary: bool = False, mode: int | None = None,
+                        per_process: bool = False) -> Iterator[Any]:
+    """A file to write that replaces `path` once written and flushed to disk: readers see
+    the old file or the new one, never half of one. `mode`: its permissions whatever the
+    umask (jobs/private.py); by default the umask decides. `per_process`: a temporary name
+    of its own, for a file several processes replace."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp" if per_process else f".{path.name}.tmp")
+    with open(tmp, "wb" if binary else "w") as out:
         if mode is not None:
             os.fchmod(out.fileno(), mode)
-        out.write(json.dumps(record, indent=2, allow_nan=False))
+        yield out
         out.flush()
         os.fsync(out.fileno())
     os.replace(tmp, path)
+
+
+def write_json_atomically(path: Path, record: dict[str, Any], mode: int | None = None) -> None:
+    with replaced_atomically(path, mode=mode) as out:
+        out.write(json.dumps(record, indent=2, allow_nan=False))
 
 
 def finite_or_none(value: float | None) -> float | None:
@@ -324,9 +335,8 @@ class CellDir:
                 epochs.add(record.get("epoch"))
         if epochs_done not in epochs and last_epoch is not None:
             kept.append(last_epoch.to_json())
-        tmp = self.metrics.with_name(f".{METRICS_FILE}.tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        os.replace(tmp, self.metrics)
+        with replaced_atomically(self.metrics) as out:
+            out.write("".join(line + "\n" for line in kept))
 
     def read_metrics(self) -> MetricsLog:
         """Every valid line, noting the first bad one.

@@ -19,13 +19,13 @@ import contextlib
 import dataclasses
 import fcntl
 import json
-import os
 import re
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from jobs.cell import replaced_atomically
 from jobs.launch.submission import RequestVetting, SubmissionIntent, SubmissionQueue
 from jobs.private import file_mode, private_dir
 
@@ -252,12 +252,10 @@ class SharedSlurmView:
             return ViewCache(0.0, 0.0, {}, Health(answered_at=time.time()))
 
     def _write_cache(self, cache: ViewCache) -> None:
-        tmp = self.cache_path.with_name(f".states.{os.getpid()}.tmp")
-        tmp.touch(mode=file_mode(self.queue.shared))
-        tmp.write_text(json.dumps({"sbatch_at": cache.sbatch_at, "sacct_at": cache.sacct_at,
-                                   "states": {k: vars(v) for k, v in cache.states.items()},
-                                   "health": vars(cache.health), "states_listed_at": cache.states_listed_at}))
-        os.replace(tmp, self.cache_path)
+        with replaced_atomically(self.cache_path, mode=file_mode(self.queue.shared), per_process=True) as out:
+            out.write(json.dumps({"sbatch_at": cache.sbatch_at, "sacct_at": cache.sacct_at,
+                                  "states": {k: vars(v) for k, v in cache.states.items()},
+                                  "health": vars(cache.health), "states_listed_at": cache.states_listed_at}))
 
     def state(self, job_id: str) -> JobState | None:
         """The job's last known state; None until the scheduler has told it."""

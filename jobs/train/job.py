@@ -48,7 +48,15 @@ from typing import TYPE_CHECKING, Any
 
 import submitit
 
-from jobs.cell import DAMAGED_SUFFIX, CellDir, EpochRecord, MetaRecord, SummaryRecord, finite_or_none
+from jobs.cell import (
+    DAMAGED_SUFFIX,
+    CellDir,
+    EpochRecord,
+    MetaRecord,
+    SummaryRecord,
+    finite_or_none,
+    replaced_atomically,
+)
 from jobs.launch.scheduler import other_live_owner
 from jobs.plan.params import TrainParams, normalized_params
 from jobs.private import check_private, file_mode, never_group_writable
@@ -652,17 +660,14 @@ def save_checkpoint(cell: CellDir, step: Step, progress: Progress, params: Train
     owner-only (or group-readable) whatever the umask."""
     import torch
 
-    tmp = cell.checkpoint.with_name(f".{cell.checkpoint.name}.tmp")
     scaler = step.precision.scaler
-    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, file_mode(shared)), "wb") as out:
-        os.fchmod(out.fileno(), file_mode(shared))  # an earlier tmp file keeps its mode through os.open
+    with replaced_atomically(cell.checkpoint, binary=True, mode=file_mode(shared)) as out:
         torch.save({"version": CHECKPOINT_VERSION, "model": step.model.state_dict(),
                     "optimizer": step.optimizer.state_dict(), "grad_scaler": scaler.state_dict() if scaler else None,
                     "progress": dataclasses.asdict(progress), "params": params.to_dict()}, out)
-    delay = float(os.environ.get(CHECKPOINT_DELAY_ENV, "0") or 0)
-    if delay > 0:
-        time.sleep(delay)
-    os.replace(tmp, cell.checkpoint)
+        delay = float(os.environ.get(CHECKPOINT_DELAY_ENV, "0") or 0)
+        if delay > 0:
+            time.sleep(delay)
 
 
 def load_checkpoint(cell: CellDir, step: Step, params: TrainParams) -> Progress:

@@ -22,6 +22,8 @@ from typing import Any
 
 import psutil
 
+from jobs.cell import replaced_atomically
+
 RENDEZVOUS_FILE = "rendezvous.json"
 
 
@@ -137,9 +139,8 @@ def publish_address(placement: TaskPlacement, cell_dir: Path, port: int) -> str:
     """On rank 0: write where its server listens, for this job and attempt; returns the address."""
     addr = rendezvous_address(placement)
     record = {"job_id": placement.job_id, "attempt": placement.attempt, "addr": addr, "port": port}
-    tmp = cell_dir / f".{RENDEZVOUS_FILE}.tmp"
-    tmp.write_text(json.dumps(record))
-    os.replace(tmp, cell_dir / RENDEZVOUS_FILE)
+    with replaced_atomically(cell_dir / RENDEZVOUS_FILE) as out:
+        out.write(json.dumps(record))
     return addr
 
 
