@@ -20,7 +20,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from jobs.launch.launcher import make_executor
+from jobs.launch.launcher import CellLaunch
 from jobs.plan.grid import make_plan
 from jobs.plan.params import LauncherSettings, TrainParams
 from jobs.train.job import TrainingJob
@@ -53,8 +53,8 @@ def main() -> None:
         job()
         return
     launcher = LauncherSettings(executor="slurm", slurm={"partition": args.partition})
-    executor = make_executor(args.cell_dir / "submitit", job.study, args.cell, params, launcher)
-    executor.submit(job).result()
+    task = CellLaunch(args.cell_dir, job.study, args.cell, job.grid_axes, params, launcher, Path(job.data_dir))
+    task.executor(args.cell_dir / "submitit").submit(job).result()
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import submitit
 import torch
 
 from jobs.cell import CellDir, JobRecord
-from jobs.launch.launcher import CellFailed, cell_request, checked_answer, root_failure, vet_request
+from jobs.launch.launcher import CellFailed, CellLaunch, checked_answer, root_failure, vet_request
 from jobs.launch.submission import SubmissionAnswer, SubmissionQueue, SubmissionRequest
 from jobs.plan.params import LauncherSettings, TrainParams
 from jobs.private import NotPrivate, check_private, private_dir
@@ -133,8 +133,8 @@ def slurm_launcher() -> LauncherSettings:
 def test_a_request_must_be_what_the_profile_and_plan_give_its_cell(tmp_path, slurm_launcher):
     results, data = tmp_path / "results", tmp_path / "data"
     cell_dir = results / "study" / "cells" / "bs32-gpus2"
-    request = cell_request(cell_dir, "study", "bs32-gpus2", ("batch_size", "gpus"), TrainParams(gpus=2),
-                           slurm_launcher, data)
+    request = CellLaunch(cell_dir, "study", "bs32-gpus2", ("batch_size", "gpus"), TrainParams(gpus=2),
+                         slurm_launcher, data).request()
     roundtrip = SubmissionRequest(**json.loads(json.dumps(request.__dict__)))
     assert vet_request(roundtrip, slurm_launcher, data, results) is None
     setup = {**request.parameters, "slurm_setup": ["module load cuda", "touch /tmp/marker"]}

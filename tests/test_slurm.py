@@ -36,7 +36,7 @@ from conftest import (
 )
 
 from jobs.cell import CellDir, JobRecord
-from jobs.launch.launcher import cell_request, vet_request
+from jobs.launch.launcher import CellLaunch, vet_request
 from jobs.launch.scheduler import SharedSlurmView, job_ids_of
 from jobs.launch.submission import KILL_AT_ENV
 from jobs.plan.params import LauncherSettings, TrainParams
@@ -659,8 +659,8 @@ def test_a_forged_request_adding_a_setup_line_is_refused_and_never_runs(slurm_cl
     vet = functools.partial(vet_request, launcher=launcher, data_dir=data, results_dir=results)
     view = SharedSlurmView(results / ".scheduler", refresh_s=1, vet=vet)
     marker, name = tmp_path / "ran", unique("forged")
-    honest = cell_request(results / "study" / "cells" / "bs32-gpus1", "study", "bs32-gpus1", ("batch_size",),
-                          TrainParams(), launcher, data)
+    honest = CellLaunch(results / "study" / "cells" / "bs32-gpus1", "study", "bs32-gpus1", ("batch_size",),
+                        TrainParams(), launcher, data).request()
     forged = dataclasses.replace(honest, parameters={**honest.parameters, "name": name,
                                                      "slurm_setup": [f"touch {marker}"]})
     view.queue.request(forged)  # its pid is this test's: alive, so not dropped as abandoned

@@ -86,72 +86,87 @@ def job_paths(cell: CellDir, record: JobRecord, task: int = 0) -> JobPaths:
     return JobPaths(folder, job_id=record.job_id, task_id=task)
 
 
-def executor_parameters(study: str, cell: str, params: TrainParams, launcher: LauncherSettings) -> dict[str, Any]:
-    """submitit's parameters of the cell's job. On Slurm every cell of one shape shares one
-    job array, so the job's name is the study's (the submitter adds the submission id); the
-    cell is in job.json and the array's pickles."""
-    parameters: dict[str, Any] = {
-        "name": study if launcher.executor == "slurm" else f"{study}.{cell}",
-        "timeout_min": launcher.timeout_min,
-        "nodes": launcher.nodes_for(params.gpus),
-        "tasks_per_node": launcher.tasks_per_node_for(params.gpus),
-        "cpus_per_task": launcher.cpus_per_task,
-    }
-    if launcher.executor == "slurm":
-        parameters["gpus_per_node"] = launcher.tasks_per_node_for(params.gpus)
-        parameters.update({f"slurm_{key}": value for key, value in launcher.slurm.items()})
-        if launcher.controller == "mpi":
-            parameters["slurm_srun_args"] = ["--mpi=pmix"]
-    return parameters
+@dataclass(frozen=True)
+class CellLaunch:
+    """One grid cell as its launcher submits it: which cell, its training parameters, and
+    the launcher settings and data it runs with. Everything submitted for it derives from here."""
+
+    cell_dir: Path
+    study: str
+    cell: str
+    grid_axes: tuple[str, ...]
+    params: TrainParams
+    launcher: LauncherSettings
+    data_dir: Path
+
+    @property
+    def folder(self) -> Path:
+        """submitit's folder: the job's scripts, pickles and per-task logs."""
+        return self.launcher.submitit_folder(self.cell_dir, self.study, self.cell).resolve()
+
+    @property
+    def measured_with(self) -> dict[str, Any]:
+        return self.launcher.measured_with(self.params.gpus)
+
+    def executor_parameters(self) -> dict[str, Any]:
+        """submitit's parameters of the cell's job. On Slurm every cell of one shape shares one
+        job array, so the job's name is the study's (the submitter adds the submission id); the
+        cell is in job.json and the array's pickles."""
+        launcher, gpus = self.launcher, self.params.gpus
+        parameters: dict[str, Any] = {
+            "name": self.study if launcher.executor == "slurm" else f"{self.study}.{self.cell}",
+            "timeout_min": launcher.timeout_min,
+            "nodes": launcher.nodes_for(gpus),
+            "tasks_per_node": launcher.tasks_per_node_for(gpus),
+            "cpus_per_task": launcher.cpus_per_task,
+        }
+        if launcher.executor == "slurm":
+            parameters["gpus_per_node"] = launcher.tasks_per_node_for(gpus)
+            parameters.update({f"slurm_{key}": value for key, value in launcher.slurm.items()})
+            if launcher.controller == "mpi":
+                parameters["slurm_srun_args"] = ["--mpi=pmix"]
+        return parameters
+
+    def executor(self, folder: Path) -> submitit.Executor:
+        executor = submitit.AutoExecutor(folder=folder, cluster=self.launcher.executor,
+                                         slurm_max_num_timeout=self.launcher.max_requeues)
+        executor.update_parameters(**self.executor_parameters())
+        return executor
+
+    def training_job(self) -> TrainingJob:
+        return TrainingJob(
+            cell_dir=str(self.cell_dir.resolve()),
+            study=self.study,
+            cell=self.cell,
+            grid_axes=self.grid_axes,
+            params=self.params.to_dict(),
+            data_dir=str(self.data_dir.resolve()),
+            threads_per_worker=self.launcher.cpus_per_task,
+            controller=self.launcher.controller,
+            share_with_group=self.launcher.share_results_with_group,
+        )
+
+    def request(self) -> SubmissionRequest:
+        """What the cell's launcher queues for the next job array."""
+        return SubmissionRequest(
+            cell_dir=str(self.cell_dir.resolve()),
+            folder=str(self.folder),
+            parameters=self.executor_parameters(), max_requeues=self.launcher.max_requeues,
+            training={**dataclasses.asdict(self.training_job()), "grid_axes": list(self.grid_axes)},
+            measured_with=self.measured_with)
 
 
-def make_executor(folder: Path, study: str, cell: str, params: TrainParams,
-                  launcher: LauncherSettings) -> submitit.Executor:
-    executor = submitit.AutoExecutor(folder=folder, cluster=launcher.executor,
-                                     slurm_max_num_timeout=launcher.max_requeues)
-    executor.update_parameters(**executor_parameters(study, cell, params, launcher))
-    return executor
-
-
-def training_job(cell_dir: Path, study: str, cell: str, grid_axes: tuple[str, ...], params: TrainParams,
-                 launcher: LauncherSettings, data_dir: Path) -> TrainingJob:
-    return TrainingJob(
-        cell_dir=str(cell_dir.resolve()),
-        study=study,
-        cell=cell,
-        grid_axes=grid_axes,
-        params=params.to_dict(),
-        data_dir=str(data_dir.resolve()),
-        threads_per_worker=launcher.cpus_per_task,
-        controller=launcher.controller,
-        share_with_group=launcher.share_results_with_group,
-    )
-
-
-def submit_local_cell(cell_dir: Path, study: str, cell: str, grid_axes: tuple[str, ...], params: TrainParams,
-                      launcher: LauncherSettings, data_dir: Path) -> tuple[JobRecord, submitit.Job]:
+def submit_local_cell(task: CellLaunch) -> tuple[JobRecord, submitit.Job]:
     """The local executor runs the job as this launcher's children: submitted at once, alone."""
-    cell_dir.mkdir(parents=True, exist_ok=True)
-    folder = private_dir(launcher.submitit_folder(cell_dir, study, cell), launcher.share_results_with_group).resolve()
-    executor = make_executor(folder, study, cell, params, launcher)
-    job = executor.submit(training_job(cell_dir, study, cell, grid_axes, params, launcher, data_dir))
-    restrict_file(job.paths.submitted_pickle, launcher.share_results_with_group)  # submitit made it under the umask
-    record = JobRecord(job_id=str(job.job_id), executor=launcher.executor, submitted_at=time.time(),
-                       folder=str(folder), measured_with=launcher.measured_with(params.gpus))
-    CellDir(cell_dir).write_job(record)
+    task.cell_dir.mkdir(parents=True, exist_ok=True)
+    shared = task.launcher.share_results_with_group
+    folder = private_dir(task.folder, shared)
+    job = task.executor(folder).submit(task.training_job())
+    restrict_file(job.paths.submitted_pickle, shared)  # submitit made it under the umask
+    record = JobRecord(job_id=str(job.job_id), executor=task.launcher.executor, submitted_at=time.time(),
+                       folder=str(folder), measured_with=task.measured_with)
+    CellDir(task.cell_dir).write_job(record)
     return record, job
-
-
-def cell_request(cell_dir: Path, study: str, cell: str, grid_axes: tuple[str, ...], params: TrainParams,
-                 launcher: LauncherSettings, data_dir: Path) -> SubmissionRequest:
-    """What a cell's launcher queues for the next job array."""
-    training = training_job(cell_dir, study, cell, grid_axes, params, launcher, data_dir)
-    return SubmissionRequest(
-        cell_dir=str(cell_dir.resolve()),
-        folder=str(launcher.submitit_folder(cell_dir, study, cell).resolve()),
-        parameters=executor_parameters(study, cell, params, launcher), max_requeues=launcher.max_requeues,
-        training={**dataclasses.asdict(training), "grid_axes": list(grid_axes)},
-        measured_with=launcher.measured_with(params.gpus))
 
 
 # The fields of a request that say who made it and when, not what is submitted.
@@ -173,7 +188,8 @@ def vet_request(request: SubmissionRequest, launcher: LauncherSettings, data_dir
         params = TrainParams.from_dict(training["params"])
     except (KeyError, TypeError, ValueError) as error:
         return f"its training fields do not parse ({error})"
-    expected = cell_request(results_dir / study / "cells" / cell, study, cell, grid_axes, params, launcher, data_dir)
+    expected = CellLaunch(results_dir / study / "cells" / cell, study, cell, grid_axes, params, launcher,
+                          data_dir).request()
     as_json = json.loads(json.dumps(dataclasses.asdict(expected)))  # what the request went through
     differing = [name for name, value in as_json.items()
                  if name not in REQUEST_BOOKKEEPING and getattr(request, name) != value]
@@ -198,14 +214,13 @@ def checked_answer(answer: SubmissionAnswer, request: SubmissionRequest, cell: s
     return answer.job_id
 
 
-def submit_slurm_cell(cell_dir: Path, study: str, cell: str, grid_axes: tuple[str, ...], params: TrainParams,
-                      launcher: LauncherSettings, data_dir: Path, view: SharedSlurmView,
-                      snakemake_pid: int) -> JobRecord:
+def submit_slurm_cell(task: CellLaunch, view: SharedSlurmView, snakemake_pid: int) -> JobRecord:
     """Queue the cell for the next job array and wait until it is submitted (at most a
     scheduler refresh or two); the sbatch is made by whichever waiting launcher is due."""
-    cell_dir.mkdir(parents=True, exist_ok=True)
-    private_dir(Path(launcher.submitit_folder(cell_dir, study, cell)), launcher.share_results_with_group)
-    request = cell_request(cell_dir, study, cell, grid_axes, params, launcher, data_dir)
+    cell, launcher = task.cell, task.launcher
+    task.cell_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(task.folder, launcher.share_results_with_group)
+    request = task.request()
     view.queue.request(request)
     kill_point("request_written")
     while (answer := view.queue.answer(request)) is None:
@@ -215,9 +230,9 @@ def submit_slurm_cell(cell_dir: Path, study: str, cell: str, grid_axes: tuple[st
         view.tick()
         time.sleep(launcher.poll_interval_s)
     job_id = checked_answer(answer, request, cell)
-    record = CellDir(cell_dir).read_job()
+    record = CellDir(task.cell_dir).read_job()
     if record is None or record.job_id != job_id:
-        raise CellFailed(f"cell {cell}: job {job_id} was submitted but its job.json in {cell_dir} "
+        raise CellFailed(f"cell {cell}: job {job_id} was submitted but its job.json in {task.cell_dir} "
                          "is missing or another job's")
     return record
 
@@ -526,29 +541,25 @@ def adopted_summary(cell_dir: Path, previous: JobRecord | None, params: TrainPar
     return summary
 
 
-def run_cell(cell_dir: Path, study: str, cell: str, grid_axes: tuple[str, ...], params: TrainParams,
-             launcher: LauncherSettings, data_dir: Path, scheduler_dir: Path,
-             out: TextIO = sys.stderr) -> dict[str, Any]:
+def run_cell(task: CellLaunch, scheduler_dir: Path, out: TextIO = sys.stderr) -> dict[str, Any]:
     snakemake_pid = os.getppid()
     never_group_writable()  # nothing this launcher, its submissions and its jobs write is
-    cell_dir.mkdir(parents=True, exist_ok=True)  # writable by others; nor is the cell's directory
-    not_writable_by_others(cell_dir)
-    private_dir(scheduler_dir, launcher.share_results_with_group)
-    with cell_lock(cell_dir, cell, out), \
-            cell_slot(scheduler_dir, launcher.max_cells_in_flight, cell, out, snakemake_pid,
-                      launcher.share_results_with_group):
-        return run_cell_in_slot(cell_dir, study, cell, grid_axes, params, launcher, data_dir, scheduler_dir, out,
-                                snakemake_pid)
+    task.cell_dir.mkdir(parents=True, exist_ok=True)  # writable by others; nor is the cell's directory
+    not_writable_by_others(task.cell_dir)
+    shared = task.launcher.share_results_with_group
+    private_dir(scheduler_dir, shared)
+    with cell_lock(task.cell_dir, task.cell, out), \
+            cell_slot(scheduler_dir, task.launcher.max_cells_in_flight, task.cell, out, snakemake_pid, shared):
+        return run_cell_in_slot(task, scheduler_dir, out, snakemake_pid)
 
 
-def run_cell_in_slot(cell_dir: Path, study: str, cell: str, grid_axes: tuple[str, ...], params: TrainParams,
-                     launcher: LauncherSettings, data_dir: Path, scheduler_dir: Path,
-                     out: TextIO, snakemake_pid: int) -> dict[str, Any]:
+def run_cell_in_slot(task: CellLaunch, scheduler_dir: Path, out: TextIO, snakemake_pid: int) -> dict[str, Any]:
+    cell_dir, cell, params, launcher = task.cell_dir, task.cell, task.params, task.launcher
     measured_with = launcher.measured_with(params.gpus)
     view = None
     if launcher.executor == "slurm":
         view = SharedSlurmView(scheduler_dir, launcher.scheduler_refresh_s, launcher.share_results_with_group,
-                               vet=functools.partial(vet_request, launcher=launcher, data_dir=data_dir,
+                               vet=functools.partial(vet_request, launcher=launcher, data_dir=task.data_dir,
                                                      results_dir=scheduler_dir.parent.resolve()))
     if view is not None:
         settle_earlier_submission(cell_dir, cell, launcher, view, out)
@@ -579,10 +590,9 @@ def run_cell_in_slot(cell_dir: Path, study: str, cell: str, grid_axes: tuple[str
         nodes = launcher.nodes_for(params.gpus)
         say(out, f"{cell}: submitting {params.gpus} worker(s) on {nodes} node(s) via submitit ({launcher.executor})")
         if view is None:
-            record, job = submit_local_cell(cell_dir, study, cell, grid_axes, params, launcher, data_dir)
+            record, job = submit_local_cell(task)
         else:
-            record = submit_slurm_cell(cell_dir, study, cell, grid_axes, params, launcher, data_dir, view,
-                                       snakemake_pid)
+            record = submit_slurm_cell(task, view, snakemake_pid)
         say(out, f"{cell}: job {record.job_id}, logs in {job_paths(CellDir(cell_dir), record).folder}")
     watch = JobWatch(record, job, view, cell, launcher, out)
     try:

@@ -3,7 +3,7 @@
 import sys
 from pathlib import Path
 
-from jobs.launch.launcher import CellFailed, run_cell, say
+from jobs.launch.launcher import CellFailed, CellLaunch, run_cell, say
 from jobs.plan.grid import make_plan
 from jobs.plan.params import TrainParams
 
@@ -32,13 +32,15 @@ with open(smk.log[0], "a") as log:
     out = Tee(sys.stderr, log)
     try:
         run_cell(
-            cell_dir=summary_path.parent,
-            study=smk.wildcards.study,
-            cell=smk.wildcards.cell,
-            grid_axes=tuple(cell["grid_axes"]),
-            params=TrainParams.from_dict(cell["params"]),
-            launcher=plan.launcher,
-            data_dir=Path(plan.data_dir),
+            CellLaunch(
+                cell_dir=summary_path.parent,
+                study=smk.wildcards.study,
+                cell=smk.wildcards.cell,
+                grid_axes=tuple(cell["grid_axes"]),
+                params=TrainParams.from_dict(cell["params"]),
+                launcher=plan.launcher,
+                data_dir=Path(plan.data_dir),
+            ),
             scheduler_dir=Path(plan.results_dir) / ".scheduler",
             out=out,
         )
