@@ -412,3 +412,21 @@ def test_a_strong_scaling_study_splits_the_global_batch_over_the_workers(config)
             assert (cell.batch_size * cell.gpus, cell.gpus) == (global_batch, gpus)
     weak = make_plan(with_study(config, {**study, "scaling": "weak"})).studies["s"].cells
     assert weak["bs64-gpus4"].batch_size == 64
+
+
+def test_parsing_the_workflow_imports_no_torch():
+    """What workflow/rules/*.smk import at every parse (a dry run, a status) stays light:
+    the modules they name, imported in a fresh interpreter, leave torch unloaded."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    rules = Path(__file__).resolve().parents[1] / "workflow" / "rules"
+    modules = sorted({name for path in rules.glob("*.smk") for line in path.read_text().splitlines()
+                      if not line.startswith(" ") and (name := (re.findall(r"^(?:from|import) ([\w.]+)", line) or [""])[0])
+                      and name.split(".")[0] in ("jobs", "analysis")})
+    assert "jobs.plan.datasets" in modules and "jobs.plan.grid" in modules
+    code = "import sys\n" + "".join(f"import {name}\n" for name in modules) + "print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() \
+        == "False"

@@ -13,6 +13,14 @@ LINEAR_NUM_POINTS = 100  # Lab 1's points, unless train_subset asks for more
 DIGITS_NUM_IMAGES = 1797  # scikit-learn's load_digits()
 DIGITS_VAL_FRACTION = 0.2
 FASHION_MNIST_NUM_TRAIN = 60_000
+# Fashion-MNIST's IDX files by role, as Zalando publishes them (the workflow names them
+# at parse time, so they live here, apart from the torch code that reads them).
+FASHION_MNIST_FILES = {
+    "train_images": "train-images-idx3-ubyte.gz",
+    "train_labels": "train-labels-idx1-ubyte.gz",
+    "val_images": "t10k-images-idx3-ubyte.gz",
+    "val_labels": "t10k-labels-idx1-ubyte.gz",
+}
 SYNTHETIC_NUM_TRAIN = 2048
 
 # Training samples of each data set. digits: train_test_split puts ceil(20 %) of the

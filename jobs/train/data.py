@@ -21,7 +21,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
-from jobs.plan.datasets import DATASETS, DIGITS_VAL_FRACTION, LINEAR_NUM_POINTS, SYNTHETIC_NUM_TRAIN, linear_splits
+from jobs.plan.datasets import (
+    DATASETS,
+    DIGITS_VAL_FRACTION,
+    FASHION_MNIST_FILES,
+    LINEAR_NUM_POINTS,
+    SYNTHETIC_NUM_TRAIN,
+    linear_splits,
+)
 
 Task = Literal["classification", "regression"]
 
@@ -109,12 +116,6 @@ def load_digits(*, seed: int, train_subset: int | None = None) -> DatasetSplits:
 
 IDX_IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions
 IDX_LABELS_MAGIC = 0x00000801  # unsigned bytes, 1 dimension
-FASHION_MNIST_FILES = {
-    "train_images": "train-images-idx3-ubyte.gz",
-    "train_labels": "train-labels-idx1-ubyte.gz",
-    "val_images": "t10k-images-idx3-ubyte.gz",
-    "val_labels": "t10k-labels-idx1-ubyte.gz",
-}
 FASHION_MNIST_NUM_CLASSES = 10
 GZIP_SIGNATURE = b"\x1f\x8b"
 

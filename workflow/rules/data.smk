@@ -1,4 +1,4 @@
-from jobs.train.data import FASHION_MNIST_FILES as _FASHION_MNIST_NAMES
+from jobs.plan.datasets import FASHION_MNIST_FILES as _FASHION_MNIST_NAMES
 
 FASHION_MNIST_FILES = [f"{PLAN.data_dir}/fashion_mnist/{name}" for name in _FASHION_MNIST_NAMES.values()]
 
