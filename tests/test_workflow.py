@@ -84,6 +84,7 @@ def test_html_report_holds_every_figure(first_run):
     html = (workdir / "report.html").read_text()
     for name in (*FIGURES, *ANSWER_FIGURE_NAMES, "answer.html"):
         assert name in html, name
+    assert "Where to look, per study" in html  # the landing page, workflow/report/workflow.rst
 
 
 def test_the_run_ends_with_the_answer_fastest_and_cheapest_over_measured_and_predicted(first_run):
