@@ -9,7 +9,7 @@ cell's files through this one, so the layout and the record formats live here on
     result.json      the training job's SummaryRecord, checked by the launcher and
     summary.json     published under this name: the cell's Snakemake output
     job.json         the JobRecord of the cell's current submitit job
-    rendezvous.json  rank 0's Horovod rendezvous address (jobs/train/rendezvous.py)
+    rendezvous.json  rank 0's rendezvous address (Horovod's server or DDP's store) (jobs/train/rendezvous.py)
     submitit/        submitit's scripts and per-task logs (unless submitit_root is set)
 
 A run is never deleted: when a cell must run again (its parameters or measurement

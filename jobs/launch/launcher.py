@@ -45,7 +45,7 @@ from submitit.core.utils import JobPaths
 from jobs.cell import CellDir, EpochRecord, JobRecord
 from jobs.launch.scheduler import Health, JobState, SchedulerUnavailable, SharedSlurmView
 from jobs.launch.submission import SubmissionAnswer, SubmissionRequest, kill_point
-from jobs.plan.params import LauncherSettings, TrainParams, normalized_params
+from jobs.plan.params import LauncherSettings, TrainParams, normalized_params, same_params
 from jobs.private import (
     NotPrivate,
     check_private,
@@ -242,7 +242,7 @@ def collect_result(cell_dir: Path, record: JobRecord, params: TrainParams) -> di
     cell = CellDir(cell_dir)
     result = cell.read_result()
     if result is None or str(result.get("job_id")) != record.job_id \
-            or normalized_params(result.get("params") or {}) != params.to_dict():
+            or not same_params(result.get("params"), params):
         return None
     result = {**result, "measured_with": record.measured_with}
     cell.publish_summary(result)
@@ -353,10 +353,8 @@ def rerun_reason(cell: CellDir, previous: JobRecord | None, params: TrainParams,
     if not cell.has_run_files():
         return None
     old_params = cell.last_params()
-    if old_params is not None:
-        old_params = normalized_params(old_params)
-    if old_params is not None and old_params != params.to_dict():
-        return f"parameters changed ({differences(old_params, params.to_dict())})"
+    if old_params is not None and not same_params(old_params, params):
+        return f"parameters changed ({differences(normalized_params(old_params), params.to_dict())})"
     if previous is not None and previous.measured_with not in (None, measured_with):
         return f"measurement settings changed ({differences(previous.measured_with, measured_with)})"
     if cell.damaged_summary.exists():
@@ -536,7 +534,7 @@ def adopted_summary(cell_dir: Path, previous: JobRecord | None, params: TrainPar
         return None
     summary, problem = CellDir(cell_dir).read_summary()
     if summary is None or problem is not None or str(summary.get("job_id")) != previous.job_id \
-            or normalized_params(summary.get("params") or {}) != params.to_dict():
+            or not same_params(summary.get("params"), params):
         return None
     return summary
 

@@ -249,6 +249,12 @@ class LauncherSettings:
         }
 
 
+def same_params(recorded: dict[str, Any] | None, params: TrainParams) -> bool:
+    """Whether parameters recorded by an earlier run (a result, a summary, a checkpoint, a
+    meta line) are these, once both are normalized: the one test of "the same run"."""
+    return isinstance(recorded, dict) and normalized_params(recorded) == params.to_dict()
+
+
 def normalized_params(values: dict[str, Any]) -> dict[str, Any]:
     """A recorded parameter set with the defaults of fields added since it was written, so a
     run recorded before a new parameter existed still matches the same settings now."""

@@ -1,1 +1,1 @@
-"""Training a cell: the Horovod job every task of a cell runs."""
+"""Training a cell: the data-parallel job (Horovod or DDP) every task of a cell runs."""

@@ -21,7 +21,7 @@ What the numbers mean (jobs/cell.py's EpochRecord has the fields):
   wait (barriers and reductions) and other. Throughput and time to accuracy count
   the steps only.
 - A resumed run is exact: the checkpoint holds the model, the state of the optimizer
-  Horovod wraps (momentum, Adam's moments), and the progress; the learning rate and
+  the backend wraps (momentum, Adam's moments), and the progress; the learning rate and
   the data order are functions of the epoch.
 - A run whose loss is not finite, or exceeds divergence_factor x the validation loss
   before training, ends as `diverged`: a result like any other.
@@ -58,7 +58,7 @@ from jobs.cell import (
     replaced_atomically,
 )
 from jobs.launch.scheduler import other_live_owner
-from jobs.plan.params import TrainParams, normalized_params
+from jobs.plan.params import TrainParams, same_params
 from jobs.private import check_private, file_mode, never_group_writable
 from jobs.train import rendezvous
 from jobs.train.workers import SingleWorker, Workers, start_workers
@@ -227,7 +227,7 @@ def set_up(job: TrainingJob, workers: Workers) -> Setup:
     torch.manual_seed(params.seed)
     data = load_dataset(params.dataset, Path(job.data_dir), seed=params.seed, train_subset=params.train_subset)
     train, val = data_split(data.train, params, device), data_split(data.val, params, device).shard(world, rank)
-    samples_per_rank = len(train) // world  # Horovod: each worker trains on its shard (epoch_shard)
+    samples_per_rank = len(train) // world  # each worker trains on its shard (epoch_shard)
     classification = data.num_classes > 0
     loss_fn = torch.nn.CrossEntropyLoss() if classification else torch.nn.MSELoss()
 
@@ -693,7 +693,7 @@ def load_checkpoint(cell: CellDir, step: Step, params: TrainParams) -> Progress:
         print(f"{cell.checkpoint} cannot be read as weights only ({last_line(error)}); set aside as {damaged}, "
               "the cell starts afresh", file=sys.stderr, flush=True)
         return Progress()
-    if state.get("version") != CHECKPOINT_VERSION or normalized_params(state.get("params") or {}) != params.to_dict():
+    if state.get("version") != CHECKPOINT_VERSION or not same_params(state.get("params"), params):
         print(f"ignoring {cell.checkpoint}: it was saved with other parameters or by another version", flush=True)
         return Progress()
     step.model.load_state_dict(state["model"])
