@@ -2,7 +2,7 @@
 which for the fewest GPU-hours, measured where the study ran them and predicted where
 it did not.
 
-    python -m analysis.answer results/<study>/runs.csv --out results/<study>
+    python -m analysis.answer_figures results/<study>/runs.csv --out results/<study>
 
 writes answer.md (printed at the end of every run), answer.html (in the report),
 answer.json, predictions.csv and holdout.csv. Per group of cells that share every grid
@@ -23,11 +23,9 @@ value but batch size, workers and replicate (seed, repeat):
 
 from __future__ import annotations
 
-import argparse
 import html
 import json
 import math
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -366,26 +364,3 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, np.bool_):
         return bool(value)
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="The study's answer: fastest and cheapest configuration to target.")
-    parser.add_argument("runs", type=Path, help="results/<study>/runs.csv")
-    parser.add_argument("--epochs", type=Path, help="results/<study>/epochs.csv (default: beside runs.csv)")
-    parser.add_argument("--out", type=Path, help="directory for answer.md, answer.html, answer.json, "
-                        "predictions.csv, holdout.csv (default: beside runs.csv)")
-    parser.add_argument("--figures", type=Path, help="directory for the answer's figures (default: <out>/figures)")
-    parser.add_argument("--study", help="the study's name (default: the runs' directory name)")
-    args = parser.parse_args(argv)
-    from analysis.answer_figures import make_answer_figures
-
-    runs = pd.read_csv(args.runs)
-    out = args.out or args.runs.parent
-    epochs = pd.read_csv(args.epochs or args.runs.with_name("epochs.csv"))
-    answer = write_answer(runs, out, args.study or args.runs.parent.name)
-    make_answer_figures(answer, epochs, runs, args.figures or out / "figures")
-    print(answer_markdown(answer))
-
-
-if __name__ == "__main__":
-    main()

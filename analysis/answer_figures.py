@@ -1,4 +1,5 @@
-"""The figures of the study's answer (analysis/answer.py), one panel per group of cells:
+"""The figures of the study's answer (analysis/answer.py), one panel per group of cells,
+and the command that writes the answer and draws them (`python -m analysis.answer_figures`):
 
 - noise_scale: the gradient noise scale B_simple per epoch of each cell of 2+ workers,
   beside the critical batch fitted from steps to target;
@@ -11,7 +12,9 @@
 
 from __future__ import annotations
 
+import argparse
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -24,7 +27,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter
 
-from analysis.answer import GroupAnswer, StudyAnswer, workers_text
+from analysis.answer import GroupAnswer, StudyAnswer, answer_markdown, workers_text, write_answer
 from analysis.critical_batch import REGIME_FACTOR
 from analysis.figures import REFERENCE_COLOR, WORKER_MARKERS, figure_title, new_figure, note_empty, save_figure
 from analysis.scaling_model import Choice, pareto_front
@@ -289,3 +292,25 @@ def holdout_figure(groups: list[GroupAnswer]) -> Figure:
            "The step-time model (compute + ring allreduce) fitted without the largest worker count, then asked for "
            "it; error bars: 95 % interval of the prediction; labels: prediction error.")
     return figure
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="The study's answer: fastest and cheapest configuration to target.")
+    parser.add_argument("runs", type=Path, help="results/<study>/runs.csv")
+    parser.add_argument("--epochs", type=Path, help="results/<study>/epochs.csv (default: beside runs.csv)")
+    parser.add_argument("--out", type=Path, help="directory for answer.md, answer.html, answer.json, "
+                        "predictions.csv, holdout.csv (default: beside runs.csv)")
+    parser.add_argument("--figures", type=Path, help="directory for the answer's figures (default: <out>/figures)")
+    parser.add_argument("--study", help="the study's name (default: the runs' directory name)")
+    args = parser.parse_args(argv)
+
+    runs = pd.read_csv(args.runs)
+    out = args.out or args.runs.parent
+    epochs = pd.read_csv(args.epochs or args.runs.with_name("epochs.csv"))
+    answer = write_answer(runs, out, args.study or args.runs.parent.name)
+    make_answer_figures(answer, epochs, runs, args.figures or out / "figures")
+    print(answer_markdown(answer))
+
+
+if __name__ == "__main__":
+    main()

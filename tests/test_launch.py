@@ -17,7 +17,8 @@ import submitit
 from jobs.cell import CellDir, JobRecord
 from jobs.launch.array_task import take_staged_pickle
 from jobs.launch.launcher import JobWatch, SchedulerSilent, collect_result, job_paths, rerun_reason, root_failure
-from jobs.launch.scheduler import SharedSlurmView, array_ids, arrays_by_name, job_ids_of, parse_sacct
+from jobs.launch.scheduler import SharedSlurmView
+from jobs.launch.slurm import array_ids, arrays_by_name, job_ids_of, parse_sacct
 from jobs.launch.submission import (
     GATHER_MAX_S,
     GATHER_QUIET_S,

@@ -37,7 +37,8 @@ from conftest import (
 
 from jobs.cell import CellDir, JobRecord
 from jobs.launch.launcher import CellLaunch, vet_request
-from jobs.launch.scheduler import SharedSlurmView, job_ids_of
+from jobs.launch.scheduler import SharedSlurmView
+from jobs.launch.slurm import job_ids_of
 from jobs.launch.submission import KILL_AT_ENV
 from jobs.plan.params import LauncherSettings, TrainParams
 from jobs.train.job import TrainingJob

@@ -43,7 +43,8 @@ import submitit
 from submitit.core.utils import JobPaths
 
 from jobs.cell import CellDir, EpochRecord, JobRecord
-from jobs.launch.scheduler import Health, JobState, SchedulerUnavailable, SharedSlurmView
+from jobs.launch.scheduler import Health, SharedSlurmView
+from jobs.launch.slurm import JobState, SchedulerUnavailable
 from jobs.launch.submission import SubmissionAnswer, SubmissionRequest, kill_point
 from jobs.plan.params import LauncherSettings, TrainParams, normalized_params, same_params
 from jobs.private import (

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from jobs.cell import CellDir, JobRecord
-from jobs.launch.scheduler import JobState, SchedulerUnavailable, job_states
+from jobs.launch.slurm import JobState, SchedulerUnavailable, job_states
 from jobs.plan.config import ConfigError
 from jobs.plan.grid import make_plan
 

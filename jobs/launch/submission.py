@@ -363,7 +363,7 @@ class SubmissionQueue:
         name in one query for all of them, gets its cells' job.json; an intent Slurm has no
         array for, once SBATCH_SETTLE_S old, is dropped, and its cells are submitted anew
         by their launchers. Under the lock, so never while a submitter is at work.
-        Raises SchedulerUnavailable (jobs/launch/scheduler.py) when Slurm does not answer."""
+        Raises SchedulerUnavailable (jobs/launch/slurm.py) when Slurm does not answer."""
         with self._locked():
             intents = self.intents()
             unknown = [intent for intent in intents if intent.array_id is None]

@@ -57,7 +57,7 @@ from jobs.cell import (
     finite_or_none,
     replaced_atomically,
 )
-from jobs.launch.scheduler import other_live_owner
+from jobs.launch.slurm import other_live_owner
 from jobs.plan.params import TrainParams, same_params
 from jobs.private import check_private, file_mode, never_group_writable
 from jobs.train import rendezvous

@@ -119,5 +119,5 @@ rule answer_study:
     conda:
         "../../environment.yml"
     shell:
-        "{params.python} -m analysis.answer {input.runs} --epochs {input.epochs} --study {wildcards.study}"
+        "{params.python} -m analysis.answer_figures {input.runs} --epochs {input.epochs} --study {wildcards.study}"
         " --out {params.study_dir} --figures {params.figures_dir} > {log} 2>&1"
