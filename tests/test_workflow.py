@@ -262,6 +262,12 @@ def test_fashion_mnist_cell_reads_idx_files_from_the_data_directory(tmp_path):
     assert [e["samples"] for e in epochs] == [256, 256]
 
 
+def tree_state(root: Path) -> dict[str, tuple[int, bytes]]:
+    """Every file under root with its modification time and content."""
+    return {str(path.relative_to(root)): (path.stat().st_mtime_ns, path.read_bytes())
+            for path in sorted(root.rglob("*")) if path.is_file()}
+
+
 def test_no_finished_result_is_lost_to_damage_or_changed_settings(tmp_path):
     config = default_config()
     config["studies"] = {"keep": {"grid": {"batch_size": [32], "gpus": [1]},
@@ -281,6 +287,14 @@ def test_no_finished_result_is_lost_to_damage_or_changed_settings(tmp_path):
     # A damaged log: reported, the cell trained again, the damaged run kept.
     with (cells / "bs32-gpus1" / "metrics.jsonl").open("a") as log:
         log.write('{"type": "epoch", "epo\n')
+    # A preview first: it says the cell runs again, and changes nothing on disk.
+    before = tree_state(tmp_path / "results")
+    preview = run_snakemake(tmp_path, "-n")
+    assert preview.returncode == 0, preview.stderr[-3000:]
+    assert "keep/bs32-gpus1: damaged (metrics.jsonl line 4" in preview.stderr
+    assert re.search(r"rule train_cell:\n(?:\s+\w+: .*\n)*?\s+wildcards: study=keep, cell=bs32-gpus1",
+                     preview.stdout + preview.stderr), (preview.stdout + preview.stderr)[-3000:]
+    assert tree_state(tmp_path / "results") == before
     second_job = run("keep/bs32-gpus1: damaged (metrics.jsonl line 4: not valid JSON")
     assert second_job != first_job
     (kept,) = superseded.iterdir()

@@ -20,20 +20,30 @@ workflow.global_resources.setdefault("cells_in_flight", PLAN.launcher.max_cells_
 
 
 def set_aside_damaged_cells():
-    """A finished cell whose summary or metrics cannot be read is not finished: its
-    summary.json is renamed (kept) so this run trains it again, and the launcher then
-    moves the damaged run to results/<study>/superseded/."""
+    """A finished cell whose summary or metrics cannot be read is not finished. A real run
+    renames its summary.json (kept) so that the cell trains again, and the launcher then
+    moves the damaged run to results/<study>/superseded/. A dry run (snakemake -n) changes
+    nothing on disk; it returns the damaged cells instead, and get_cell gives each a
+    parameter naming its damage, so the preview lists the cell as a job to run again."""
+    damaged = {}
     for study, spec in PLAN.studies.items():
         for cell in spec.cells:
             cell_dir = CellDir(Path(RESULTS) / study / "cells" / cell)
             problem = cell_dir.damage()
-            if problem is not None:
+            if problem is None:
+                continue
+            if workflow.output_settings.dryrun:
+                damaged[(study, cell)] = problem
+                print(f"{study}/{cell}: damaged ({problem}); a real run keeps it as {cell_dir.damaged_summary.name} "
+                      "and the cell runs again", file=sys.stderr)
+            else:
                 cell_dir.set_aside_damaged_summary()
                 print(f"{study}/{cell}: damaged ({problem}); kept as {cell_dir.damaged_summary.name}, "
                       "and the cell runs again", file=sys.stderr)
+    return damaged
 
 
-set_aside_damaged_cells()
+DAMAGED_IN_PREVIEW = set_aside_damaged_cells()
 # Shell rules use the interpreter Snakemake runs in (the project's .venv), whether or
 # not that environment is activated.
 PYTHON = sys.executable
@@ -116,8 +126,11 @@ def get_cell(wildcards):
         raise ValueError(f"study {wildcards.study} has no cell {wildcards.cell}; cells: {', '.join(study.cells)}")
     params = study.cells[wildcards.cell]
     # measured_with is here so that Snakemake reruns a cell when the threads or the placement change.
-    return {"params": params.to_dict(), "grid_axes": list(study.axes),
+    cell = {"params": params.to_dict(), "grid_axes": list(study.axes),
             "measured_with": PLAN.launcher.measured_with(params.gpus)}
+    if (wildcards.study, wildcards.cell) in DAMAGED_IN_PREVIEW:  # a changed parameter: the preview reruns it
+        cell["damaged"] = DAMAGED_IN_PREVIEW[(wildcards.study, wildcards.cell)]
+    return cell
 
 
 def print_answers():
