@@ -53,15 +53,17 @@ def file_mode(shared: bool) -> int:
 def private_dir(path: Path, shared: bool = False) -> Path:
     """Make the directory (and its missing parents) and set it owner-only, or group-readable."""
     path.mkdir(parents=True, exist_ok=True)
-    if stat.S_IMODE(path.stat().st_mode) != dir_mode(shared) and path.stat().st_uid == os.getuid():
+    info = path.stat()
+    if stat.S_IMODE(info.st_mode) != dir_mode(shared) and info.st_uid == os.getuid():
         path.chmod(dir_mode(shared))
     return path
 
 
 def not_writable_by_others(path: Path) -> None:
     """Strip group and other write from a directory of ours that others may read."""
-    mode = stat.S_IMODE(path.stat().st_mode)
-    if mode & GROUP_OR_OTHER_WRITE and path.stat().st_uid == os.getuid():
+    info = path.stat()
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & GROUP_OR_OTHER_WRITE and info.st_uid == os.getuid():
         path.chmod(mode & ~GROUP_OR_OTHER_WRITE)
 
 

@@ -15,7 +15,6 @@ import pytest
 import submitit
 
 from jobs.cell import CellDir, JobRecord
-from jobs.launch.array_task import take_staged_pickle
 from jobs.launch.launcher import JobWatch, SchedulerSilent, collect_result, job_paths, rerun_reason, root_failure
 from jobs.launch.scheduler import SharedSlurmView
 from jobs.launch.slurm import array_ids, arrays_by_name, job_ids_of, parse_sacct
@@ -28,6 +27,7 @@ from jobs.launch.submission import (
     SubmissionQueue,
     SubmissionRequest,
     staged_pickle,
+    take_staged_pickle,
     write_intent,
 )
 from jobs.plan.params import LauncherSettings, TrainParams

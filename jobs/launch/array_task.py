@@ -12,36 +12,23 @@ unchecked, in the launcher's own private folder a moment after the launcher wrot
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 from pathlib import Path
 
 from submitit.core.submission import process_job
-from submitit.core.utils import JobPaths
 
-from jobs.launch.submission import staged_pickle
+from jobs.launch.submission import take_staged_pickle
 from jobs.private import NotPrivate, check_private, never_group_writable
-
-
-def take_staged_pickle(folder: Path, submission_id: str, array_job_id: str, task: int) -> None:
-    """Move the task's staged pickle to the name submitit's runner reads, unless the
-    submitter or another rank of the task already has."""
-    target = JobPaths(folder, job_id=f"{array_job_id}_{task}").submitted_pickle
-    if target.exists():
-        return
-    with contextlib.suppress(FileNotFoundError):
-        os.replace(staged_pickle(folder, submission_id, task), target)
 
 
 def main(argv: list[str]) -> None:
     folder, submission_id = Path(argv[0]), argv[1]
     array_job_id, task = os.environ["SLURM_ARRAY_JOB_ID"], int(os.environ["SLURM_ARRAY_TASK_ID"])
     never_group_writable()
-    take_staged_pickle(folder, submission_id, array_job_id, task)
-    paths = JobPaths(folder, job_id=f"{array_job_id}_{task}")
+    submitted = take_staged_pickle(folder, submission_id, array_job_id, task)
     try:
-        check_private(paths.submitted_pickle)  # before submitit unpickles it
+        check_private(submitted)  # before submitit unpickles it
     except NotPrivate as refused:
         sys.exit(str(refused))
     process_job(folder)  # the training job makes the outcome pickle private (TrainingJob._private_from_now_on)

@@ -46,6 +46,7 @@ from jobs.cell import CellDir, EpochRecord, JobRecord
 from jobs.launch.scheduler import Health, SharedSlurmView
 from jobs.launch.slurm import JobState, SchedulerUnavailable
 from jobs.launch.submission import SubmissionAnswer, SubmissionRequest, kill_point
+from jobs.plan.config import short
 from jobs.plan.params import LauncherSettings, TrainParams, normalized_params, same_params
 from jobs.private import (
     NotPrivate,
@@ -200,11 +201,6 @@ def vet_request(request: SubmissionRequest, launcher: LauncherSettings, data_dir
     return None
 
 
-def short(value: Any, limit: int = 120) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
 def checked_answer(answer: SubmissionAnswer, request: SubmissionRequest, cell: str) -> str:
     """The answer's job id, once it is an array task's id and names the request's folder."""
     if answer.job_id is None:
@@ -220,8 +216,7 @@ def submit_slurm_cell(task: CellLaunch, view: SharedSlurmView, snakemake_pid: in
     scheduler refresh or two); the sbatch is made by whichever waiting launcher is due."""
     cell, launcher = task.cell, task.launcher
     task.cell_dir.mkdir(parents=True, exist_ok=True)
-    private_dir(task.folder, launcher.share_results_with_group)
-    request = task.request()
+    request = task.request()  # its submitit folder is made private by the submitter
     view.queue.request(request)
     kill_point("request_written")
     while (answer := view.queue.answer(request)) is None:

@@ -390,6 +390,16 @@ def staged_pickle(folder: Path, submission_id: str, task: int) -> Path:
     return folder / f"{submission_id}.{task}.pkl"
 
 
+def take_staged_pickle(folder: Path, submission_id: str, array_id: str, task: int) -> Path:
+    """Move the task's staged pickle to the name submitit's runner reads, unless the
+    submitter, the task itself or another of its ranks already has; returns that name."""
+    target = submitit.core.utils.JobPaths(folder, job_id=f"{array_id}_{task}").submitted_pickle
+    if not target.exists():
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(staged_pickle(folder, submission_id, task), target)
+    return target
+
+
 def array_task_command(python: str, folder: Path, submission_id: str) -> str:
     """What each task of the array runs: submitit's job runner, behind jobs/launch/array_task.py."""
     return " ".join([python, "-u -m jobs.launch.array_task", shlex.quote(str(folder)), submission_id])
@@ -435,9 +445,7 @@ def submit_array(batch: list[SubmissionRequest], intents_dir: Path, shared: bool
     write_intent(intents_dir, intent, shared)
     kill_point("array_recorded", ordinal)
     for task in range(len(batch)):
-        paths = submitit.core.utils.JobPaths(folder, job_id=intent.job_id(task))
-        with contextlib.suppress(FileNotFoundError):  # the task, already started, moved it itself
-            os.replace(staged_pickle(folder, submission_id, task), paths.submitted_pickle)
+        take_staged_pickle(folder, submission_id, str(array.job_id), task)
     kill_point("pickles_moved", ordinal)
     intent.write_job_records(ordinal)
     (intents_dir / f"{submission_id}.json").unlink()
