@@ -67,14 +67,21 @@ def loss_curves_figure(runs: pd.DataFrame, epochs: pd.DataFrame) -> Figure:
     if shown.empty:
         for ax in (by_epoch, by_update):
             note_empty(ax, "no finished cells to plot")
+    drawn = {by_epoch: False, by_update: False}
     for _, curve in shown.groupby("cell", sort=False):
         batch = int(curve[BATCH_AXIS].iloc[0])
         updates = curve["steps"].cumsum()
         for ax, x in ((by_epoch, curve["epoch"]), (by_update, updates)):
-            ax.plot(x.to_numpy(), curve["train_loss"].to_numpy(), color=palette[batch], lw=1.8)
-    for ax in (by_epoch, by_update):
-        ax.set_yscale("log")
-        ax.set_xscale("log")
+            # Log axes: a point without a loss or a count of updates (a damaged record) is left out.
+            positive = ((curve["train_loss"] > 0) & (x > 0)).to_numpy()
+            ax.plot(x.to_numpy()[positive], curve["train_loss"].to_numpy()[positive], color=palette[batch], lw=1.8)
+            drawn[ax] = drawn[ax] or bool(positive.any())
+    for ax, has_points in drawn.items():
+        if has_points:
+            ax.set_yscale("log")
+            ax.set_xscale("log")
+        elif not shown.empty:
+            note_empty(ax, "no finished cell recorded a training loss and its updates")
     by_epoch.set_xlabel("Epoch (passes over the training data)")
     by_update.set_xlabel("Updates (optimizer steps)")
     by_epoch.set_ylabel("Training loss (MSE, mean over the epoch)")

@@ -13,6 +13,8 @@ from analysis.collect import StudyAnalysis, collect_study
 from analysis.collect import main as collect_main
 from analysis.figures import main as figures_main
 from analysis.figures import make_all_figures
+from analysis.steps import STEPS, AnalysisStep
+from analysis.steps import main as steps_main
 from jobs.cell import CellDir
 
 TARGET = 0.9
@@ -504,3 +506,17 @@ def test_time_to_target_is_steps_to_target_times_time_per_step(tmp_path: Path) -
     # B_simple pooled over the epochs up to the one the target is known at: epoch 4's is left out.
     assert row["noise_scale"] == pytest.approx(np.mean(traces[:3]) / np.mean(norms[:3]))
     assert (row["gradient_bytes"], row["workers_per_node"], row["oversubscription"]) == (4000, 2, 2.0)
+
+
+@pytest.mark.parametrize("step", STEPS, ids=lambda step: step.name)
+def test_each_analysis_step_writes_exactly_the_files_it_declares(study_dir: Path, step: AnalysisStep) -> None:
+    """The workflow's rules and its onerror both take their outputs from analysis/steps.py."""
+    tables = [study_dir / name for name in ("runs.csv", "epochs.csv", "updates.csv")]
+    collect_main([str(study_dir), "--runs", str(tables[0]), "--epochs", str(tables[1]), "--updates", str(tables[2])])
+    before = {path for path in study_dir.rglob("*") if path.is_file()}
+
+    steps_main([step.name, str(study_dir)])
+
+    written = {path.relative_to(study_dir).as_posix() for path in study_dir.rglob("*") if path.is_file()} \
+        - {path.relative_to(study_dir).as_posix() for path in before}
+    assert written == {f"figures/{name}.{ext}" for name in step.figures for ext in ("png", "svg")} | set(step.files)

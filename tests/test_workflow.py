@@ -349,12 +349,16 @@ def test_precision_memory_format_and_compile_are_grid_axes_that_train(tmp_path):
                       .splitlines()[0])["compile_s"] is None
 
 
-def test_snakemake_lint_is_clean(tmp_path):
-    """Snakemake's own linter: params instead of globals in shell commands, a software environment per rule."""
+def test_snakemake_lint_finds_nothing_but_the_shared_environment(tmp_path):
+    """Snakemake's own linter: params instead of globals in shell commands, no absolute paths, and
+    so on. Its one remaining advice, an environment per rule, is declined on purpose: setup.sh makes
+    one environment, the only one that can hold Horovod's patched build (docs/slurm.md)."""
     write_config(tmp_path, default_config())
     result = run_snakemake(tmp_path, "--lint", timeout=300)
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    assert "Congratulations, your workflow is in a good condition!" in result.stdout + result.stderr
+    output = result.stdout + result.stderr
+    lints = re.findall(r"^\s+\* (.+?):$", output, re.MULTILINE)
+    assert set(lints) <= {"Specify a conda environment or container for each rule."}, output[-4000:]
+    assert "Traceback" not in output, output[-4000:]
 
 
 def test_a_local_cell_whose_snakemake_was_killed_alone_is_finished_and_taken_over(tmp_path):

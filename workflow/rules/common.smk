@@ -1,7 +1,8 @@
 import sys
 from pathlib import Path
 
-from analysis import ANSWER_FIGURE_NAMES, ANSWER_FILES, ASSESSMENT_FIGURE_NAMES, FIGURE_NAMES, LAB1_FIGURE_NAMES
+from analysis.steps import STEPS, StudyTraits, run_steps, steps_for
+from analysis.steps import figure_names as analysis_figure_names
 from jobs.cell import CellDir
 from jobs.plan.config import ConfigError
 from jobs.plan.grid import CELL_ID_PATTERN, make_plan
@@ -62,23 +63,18 @@ def get_final_outputs():
         outputs += cell_summaries(study)
         outputs.append(f"{RESULTS}/{study}/runs.csv")
         outputs += [f"{RESULTS}/{study}/figures/{name}.{ext}" for name in figure_names(study) for ext in ("png", "svg")]
-        outputs.append(f"{RESULTS}/{study}/answer.html")
+        outputs += [f"{RESULTS}/{study}/{name}" for step in steps_for(study_traits(study)) for name in step.files]
     return outputs
 
 
-def records_updates(study):
-    return any(params.record_updates for params in PLAN.studies[study].cells.values())
-
-
-def assessed(study):
-    return PLAN.studies[study].time_budget_s is not None
+def study_traits(study):
+    spec = PLAN.studies[study]
+    return StudyTraits(records_updates=any(params.record_updates for params in spec.cells.values()),
+                       time_budget=spec.time_budget_s is not None)
 
 
 def figure_names(study):
-    """Every study's figures, Lab 1's where the cells record (w, b) after each update, and the
-    assessment where the study sets a time budget."""
-    return (FIGURE_NAMES + ANSWER_FIGURE_NAMES + (LAB1_FIGURE_NAMES if records_updates(study) else ())
-            + (ASSESSMENT_FIGURE_NAMES if assessed(study) else ()))
+    return analysis_figure_names(study_traits(study))
 
 
 def cell_summaries(study):
@@ -116,6 +112,15 @@ def figure_svgs(names):
     return [f"{RESULTS}/{{study}}/figures/{name}.svg" for name in names]
 
 
+def step_files(step):
+    """A step's other outputs: its HTML page in the report (workflow/report/<name>.rst), the rest by name."""
+    pages = {Path(name).stem: report(f"{RESULTS}/{{study}}/{name}", caption=f"../report/{Path(name).stem}.rst",
+                                     category="{study}", subcategory=Path(name).stem)
+             for name in step.files if name.endswith(".html")}
+    others = [f"{RESULTS}/{{study}}/{name}" for name in step.files if not name.endswith(".html")]
+    return pages | ({"files": others} if others else {})
+
+
 def get_cell_summaries(wildcards):
     return cell_summaries(wildcards.study)
 
@@ -145,12 +150,8 @@ def print_answers():
 def collect_partial_results():
     """After a failure: tables and figures of what did finish, failed cells marked as such.
     The next run, once the failed cells are done, replaces them."""
-    from analysis.answer import write_answer
-    from analysis.answer_figures import make_answer_figures
-    from analysis.assessment import make_assessment_figure
     from analysis.collect import write_tables
-    from analysis.figures import make_all_figures
-    from analysis.lab1_figures import make_lab1_figures
+    from analysis.steps import StudyTables
 
     for study, spec in PLAN.studies.items():
         study_dir = Path(RESULTS) / study
@@ -158,13 +159,8 @@ def collect_partial_results():
             continue
         tables = write_tables(study_dir, study_dir / "runs.csv", study_dir / "epochs.csv", list(spec.cells),
                               analysis=study_analysis(study))
-        make_all_figures(tables.runs, tables.epochs, study_dir / "figures")
-        if records_updates(study):
-            make_lab1_figures(tables.runs, tables.epochs, tables.updates, study_dir / "figures")
-        if assessed(study):
-            make_assessment_figure(tables.runs, tables.epochs, study_dir / "figures")
-        answer = write_answer(tables.runs, study_dir, study)
-        make_answer_figures(answer, tables.epochs, tables.runs, study_dir / "figures")
+        run_steps(steps_for(study_traits(study)), StudyTables(tables.runs, tables.epochs, tables.updates),
+                  study_dir, study)
         counts = tables.runs["status"].value_counts().to_dict()
         print(f"{study}: partial results in {study_dir} ({counts}); run the same command again to retry "
               "the cells that did not finish", file=sys.stderr)

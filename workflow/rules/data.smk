@@ -17,7 +17,5 @@ rule download_fashion_mnist:
         [update(path) for path in FASHION_MNIST_FILES],
     log:
         f"{RESULTS}/logs/download_fashion_mnist.log",
-    conda:
-        "../../environment.yml"
     script:
         "../scripts/download_fashion_mnist.py"

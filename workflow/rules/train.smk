@@ -16,7 +16,5 @@ rule train_cell:
         cells_in_flight=1,
     log:
         f"{RESULTS}/{{study}}/logs/train/{{cell}}.log",
-    conda:
-        "../../environment.yml"
     script:
         "../scripts/train_cell.py"
