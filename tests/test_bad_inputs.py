@@ -158,7 +158,7 @@ BAD_INPUTS = [
     # --- unknown keys, at every level ------------------------------------------------------
     Case("unknown-top-level-key", lambda c: c.update(result_dir="out"),
          E + "(top level): 'result_dir' is not a known key (did you mean 'results_dir'?); "
-         "allowed: data_dir, fashion_mnist_mirror, launcher, results_dir, studies"),
+         "allowed: data_dir, fashion_mnist_mirror, launcher, python_path, results_dir, studies"),
     Case("unknown-launcher-key", lambda c: launcher(c).update(gpu_per_node=4),
          E + "launcher: 'gpu_per_node' is not a known key (did you mean 'gpus_per_node'?); allowed: controller, …"),
     Case("unknown-study-key", lambda c: study(c).update(descripton="typo"),
@@ -169,9 +169,10 @@ BAD_INPUTS = [
          E + f"{S}.fixed: 'optimiser' is not a training parameter (did you mean 'optimizer'?); allowed: backend, batch_size, …"),
     Case("unknown-dataset", lambda c: fixed(c).update(dataset="imagenet"),
          E + f"{S}.fixed.dataset = 'imagenet' is not allowed; "
-         "use one of 'linear', 'digits', 'fashion_mnist', 'synthetic_images'"),
+         "use one of 'linear', 'digits', 'fashion_mnist', 'synthetic_images', or your own as \"package.module:function\""),
     Case("unknown-model", lambda c: fixed(c).update(model="resnet50"),
-         E + f"{S}.fixed.model = 'resnet50' is not allowed (did you mean 'wide_resnet'?); use one of 'linear', 'cnn', 'wide_resnet'"),
+         E + f"{S}.fixed.model = 'resnet50' is not allowed (did you mean 'wide_resnet'?); use one of 'linear', 'cnn', 'wide_resnet', "
+         "or your own as \"package.module:function\""),
     Case("unknown-optimizer", lambda c: fixed(c).update(optimizer="adamm"),
          E + f"{S}.fixed.optimizer = 'adamm' is not allowed (did you mean 'adam'?); use one of 'sgd', 'adam', 'adamw', 'lars', 'larc', 'lamb', 'novograd'"),
     Case("unknown-executor", lambda c: launcher(c).update(executor="kubernetes"),

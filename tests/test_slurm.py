@@ -572,6 +572,32 @@ def test_ddp_runs_a_four_rank_cell_across_both_nodes_as_horovod_does(slurm_clust
     assert len(task_logs(cells / "bs32-gpus4-backend_ddp", "{job_id}_*_log.out")) == 4
 
 
+def test_the_users_own_model_and_data_train_as_a_two_rank_cell_across_both_nodes(slurm_cluster, tmp_path):
+    """The user's package, found on the nodes through the config's python_path, in a cell of 2
+    ranks on 2 nodes; its 1-rank cell at the same global batch is the reference."""
+    from test_user_code import study as user_study
+    from test_user_code import write_user_package
+
+    package, name = write_user_package(tmp_path / "code"), unique("mine")
+    config = default_config()
+    config["python_path"] = ["code"]
+    mine = user_study(package, lr_scaling="none")
+    mine["scaling"], mine["grid"]["batch_size"] = "strong", [32]
+    config["studies"] = {name: mine}
+    write_config(tmp_path, config)
+    result = run_snakemake(tmp_path, profile=slurm_profile(tmp_path / "profile", gpus_per_node=1), env=slurm_cluster)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    cells = tmp_path / "results" / name / "cells"
+    logs = {cell: CellDir(cells / cell).read_metrics() for cell in ("gbs32-gpus1", "gbs32-gpus2")}
+    meta = logs["gbs32-gpus2"].metas[-1]
+    assert meta["world_size"] == 2 and meta["nodes"] == 2 and meta["hosts"] == ["node1", "node2"]
+    assert meta["params"]["model"] == f"{package}.models:mlp"
+    losses = {cell: [epoch["train_loss"] for epoch in log.epochs] for cell, log in logs.items()}
+    assert len(losses["gbs32-gpus1"]) == 2
+    np.testing.assert_allclose(losses["gbs32-gpus2"], losses["gbs32-gpus1"], rtol=1e-4)
+
+
 def test_killing_snakemake_alone_leaves_no_launcher_in_the_way_of_the_next_run(slurm_cluster, tmp_path):
     """Only the Snakemake process dies (a process reaper, the OOM killer); its launchers live
     on. They let go of their cells, so the next run reattaches to every running job: no cell

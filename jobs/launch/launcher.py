@@ -48,6 +48,7 @@ from jobs.launch.slurm import JobState, SchedulerUnavailable
 from jobs.launch.submission import SubmissionAnswer, SubmissionRequest, kill_point
 from jobs.plan.config import short
 from jobs.plan.params import LauncherSettings, TrainParams, normalized_params, same_params
+from jobs.plan.user_code import is_import_path
 from jobs.private import (
     NotPrivate,
     check_private,
@@ -100,6 +101,10 @@ class CellLaunch:
     params: TrainParams
     launcher: LauncherSettings
     data_dir: Path
+    python_path: tuple[str, ...] = ()  # the config's, for the user's model and data packages
+    # The "package.module:function" models and data sets of the plan: the only user code that a
+    # queued request may name (vet_request), wherever the request came from.
+    user_code: frozenset[str] = frozenset()
 
     @property
     def folder(self) -> Path:
@@ -143,6 +148,7 @@ class CellLaunch:
             grid_axes=self.grid_axes,
             params=self.params.to_dict(),
             data_dir=str(self.data_dir.resolve()),
+            python_path=self.python_path,
             threads_per_worker=self.launcher.cpus_per_task,
             controller=self.launcher.controller,
             share_with_group=self.launcher.share_results_with_group,
@@ -176,11 +182,13 @@ REQUEST_BOOKKEEPING = ("nonce", "requested_at", "host", "pid")
 
 
 def vet_request(request: SubmissionRequest, launcher: LauncherSettings, data_dir: Path,
-                results_dir: Path) -> str | None:
+                results_dir: Path, python_path: tuple[str, ...] = (),
+                user_code: frozenset[str] = frozenset()) -> str | None:
     """Why a queued request is not what this workflow would queue for its cell; None if it is.
 
     The study, cell, grid axes and training parameters in it name the cell (the parameters
-    choose among the built-in models and data sets only); everything else, the executor
+    choose among the built-in models and data sets and the plan's own import paths only);
+    everything else, the executor
     parameters with any `setup` lines, the submitit folder, the cell directory and the
     training job's other fields, must be what this profile and plan give that cell."""
     training = request.training
@@ -190,8 +198,11 @@ def vet_request(request: SubmissionRequest, launcher: LauncherSettings, data_dir
         params = TrainParams.from_dict(training["params"])
     except (KeyError, TypeError, ValueError) as error:
         return f"its training fields do not parse ({error})"
+    unplanned = [path for path in (params.model, params.dataset) if is_import_path(path) and path not in user_code]
+    if unplanned:
+        return f"it names code the plan does not ({short(unplanned[0])})"
     expected = CellLaunch(results_dir / study / "cells" / cell, study, cell, grid_axes, params, launcher,
-                          data_dir).request()
+                          data_dir, python_path).request()
     as_json = json.loads(json.dumps(dataclasses.asdict(expected)))  # what the request went through
     differing = [name for name, value in as_json.items()
                  if name not in REQUEST_BOOKKEEPING and getattr(request, name) != value]
@@ -554,7 +565,8 @@ def run_cell_in_slot(task: CellLaunch, scheduler_dir: Path, out: TextIO, snakema
     if launcher.executor == "slurm":
         view = SharedSlurmView(scheduler_dir, launcher.scheduler_refresh_s, launcher.share_results_with_group,
                                vet=functools.partial(vet_request, launcher=launcher, data_dir=task.data_dir,
-                                                     results_dir=scheduler_dir.parent.resolve()))
+                                                     results_dir=scheduler_dir.parent.resolve(),
+                                                     python_path=task.python_path, user_code=task.user_code))
     if view is not None:
         settle_earlier_submission(cell_dir, cell, launcher, view, out)
     previous = CellDir(cell_dir).read_job()

@@ -141,8 +141,24 @@ def describe_unknown_keys(where: str, error: jsonschema.ValidationError) -> str:
     return f"{where}: {listed} is not {what}{closest(unexpected[0], known)}; allowed: {', '.join(sorted(known))}"
 
 
+def describe_builtin_or_import_path(where: str, error: jsonschema.ValidationError) -> str | None:
+    """A model or dataset that is neither a built-in name nor "package.module:function"."""
+    alternatives = error.validator_value
+    names = next((alternative["enum"] for alternative in alternatives if "enum" in alternative), None)
+    if names is None or not any("pattern" in alternative for alternative in alternatives):
+        return None
+    value = error.instance
+    return (f"{where} = {short(value)} is not allowed{closest(value, map(str, names))}; use one of "
+            f"{', '.join(repr(name) for name in names)}, or your own as \"package.module:function\"")
+
+
 def describe(error: jsonschema.ValidationError) -> str:
     where = _dotted(error.absolute_path)
+    any_of = error if error.validator == "anyOf" else error.parent
+    if any_of is not None and any_of.validator == "anyOf":
+        message = describe_builtin_or_import_path(_dotted(any_of.absolute_path), any_of)
+        if message is not None:
+            return message
     value = error.instance
     rule = error.validator_value
     match error.validator:

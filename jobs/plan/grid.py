@@ -3,6 +3,7 @@ readable id (`bs64-gpus2`, `bs32-gpus4-warmup5`) and its full TrainParams."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import os
@@ -16,6 +17,14 @@ from typing import Any
 from jobs.plan.config import ConfigError, check_directory, check_slurm_settings, short, validate_config
 from jobs.plan.params import LauncherSettings, TrainParams, parse_time_limit
 from jobs.plan.studies import select_named_study
+from jobs.plan.user_code import (
+    UserCodeError,
+    add_to_python_path,
+    check_model,
+    is_import_path,
+    probe_dataset,
+    source_digest,
+)
 
 # Short names for cell ids; any other axis appears under its own name.
 AXIS_ABBREVIATIONS = {
@@ -72,6 +81,12 @@ class Plan:
     data_dir: str
     launcher: LauncherSettings
     studies: dict[str, Study]
+    python_path: tuple[str, ...] = ()  # absolute: where the user's model and data packages are
+
+    def user_code(self) -> frozenset[str]:
+        """The import paths the studies name: the only user code a job may run."""
+        return frozenset(path for study in self.studies.values() for params in study.cells.values()
+                         for path in (params.model, params.dataset) if is_import_path(path))
 
 
 def format_value(value: Any) -> str:
@@ -141,6 +156,10 @@ def expand_study(name: str, spec: dict[str, Any], launcher: LauncherSettings) ->
         values = dict(zip(axes, combination))
         cid = cell_id(values, scaling)
         params = TrainParams.from_dict({**fixed, **values, **per_worker_batch(name, cid, values, scaling)})
+        try:
+            params = with_user_code(params)
+        except UserCodeError as error:
+            raise ConfigError(f"config error: studies.{name}, cell {cid}: {error}") from None
         problems = params.problems() + launcher_problems(launcher, params.gpus) + device_problems(launcher, params)
         if problems:
             raise ConfigError(f"config error: studies.{name}, cell {cid}: {problems[0]}")
@@ -156,6 +175,28 @@ def expand_study(name: str, spec: dict[str, Any], launcher: LauncherSettings) ->
                  ] = None
     return Study(name=name, axes=axes, cells=cells, warnings=tuple(warnings), scaling=scaling,
                  time_budget_s=spec.get("time_budget_s"))
+
+
+def with_user_code(params: TrainParams) -> TrainParams:
+    """Imports the study's own model and data functions, tries them (jobs/plan/user_code.py) and
+    records a hash of their sources in the params: a changed source file is a changed cell."""
+    digests: dict[str, str] = {}
+    input_shape, input_dtype = None, "float32"
+    if is_import_path(params.dataset):
+        probe = probe_dataset(params.dataset, params.dataset_args)
+        input_shape, input_dtype = probe.input_shape, probe.input_dtype
+        if not probe.tensors and params.data_path == "device":
+            raise UserCodeError(f"dataset {params.dataset!r} returns a torch Dataset, which a DataLoader serves: "
+                                "set data_path: loader (tensors (inputs, targets) can stay on the device)")
+        digests[params.dataset] = source_digest(params.dataset)
+    if is_import_path(params.model):
+        check_model(params.model, params.model_args, input_shape, input_dtype)
+        digests[params.model] = source_digest(params.model)
+    for key, path in (("model_args", params.model), ("dataset_args", params.dataset)):
+        if getattr(params, key) and not is_import_path(path):
+            raise UserCodeError(f"{key} is for a \"package.module:function\" {key.split('_')[0]}; "
+                                f"{path!r} is built in (its settings are parameters of their own)")
+    return dataclasses.replace(params, user_code=digests) if digests else params
 
 
 def per_worker_batch(study: str, cid: str, values: dict[str, Any], scaling: str) -> dict[str, int]:
@@ -256,10 +297,16 @@ def make_plan(config: dict[str, Any], *, root: Path = Path("."),
     except ValueError as error:
         raise ConfigError(f"config error: launcher.time_limit: {error}") from None
     check_slurm_settings(launcher.slurm)
+    python_path = tuple(str((root / directory).resolve()) for directory in config.get("python_path", []))
+    for directory in python_path:
+        if not Path(directory).is_dir():
+            raise ConfigError(f"config error: python_path: {directory} is not a directory")
+    add_to_python_path(python_path)
     studies = {name: expand_study(name, spec, launcher) for name, spec in config["studies"].items()}
     for study in studies.values():
         for message in study.warnings:
             warn(f"config warning: {message}")
     for message in local_cpu_warnings(launcher, studies):
         warn(f"config warning: {message}")
-    return Plan(results_dir=results_dir, data_dir=data_dir, launcher=launcher, studies=studies)
+    return Plan(results_dir=results_dir, data_dir=data_dir, launcher=launcher, studies=studies,
+                python_path=python_path)

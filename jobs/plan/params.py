@@ -15,14 +15,22 @@ from typing import Any, Literal
 
 from jobs.cell import CellDir
 from jobs.plan.datasets import GENERATED_DATASETS, TRAIN_SET_SIZES
+from jobs.plan.user_code import is_import_path, probe_dataset
 
 
 @dataclass(frozen=True)
 class TrainParams:
     batch_size: int = 32
     gpus: int = 1
-    dataset: Literal["linear", "digits", "fashion_mnist", "synthetic_images"] = "digits"
-    model: Literal["linear", "cnn", "wide_resnet"] = "cnn"
+    # A built-in name (jobs/plan/datasets.py, jobs/train/models.py) or the user's own
+    # "package.module:function", called with dataset_args or model_args (jobs/plan/user_code.py).
+    dataset: str = "digits"
+    model: str = "cnn"
+    dataset_args: dict[str, Any] = field(default_factory=dict)
+    model_args: dict[str, Any] = field(default_factory=dict)
+    # Set by the plan, not the config: a hash of the user's source files per import path, so
+    # that a change to them makes a new run of the cell (jobs/plan/user_code.py's source_digest).
+    user_code: dict[str, str] = field(default_factory=dict)
     epochs: int = 5
     lr: float = 0.05
     lr_scaling: Literal["none", "linear", "sqrt"] = "linear"
@@ -123,14 +131,20 @@ class TrainParams:
             found.append(f"fail_at_epoch = {self.fail_at_epoch}: must be at most epochs = {self.epochs}")
         return found + self.data_size_problems()
 
+    def train_set_size(self) -> int:
+        """The data set's training samples; the user's data function is called to count them."""
+        if is_import_path(self.dataset):
+            return probe_dataset(self.dataset, self.dataset_args).train_samples
+        return TRAIN_SET_SIZES[self.dataset]
+
     def train_samples(self) -> int:
         """How many training samples the run uses, all workers together."""
         if self.train_subset is not None:
             return self.train_subset
-        return TRAIN_SET_SIZES[self.dataset]
+        return self.train_set_size()
 
     def data_size_problems(self) -> list[str]:
-        available = TRAIN_SET_SIZES[self.dataset]
+        available = self.train_set_size()
         if self.dataset not in GENERATED_DATASETS and self.train_subset is not None and self.train_subset > available:
             return [f"train_subset = {self.train_subset} is more than the {available} training samples of "
                     f"{self.dataset}; use train_subset <= {available}, or null for all of them"]

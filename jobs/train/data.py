@@ -15,7 +15,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -29,6 +29,7 @@ from jobs.plan.datasets import (
     SYNTHETIC_NUM_TRAIN,
     linear_splits,
 )
+from jobs.plan.user_code import first_sample, is_import_path, user_splits
 
 Task = Literal["classification", "regression"]
 
@@ -42,10 +43,14 @@ class DatasetSplits:
     task: Task
 
 
-def load_dataset(name: str, data_dir: Path, *, seed: int, train_subset: int | None = None) -> DatasetSplits:
-    """Train and validation splits of data set `name`; the same seed gives the same tensors."""
+def load_dataset(name: str, data_dir: Path, *, seed: int, train_subset: int | None = None,
+                 args: dict[str, Any] | None = None) -> DatasetSplits:
+    """Train and validation splits of data set `name` (built in, or the user's
+    "package.module:function" called with `args`); the same seed gives the same tensors."""
     if train_subset is not None and train_subset < 1:
         raise ValueError(f"train_subset must be a positive number of examples or None, got {train_subset}")
+    if is_import_path(name):
+        return load_user_dataset(name, args or {}, train_subset=train_subset)
     if name == "linear":
         return load_linear(seed=seed, num_train=train_subset or LINEAR_NUM_POINTS)
     if name == "digits":
@@ -65,6 +70,36 @@ def _take_first(dataset_name: str, train_subset: int | None, num_available: int)
             f"train_subset={train_subset} is more than the {num_available} training examples of {dataset_name}"
         )
     return train_subset
+
+
+# ----------------------------------------------------------------------------- the user's own
+
+def load_user_dataset(path: str, args: dict[str, Any], *, train_subset: int | None = None) -> DatasetSplits:
+    """The splits the user's data function returns: tensors become TensorDatasets (served from
+    the device), a Dataset stays one (served by a DataLoader). Integer targets are classes."""
+    from torch.utils.data import Subset
+
+    train, val = user_splits(path, args)
+    num_train = _take_first(path, train_subset, len(train))
+    if num_train < len(train):
+        train = TensorDataset(*(t[:num_train] for t in train.tensors)) if isinstance(train, TensorDataset) \
+            else Subset(train, range(num_train))
+    inputs, target = first_sample(train, path)
+    classification = not target.is_floating_point()
+    return DatasetSplits(train=train, val=val, input_shape=tuple(inputs.shape),
+                         num_classes=count_classes(train, val) if classification else 0,
+                         task="classification" if classification else "regression")
+
+
+def count_classes(*splits: Dataset) -> int:
+    """1 + the largest class index in the targets: what a built-in model's last layer needs."""
+    largest = 0
+    for split in splits:
+        if isinstance(split, TensorDataset):
+            largest = max(largest, int(split.tensors[1].max()))
+        else:
+            largest = max(largest, *(int(torch.as_tensor(split[i][1]).max()) for i in range(len(split))))  # type: ignore[arg-type]
+    return largest + 1
 
 
 # ----------------------------------------------------------------------------- linear (Lab 1)
@@ -303,12 +338,12 @@ class LoaderSplit:
     batch by batch (worker processes, pinned memory, non-blocking copies). The batches are
     the same as DeviceSplit's for the same indices, so both paths train alike."""
 
-    dataset: TensorDataset
+    dataset: Dataset
     device: torch.device
     workers: int
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        return len(self.dataset)  # type: ignore[arg-type]
 
     def _loader(self, dataset: Dataset, batch_size: int, order: list[int] | None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         from torch.utils.data import DataLoader
@@ -325,6 +360,11 @@ class LoaderSplit:
         return self._loader(self.dataset, size, None)
 
     def shard(self, world_size: int, rank: int) -> LoaderSplit:
-        inputs, targets = self.dataset.tensors
-        return LoaderSplit(TensorDataset(inputs[rank::world_size], targets[rank::world_size]), self.device,
-                           self.workers)
+        from torch.utils.data import Subset
+
+        if isinstance(self.dataset, TensorDataset):
+            inputs, targets = self.dataset.tensors
+            return LoaderSplit(TensorDataset(inputs[rank::world_size], targets[rank::world_size]), self.device,
+                               self.workers)
+        indices = range(rank, len(self.dataset), world_size)  # type: ignore[arg-type]
+        return LoaderSplit(Subset(self.dataset, indices), self.device, self.workers)

@@ -59,6 +59,7 @@ from jobs.cell import (
 )
 from jobs.launch.slurm import other_live_owner
 from jobs.plan.params import TrainParams, same_params
+from jobs.plan.user_code import add_to_python_path, build_user_model, is_import_path
 from jobs.private import check_private, file_mode, never_group_writable
 from jobs.train import rendezvous
 from jobs.train.workers import SingleWorker, Workers, start_workers
@@ -114,6 +115,7 @@ class TrainingJob(submitit.helpers.Checkpointable):
     grid_axes: tuple[str, ...]
     params: dict[str, Any]
     data_dir: str
+    python_path: tuple[str, ...] = ()  # the config's: where the user's model and data packages are
     threads_per_worker: int = 1
     controller: str = "gloo"
     share_with_group: bool = False  # launcher.share_results_with_group: the checkpoint's mode
@@ -121,6 +123,7 @@ class TrainingJob(submitit.helpers.Checkpointable):
     def __call__(self) -> dict[str, Any] | None:
         started = time.time()
         never_group_writable()
+        add_to_python_path(self.python_path)
         try:
             placement = rendezvous.placement_from_submitit()
             if (owner := other_live_owner(Path(self.cell_dir), placement.job_id)) is not None:
@@ -225,13 +228,15 @@ def set_up(job: TrainingJob, workers: Workers) -> Setup:
     world, rank = workers.size, workers.rank
 
     torch.manual_seed(params.seed)
-    data = load_dataset(params.dataset, Path(job.data_dir), seed=params.seed, train_subset=params.train_subset)
+    data = load_dataset(params.dataset, Path(job.data_dir), seed=params.seed, train_subset=params.train_subset,
+                        args=params.dataset_args)
     train, val = data_split(data.train, params, device), data_split(data.val, params, device).shard(world, rank)
     samples_per_rank = len(train) // world  # each worker trains on its shard (epoch_shard)
-    classification = data.num_classes > 0
-    loss_fn = torch.nn.CrossEntropyLoss() if classification else torch.nn.MSELoss()
+    classification = data.task == "classification"
+    loss_fn = cross_entropy if classification else torch.nn.MSELoss()
 
-    model = build_model(params.model, data.input_shape, data.num_classes, width=params.width, depth=params.depth)
+    model = build_user_model(params.model, params.model_args) if is_import_path(params.model) else \
+        build_model(params.model, data.input_shape, data.num_classes, width=params.width, depth=params.depth)
     model.to(device)
     precision = configure_precision(params, device, model)
     # The module is what is saved and broadcast; the backend's wrapper (DDP's) and the compiled one,
@@ -539,6 +544,16 @@ def train_epoch(step: Step, train: Any, shard: Any, batch_size: int, rates: list
     return loss_sum, rates[-1]
 
 
+def cross_entropy(logits: Any, targets: Any) -> Any:
+    """Mean cross-entropy over the targets: one class per sample (logits N x C), or one per
+    position of a sequence (logits N x T x C, targets N x T), as a language model predicts."""
+    import torch
+
+    if logits.dim() > 2:
+        return torch.nn.functional.cross_entropy(logits.flatten(0, -2), targets.flatten())
+    return torch.nn.functional.cross_entropy(logits, targets)
+
+
 def evaluate(step: Step, split: Any, classification: bool) -> tuple[Any, Any, Any]:
     """(summed loss, correct predictions, samples) over a split, as device tensors."""
     import torch
@@ -552,7 +567,9 @@ def evaluate(step: Step, split: Any, classification: bool) -> tuple[Any, Any, An
             outputs = step.forward(step.precision.inputs(inputs))
             loss_sum += step.loss_fn(outputs, targets).float() * len(targets)
             if classification:
-                correct += (outputs.argmax(dim=1) == targets).sum()
+                # A sample's share of right predictions: 1 or 0 for one class per sample, the
+                # fraction of its tokens for a sequence of them.
+                correct += (outputs.argmax(dim=-1) == targets).float().sum() * (len(targets) / targets.numel())
     return loss_sum, correct, torch.full((), float(len(split)), device=device)  # a fill: no copy to the device
 
 

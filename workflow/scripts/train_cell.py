@@ -40,6 +40,8 @@ with open(smk.log[0], "a") as log:
                 params=TrainParams.from_dict(cell["params"]),
                 launcher=plan.launcher,
                 data_dir=Path(plan.data_dir),
+                python_path=plan.python_path,
+                user_code=plan.user_code(),
             ),
             scheduler_dir=Path(plan.results_dir) / ".scheduler",
             out=out,
