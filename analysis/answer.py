@@ -192,12 +192,14 @@ def answer_study(runs: pd.DataFrame, study: str) -> StudyAnswer:
 
 
 def target_text(runs: pd.DataFrame) -> str:
-    targets = numbers(runs, "target_accuracy").dropna().unique()
+    losses = numbers(runs, "target_loss").dropna().unique() if "target_loss" in runs else []
+    on_loss = len(losses) > 0
+    targets = losses if on_loss else numbers(runs, "target_accuracy").dropna().unique()
     patience = numbers(runs, "patience").dropna().unique()
     if len(targets) != 1:
-        return "the cells' target accuracy"
+        return f"the cells' target {'loss' if on_loss else 'accuracy'}"
     held = f", held {int(patience[0])} epochs" if len(patience) == 1 and patience[0] > 1 else ""
-    return f"validation accuracy {targets[0]:g}{held}"
+    return f"validation {'loss' if on_loss else 'accuracy'} {targets[0]:g}{held}"
 
 
 # ----------------------------------------------------------------------------- text

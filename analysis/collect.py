@@ -27,7 +27,7 @@ import pandas as pd
 from analysis.metrics import (
     REPLICATE_AXES,
     across_replicates,
-    epoch_at_target,
+    epoch_at_loss_or_accuracy_target,
     pooled_noise_scale,
     speedup_and_efficiency,
     steady_state_throughput,
@@ -163,11 +163,14 @@ def run_row(cell: Cell, grid_axes: list[str], study: str) -> dict[str, Any]:
 
     startup = [bool(epoch.get(STARTUP_EPOCH_COLUMN)) for epoch in records]
     accuracies = column("val_accuracy")
+    losses = column("val_loss")
     samples_per_s = column("samples_per_s")
     samples_per_s = np.where(np.isnan(samples_per_s), column("samples") / column("epoch_time_s"), samples_per_s)
     throughput = steady_state_throughput(samples_per_s.tolist(), startup=startup)
     # Every "to target" number is read at the epoch the target is known to be held (time_to_accuracy's rule).
-    at_target = epoch_at_target(accuracies.tolist(), params.get("target_accuracy"), params.get("patience"))
+    at_target = epoch_at_loss_or_accuracy_target(accuracies.tolist(), losses.tolist(),
+                                                 params.get("target_accuracy"), params.get("target_loss"),
+                                                 params.get("patience"))
 
     def to_target(clock: np.ndarray) -> float | None:
         value = float(clock[at_target]) if at_target is not None else math.nan
@@ -211,6 +214,7 @@ def run_row(cell: Cell, grid_axes: list[str], study: str) -> dict[str, Any]:
             "best_val_accuracy": _first_known(np.nanmax(accuracies) if (~np.isnan(accuracies)).any() else None,
                                               summary.get("best_val_accuracy")),
             "final_val_accuracy": _finite_or_none(accuracies[-1]) if len(accuracies) else None,
+            "best_val_loss": _finite_or_none(float(np.nanmin(losses))) if np.isfinite(losses).any() else None,
             "train_time_s": _last_known(column("train_time_s")),
             "wall_time_training_s": _last_known(column("wall_time_s")),
             **time_split,

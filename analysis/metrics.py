@@ -149,6 +149,17 @@ def epoch_at_target(val_accuracy: Sequence[float | None], target: float | None,
     return None
 
 
+def epoch_at_loss_or_accuracy_target(val_accuracy: Sequence[float | None], val_loss: Sequence[float | None],
+                                     target_accuracy: float | None, target_loss: float | None,
+                                     patience: int | None = 1) -> int | None:
+    """epoch_at_target on the cell's own target: validation loss at or below target_loss when it
+    sets one (a language model's), else validation accuracy at or above target_accuracy."""
+    if target_loss is not None and np.isfinite(target_loss):
+        negated = [-float(loss) if loss is not None else math.nan for loss in val_loss]
+        return epoch_at_target(negated, -float(target_loss), patience)
+    return epoch_at_target(val_accuracy, target_accuracy, patience)
+
+
 def steady_step_time(steps_s: Sequence[float | None], steps: Sequence[float | None],
                      startup: Sequence[bool] | None = None) -> float | None:
     """Seconds per training step in steady state: the median over the epochs (start-up epochs left

@@ -36,6 +36,7 @@ RESULT_COLUMNS = (
     "assessment",
     "best_val_accuracy",
     "final_val_accuracy",
+    "best_val_loss",
     "train_time_s",
     "wall_time_training_s",
     "steps_time_s",

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 import math
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from conftest import default_config, run_snakemake, write_config
 
 from analysis import ASSESSMENT_FIGURE_NAMES, FIGURE_NAMES, LAB1_FIGURE_NAMES
@@ -161,6 +163,38 @@ def test_lab1_runs_by_name_and_draws_its_figures(tmp_path):
     assert updates.groupby("cell").size().to_dict() == expected
     for name in (*FIGURE_NAMES, *LAB1_FIGURE_NAMES):
         assert (study / "figures" / f"{name}.png").stat().st_size > 10_000, name
+
+
+@pytest.mark.workflow
+def test_lm_scaling_learns_to_within_its_margin_of_the_entropy_rate_and_gets_an_answer(tmp_path):
+    """The language model's study at its small size: a GPT on markov_text. The floor of any
+    model's expected loss is the chain's entropy rate, computed here from the chain itself; the
+    best cells come within the study's margin of it, none goes below it by more than the
+    validation sample's noise, and the answer has a finite critical batch and noise scale."""
+    from jobs.plan.datasets import MARKOV_CONTEXT, MARKOV_NUM_VAL, markov_chain
+
+    transitions, stationary = markov_chain()
+    floor = float(-(stationary[:, None] * transitions * np.log(transitions)).sum())
+    spec = yaml.safe_load((SHIPPED_STUDIES_DIR / "lm_scaling.yaml").read_text())
+    target = spec["fixed"]["target_loss"]
+    assert target == pytest.approx(floor + 0.05, abs=1e-4)  # the file's number is the stated margin
+    write_config(tmp_path, copy.deepcopy(default_config()))
+
+    result = run_snakemake(tmp_path, "--config", "study=lm_scaling")
+
+    assert result.returncode == 0, result.stderr[-4000:]
+    study = tmp_path / "results" / "lm_scaling"
+    runs = pd.read_csv(study / "runs.csv")
+    assert set(runs["status"]) == {"complete"} and len(runs) == 8
+    assert runs["steps_to_target"].notna().all()
+    assert (runs["best_val_loss"] <= target).all()
+    noise = 4 * np.sqrt(np.log(len(stationary)) / (MARKOV_NUM_VAL * MARKOV_CONTEXT))  # a generous 4 sigma
+    assert runs["best_val_loss"].min() >= floor - noise
+    assert (runs.loc[runs["gpus"] == 2, "noise_scale"] > 0).all()
+    group = json.loads((study / "answer.json").read_text())["groups"][0]
+    assert np.isfinite(group["critical_batch"]["value"]) and group["critical_batch"]["value"] > 0
+    assert np.isfinite(group["noise_scale"])
+    assert "validation loss 1.7358" in (study / "answer.md").read_text()
 
 
 # ----------------------------------------------------------------------------- the lessons reproduce

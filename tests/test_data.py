@@ -334,3 +334,39 @@ def test_snakemake_output_to_directory(download_script: ModuleType) -> None:
     as_directory = FakeSnakemake(["data/fashion_mnist"])
     assert download_script.out_dir_from_snakemake(as_files) == Path("data/fashion_mnist")
     assert download_script.out_dir_from_snakemake(as_directory) == Path("data/fashion_mnist")
+
+
+# ----------------------------------------------------------------------------- markov_text
+
+def test_markov_text_is_next_token_prediction_of_seeded_sequences() -> None:
+    from jobs.plan.datasets import MARKOV_CONTEXT, MARKOV_NUM_VAL, MARKOV_VOCAB
+    from jobs.train.data import load_dataset
+
+    splits = load_dataset("markov_text", Path("unused"), seed=3, train_subset=64)
+    inputs, targets = splits.train.tensors
+    assert inputs.shape == targets.shape == (64, MARKOV_CONTEXT) and inputs.dtype == torch.int64
+    assert torch.equal(inputs[:, 1:], targets[:, :-1])  # the targets are the inputs shifted by one
+    assert len(splits.val) == MARKOV_NUM_VAL and splits.num_classes == MARKOV_VOCAB
+    assert int(inputs.max()) < MARKOV_VOCAB and int(inputs.min()) >= 0
+    again = load_dataset("markov_text", Path("unused"), seed=3, train_subset=64).train.tensors[0]
+    other = load_dataset("markov_text", Path("unused"), seed=4, train_subset=64).train.tensors[0]
+    assert torch.equal(inputs, again) and not torch.equal(inputs, other)
+    more = load_dataset("markov_text", Path("unused"), seed=3, train_subset=128)
+    assert torch.equal(more.val.tensors[0], splits.val.tensors[0])  # validation does not move with the subset
+
+
+def test_the_entropy_rate_is_the_loss_of_the_chains_own_predictions_on_its_sequences() -> None:
+    """The closed form against what it stands for: the cross-entropy of the true next-token
+    probabilities over a long sample, and the stationary distribution against token counts."""
+    from jobs.plan.datasets import entropy_rate, markov_chain, markov_sequences
+
+    transitions, stationary = markov_chain()
+    tokens = markov_sequences(np.random.default_rng(11), transitions, stationary, 4000, 64)
+    previous, following = tokens[:, :-1].ravel(), tokens[:, 1:].ravel()
+    observed_loss = float(np.mean(-np.log(transitions[previous, following])))
+    assert observed_loss == pytest.approx(entropy_rate(transitions, stationary), rel=0.01)
+    frequencies = np.bincount(tokens.ravel(), minlength=len(stationary)) / tokens.size
+    np.testing.assert_allclose(frequencies, stationary, atol=0.005)
+    # A chain whose rows are uniform has the uniform entropy, ln V, and no better predictor.
+    uniform = np.full((4, 4), 0.25)
+    assert entropy_rate(uniform, np.full(4, 0.25)) == pytest.approx(np.log(4))

@@ -115,8 +115,8 @@ BAD = [
                                                                  "set data_path: loader"),
     ("batch-too-large", {"dataset_args": {"n": 20}}, "batch_size = 16 is more than a worker's share of the data "
                                                      "(20 training samples of {p}.data:blobs / gpus = 2 = 10)"),
-    ("args-of-a-builtin", {"dataset": "digits", "dataset_args": {"n": 3}}, "dataset_args is for a "
-                                                                           "\"package.module:function\" dataset"),
+    ("args-of-a-builtin", {"dataset": "digits", "dataset_args": {"n": 3}}, "dataset_args with dataset 'digits': "
+                                                                           "dataset_args are for your own"),
 ]
 
 
@@ -208,3 +208,27 @@ def test_a_queued_request_may_name_only_the_plans_own_code(tmp_path: Path) -> No
     assert vet("cnn") is None
     assert vet("subprocess:run") == "it names code the plan does not ('subprocess:run')"
     assert (vet(planned, python_path=("/elsewhere",)) or "").startswith("its training differ")
+
+
+BUILT_IN_MISMATCHES = [
+    ({"model": "gpt", "dataset": "digits"}, "model = 'gpt' with dataset 'digits': the built-in language model (gpt) "
+                                            "reads token sequences (markov_text), and only it does"),
+    ({"model": "cnn", "dataset": "markov_text"}, "model = 'cnn' with dataset 'markov_text'"),
+    ({"model": "cnn", "model_args": {"n_layer": 2}}, "model_args with model 'cnn': model_args are for gpt"),
+    ({"model": "gpt", "dataset": "markov_text", "model_args": {"layers": 2}},
+     "model_args 'layers' is not a setting of gpt; allowed: n_layer, n_head, n_embd"),
+    ({"model": "gpt", "dataset": "markov_text", "model_args": {"n_embd": 30, "n_head": 4}},
+     "model_args n_embd = 30 must be a multiple of n_head = 4"),
+    ({"model": "gpt", "dataset": "markov_text", "model_args": {"n_layer": 0}},
+     "model_args n_layer = 0: gpt's n_layer must be a positive integer"),
+]
+
+
+@pytest.mark.parametrize("fixed, expected", BUILT_IN_MISMATCHES, ids=[m[1][:30] for m in BUILT_IN_MISMATCHES])
+def test_built_in_models_and_data_that_do_not_fit_are_one_line(tmp_path: Path, fixed: dict[str, Any],
+                                                               expected: str) -> None:
+    config = {"studies": {"s": {"grid": {"batch_size": [8], "gpus": [1]}, "fixed": fixed}}}
+    with pytest.raises(ConfigError) as caught:
+        make_plan(config, root=tmp_path, warn=lambda message: None)
+    assert str(caught.value).startswith(f"config error: studies.s, cell bs8-gpus1: {expected}"), str(caught.value)
+    assert "\n" not in str(caught.value)

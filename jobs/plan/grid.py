@@ -37,6 +37,7 @@ AXIS_ABBREVIATIONS = {
     "weight_decay": "wd",
     "train_subset": "n",
     "target_accuracy": "target",
+    "target_loss": "tloss",
     "dataset": "data",
     "epochs": "ep",
     "lr_schedule": "sched",
@@ -192,10 +193,6 @@ def with_user_code(params: TrainParams) -> TrainParams:
     if is_import_path(params.model):
         check_model(params.model, params.model_args, input_shape, input_dtype)
         digests[params.model] = source_digest(params.model)
-    for key, path in (("model_args", params.model), ("dataset_args", params.dataset)):
-        if getattr(params, key) and not is_import_path(path):
-            raise UserCodeError(f"{key} is for a \"package.module:function\" {key.split('_')[0]}; "
-                                f"{path!r} is built in (its settings are parameters of their own)")
     return dataclasses.replace(params, user_code=digests) if digests else params
 
 

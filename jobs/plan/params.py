@@ -17,6 +17,11 @@ from jobs.cell import CellDir
 from jobs.plan.datasets import GENERATED_DATASETS, TRAIN_SET_SIZES
 from jobs.plan.user_code import is_import_path, probe_dataset
 
+# model gpt's settings (model_args) and their defaults: a small decoder-only transformer.
+GPT_MODEL_ARGS = {"n_layer": 2, "n_head": 2, "n_embd": 64}
+# The built-in pairings of a model with the data it reads: gpt reads token sequences.
+SEQUENCE_MODELS, SEQUENCE_DATASETS = ("gpt",), ("markov_text",)
+
 
 @dataclass(frozen=True)
 class TrainParams:
@@ -52,6 +57,9 @@ class TrainParams:
     depth: int = 16
     train_subset: int | None = None
     target_accuracy: float = 0.9
+    # A target on validation loss instead (<= target_loss), for a model whose accuracy means
+    # little, such as a language model: then time to target is time to this loss.
+    target_loss: float | None = None
     patience: int = 2
     stop_at_target: bool = False
     # A run whose training loss is not finite, or exceeds divergence_factor x the validation
@@ -127,6 +135,19 @@ class TrainParams:
         if self.record_updates and not (self.model == "linear" and self.dataset == "linear"):
             found.append(f"record_updates = true with model {self.model!r} on dataset {self.dataset!r}: (w, b) "
                          "per update is recorded for Lab 1's linear model only (model and dataset 'linear')")
+        builtin_model, builtin_data = not is_import_path(self.model), not is_import_path(self.dataset)
+        if builtin_model and builtin_data and (self.model in SEQUENCE_MODELS) != (self.dataset in SEQUENCE_DATASETS):
+            found.append(f"model = {self.model!r} with dataset {self.dataset!r}: the built-in language model "
+                         f"(gpt) reads token sequences (markov_text), and only it does")
+        if self.model_args and builtin_model:
+            if self.model not in SEQUENCE_MODELS:
+                found.append(f"model_args with model {self.model!r}: model_args are for gpt and for your own "
+                             "\"package.module:function\" model; the built-in models' settings are parameters")
+            else:
+                found += gpt_args_problems(self.model_args)
+        if self.dataset_args and builtin_data:
+            found.append(f"dataset_args with dataset {self.dataset!r}: dataset_args are for your own "
+                         "\"package.module:function\" dataset")
         if self.fail_at_epoch is not None and self.fail_at_epoch > self.epochs:
             found.append(f"fail_at_epoch = {self.fail_at_epoch}: must be at most epochs = {self.epochs}")
         return found + self.data_size_problems()
@@ -169,6 +190,19 @@ class TrainParams:
             found.append(f"lr_decay_epochs = {self.lr_decay_epochs}: {late} not before the last epoch "
                          f"(epochs = {self.epochs}), so never applied; use epochs < {self.epochs}")
         return found
+
+
+def gpt_args_problems(args: dict[str, Any]) -> list[str]:
+    unknown = sorted(set(args) - set(GPT_MODEL_ARGS))
+    if unknown:
+        return [f"model_args {unknown[0]!r} is not a setting of gpt; allowed: {', '.join(GPT_MODEL_ARGS)}"]
+    values = {**GPT_MODEL_ARGS, **args}
+    for key, value in values.items():
+        if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            return [f"model_args {key} = {value!r}: gpt's {key} must be a positive integer"]
+    if values["n_embd"] % values["n_head"]:
+        return [f"model_args n_embd = {values['n_embd']} must be a multiple of n_head = {values['n_head']}"]
+    return []
 
 
 TIME_LIMIT_FORMATS = "MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS"

@@ -26,8 +26,11 @@ from jobs.plan.datasets import (
     DIGITS_VAL_FRACTION,
     FASHION_MNIST_FILES,
     LINEAR_NUM_POINTS,
+    MARKOV_NUM_TRAIN,
+    MARKOV_VOCAB,
     SYNTHETIC_NUM_TRAIN,
     linear_splits,
+    markov_splits,
 )
 from jobs.plan.user_code import first_sample, is_import_path, user_splits
 
@@ -59,6 +62,8 @@ def load_dataset(name: str, data_dir: Path, *, seed: int, train_subset: int | No
         return load_fashion_mnist(Path(data_dir) / "fashion_mnist", train_subset=train_subset)
     if name == "synthetic_images":
         return load_synthetic_images(seed=seed, num_train=train_subset or SYNTHETIC_NUM_TRAIN)
+    if name == "markov_text":
+        return load_markov_text(seed=seed, num_train=train_subset or MARKOV_NUM_TRAIN)
     raise ValueError(f"unknown dataset {name!r}: expected one of {', '.join(DATASETS)}")
 
 
@@ -275,6 +280,21 @@ def load_synthetic_images(*, seed: int, num_train: int = SYNTHETIC_NUM_TRAIN) ->
         num_classes=SYNTHETIC_NUM_CLASSES,
         task="classification",
     )
+
+
+# ----------------------------------------------------------------------------- markov_text (a language model's data)
+
+def load_markov_text(*, seed: int, num_train: int = MARKOV_NUM_TRAIN) -> DatasetSplits:
+    """Next-token prediction on sequences of a Markov chain: inputs are a sequence's first
+    MARKOV_CONTEXT tokens, targets the same shifted by one (jobs/plan/datasets.py)."""
+
+    def as_dataset(tokens: np.ndarray) -> TensorDataset:
+        sequences = torch.from_numpy(tokens)
+        return TensorDataset(sequences[:, :-1].contiguous(), sequences[:, 1:].contiguous())
+
+    train, val = markov_splits(seed, num_train)
+    return DatasetSplits(train=as_dataset(train), val=as_dataset(val), input_shape=(train.shape[1] - 1,),
+                         num_classes=MARKOV_VOCAB, task="classification")
 
 
 # ----------------------------------------------------------------------------- on the device, sharded by index

@@ -90,7 +90,7 @@ class Progress:
     last_record: dict[str, Any] | None = None
     first_started_at: float | None = None  # when the first attempt started (queue time ends)
 
-    def add(self, record: EpochRecord, target_accuracy: float) -> None:
+    def add(self, record: EpochRecord, params: TrainParams) -> None:
         self.epoch = record.epoch
         self.train_time_s = float(record.train_time_s or 0.0)
         self.validation_time_s += float(record.validation_s or 0.0)
@@ -101,7 +101,12 @@ class Progress:
         accuracy = record.val_accuracy
         if accuracy is not None:
             self.best_val_accuracy = max(self.best_val_accuracy or 0.0, accuracy)
-            self.epochs_above_target = self.epochs_above_target + 1 if accuracy >= target_accuracy else 0
+        if params.target_loss is not None:  # the target is on validation loss: at or below it
+            loss = record.val_loss
+            at_target = loss is not None and math.isfinite(loss) and loss <= params.target_loss
+        else:
+            at_target = accuracy is not None and accuracy >= params.target_accuracy
+        self.epochs_above_target = self.epochs_above_target + 1 if at_target else 0
 
 
 @dataclass(frozen=True)
@@ -195,7 +200,7 @@ def run_training(job: TrainingJob, workers: Workers, hostname: str, job_id: str,
             if pending is not None and setup.is_writer else 0.0
         record, epoch_start, is_diverged = run_epoch(setup, progress, epoch, io_s, epoch_start, updates)
         previous_loss = (progress.last_record or {}).get("train_loss")
-        progress.add(record, params.target_accuracy)
+        progress.add(record, params)
         pending = record
         if (stop := stop_rule(params, progress, record, is_diverged, previous_loss)) is not None:
             status, stop_reason = stop
@@ -236,7 +241,8 @@ def set_up(job: TrainingJob, workers: Workers) -> Setup:
     loss_fn = cross_entropy if classification else torch.nn.MSELoss()
 
     model = build_user_model(params.model, params.model_args) if is_import_path(params.model) else \
-        build_model(params.model, data.input_shape, data.num_classes, width=params.width, depth=params.depth)
+        build_model(params.model, data.input_shape, data.num_classes, width=params.width, depth=params.depth,
+                    model_args=params.model_args)
     model.to(device)
     precision = configure_precision(params, device, model)
     # The module is what is saved and broadcast; the backend's wrapper (DDP's) and the compiled one,

@@ -12,7 +12,9 @@ import math
 import torch
 from torch import nn
 
-MODELS = ("linear", "cnn", "wide_resnet")
+from jobs.plan.params import GPT_MODEL_ARGS
+
+MODELS = ("linear", "cnn", "wide_resnet", "gpt")
 
 
 def build_model(
@@ -22,10 +24,14 @@ def build_model(
     *,
     width: int = 1,
     depth: int = 16,
+    model_args: dict[str, int] | None = None,
 ) -> nn.Module:
-    """A fresh model for inputs of `input_shape` (no batch dimension); num_classes == 0 means regression."""
+    """A fresh model for inputs of `input_shape` (no batch dimension); num_classes == 0 means regression.
+    For gpt, input_shape is (context length,) and num_classes the vocabulary."""
     if num_classes < 0:
         raise ValueError(f"num_classes must be >= 0 (0 means regression), got {num_classes}")
+    if name == "gpt":
+        return GPT(vocab_size=num_classes, context=input_shape[0], **{**GPT_MODEL_ARGS, **(model_args or {})})
     if name == "linear":
         return build_linear(input_shape, num_classes)
     if name == "cnn":
@@ -154,3 +160,25 @@ class WideResNet(nn.Module):
         out = torch.relu(self.final_bn(out))
         out = torch.flatten(nn.functional.adaptive_avg_pool2d(out, 1), 1)
         return self.head(out)
+
+
+# ----------------------------------------------------------------------------- gpt
+
+class GPT(nn.Module):
+    """A decoder-only transformer: GPT-2's definition from transformers, built from a config with
+    fresh weights (nothing is downloaded) and no dropout, so that N workers follow one exactly.
+    forward(tokens N x T) returns next-token logits N x T x vocab."""
+
+    def __init__(self, *, vocab_size: int, context: int, n_layer: int, n_head: int, n_embd: int) -> None:
+        super().__init__()
+        from transformers import GPT2Config, GPT2LMHeadModel
+
+        if n_embd % n_head != 0:
+            raise ValueError(f"gpt n_embd = {n_embd} must be a multiple of n_head = {n_head}")
+        config = GPT2Config(vocab_size=vocab_size, n_positions=context, n_embd=n_embd, n_layer=n_layer,
+                            n_head=n_head, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                            bos_token_id=None, eos_token_id=None)
+        self.transformer = GPT2LMHeadModel(config)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.transformer(input_ids=tokens, use_cache=False).logits
