@@ -14,7 +14,8 @@ FENCE = re.compile(r"^```.*?^```", re.MULTILINE | re.DOTALL)
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 CODE = re.compile(r"`([^`\n]+)`")
 REPO_PATH = re.compile(r"(?<![\w./<>*-])(?:[\w.-]+/)+[\w.-]+\.(?:py|smk|sh|yaml|md)\b")
-OUTPUTS = ("results/", "data/")
+# Outputs, and the user's example package of docs/your_model.md: paths a user makes.
+NOT_IN_REPOSITORY = ("results/", "data/", "code/")
 
 
 def prose(doc: Path) -> str:
@@ -31,7 +32,7 @@ def relative_links(text: str) -> list[str]:
 def repository_paths(text: str) -> list[str]:
     """Backticked paths to files, e.g. `jobs/train/job.py`, leaving out placeholders and outputs."""
     spans = [span for span in CODE.findall(text) if not any(mark in span for mark in "<*{$")]
-    return [path for span in spans for path in REPO_PATH.findall(span) if not path.startswith(OUTPUTS)]
+    return [path for span in spans for path in REPO_PATH.findall(span) if not path.startswith(NOT_IN_REPOSITORY)]
 
 
 def readme_test_command() -> str:
@@ -73,3 +74,25 @@ def test_the_checks_catch_what_they_look_for():
     assert relative_links(text) == ["docs/nowhere.md"]
     assert repository_paths(text) == ["jobs/nowhere.py"]
     assert not (REPO / "docs" / "nowhere.md").exists() and not (REPO / "jobs" / "nowhere.py").exists()
+
+
+EXAMPLE_FILE = re.compile(r"^`((?:code|config)/[\w./]+)`:\n\n```\w*\n(.*?)^```", re.MULTILINE | re.DOTALL)
+
+
+def test_the_own_model_example_plans_as_written(tmp_path):
+    """docs/your_model.md's package and config, written out as the page shows them, make a plan
+    that imports the user's functions: the example a user copies is one that works."""
+    import yaml
+
+    from jobs.plan.grid import make_plan
+
+    files = EXAMPLE_FILE.findall(REPO.joinpath("docs", "your_model.md").read_text())
+    assert {path for path, _ in files} == {"code/mypkg/__init__.py", "code/mypkg/models.py", "code/mypkg/data.py",
+                                           "config/config.yaml"}
+    for path, text in files:
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text(text)
+    plan = make_plan(yaml.safe_load((tmp_path / "config/config.yaml").read_text()), root=tmp_path,
+                     warn=lambda message: None)
+    assert plan.user_code() == {"mypkg.models:mlp", "mypkg.data:clusters"}
+    assert len(plan.studies["mine"].cells) == 6
