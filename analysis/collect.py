@@ -223,6 +223,8 @@ def run_row(cell: Cell, grid_axes: list[str], study: str) -> dict[str, Any]:
             "startup_s": _first_known(summary.get("startup_s"), cell.last_meta.get("startup_s")),
             "queue_time_s": summary.get("queue_time_s"),
             "gradient_bytes": cell.last_meta.get("gradient_bytes"),
+            "flops_per_sample": cell.last_meta.get("flops_per_sample"),
+            "flop_rate": _product(throughput.mean, cell.last_meta.get("flops_per_sample")),
             "workers_per_node": cell.last_meta.get("local_size"),
             "oversubscription": oversubscription(cell.last_meta),
             "threads_per_worker": cell.last_meta.get("threads_per_worker"),

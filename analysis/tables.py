@@ -50,6 +50,8 @@ RESULT_COLUMNS = (
     "startup_s",
     "queue_time_s",
     "gradient_bytes",
+    "flops_per_sample",
+    "flop_rate",
     "workers_per_node",
     "oversubscription",
     "threads_per_worker",

@@ -133,6 +133,9 @@ class MetaRecord(Record):
     # The gradient every step averages over the workers: parameters and bytes (the scaling model's M).
     parameters: int | None = None
     gradient_bytes: int | None = None
+    # Floating-point operations of one training sample, forward and backward (3 x the forward's,
+    # counted by torch.utils.flop_counter): throughput x this is the FLOP rate the run achieved.
+    flops_per_sample: float | None = None
     # What the numbers were measured on: CPUs given, load average, GPU model, CUDA version.
     machine: dict[str, Any] | None = None
     versions: dict[str, str] | None = None

@@ -169,9 +169,9 @@ BAD_INPUTS = [
          E + f"{S}.fixed: 'optimiser' is not a training parameter (did you mean 'optimizer'?); allowed: backend, batch_size, …"),
     Case("unknown-dataset", lambda c: fixed(c).update(dataset="imagenet"),
          E + f"{S}.fixed.dataset = 'imagenet' is not allowed; "
-         "use one of 'linear', 'digits', 'fashion_mnist', 'synthetic_images', or your own as \"package.module:function\""),
+         "use one of 'linear', 'digits', 'fashion_mnist', 'synthetic_images', 'markov_text', or your own as \"package.module:function\""),
     Case("unknown-model", lambda c: fixed(c).update(model="resnet50"),
-         E + f"{S}.fixed.model = 'resnet50' is not allowed (did you mean 'wide_resnet'?); use one of 'linear', 'cnn', 'wide_resnet', "
+         E + f"{S}.fixed.model = 'resnet50' is not allowed (did you mean 'wide_resnet'?); use one of 'linear', 'cnn', 'wide_resnet', 'gpt', "
          "or your own as \"package.module:function\""),
     Case("unknown-optimizer", lambda c: fixed(c).update(optimizer="adamm"),
          E + f"{S}.fixed.optimizer = 'adamm' is not allowed (did you mean 'adam'?); use one of 'sgd', 'adam', 'adamw', 'lars', 'larc', 'lamb', 'novograd'"),

@@ -17,6 +17,7 @@ from jobs.plan.config import ConfigError
 from jobs.plan.grid import make_plan
 
 MODELS = '''
+import torch
 from torch import nn
 
 
@@ -30,6 +31,10 @@ def not_a_module():
 
 def raises():
     raise RuntimeError("no GPU here")
+
+
+def smoothed(outputs, targets):
+    return torch.nn.functional.cross_entropy(outputs, targets, label_smoothing=0.1)
 '''
 
 DATA = '''
@@ -115,6 +120,7 @@ BAD = [
                                                                  "set data_path: loader"),
     ("batch-too-large", {"dataset_args": {"n": 20}}, "batch_size = 16 is more than a worker's share of the data "
                                                      "(20 training samples of {p}.data:blobs / gpus = 2 = 10)"),
+    ("no-loss", {"loss": "{p}.models:nothing"}, "module {p}.models has no 'nothing'"),
     ("args-of-a-builtin", {"dataset": "digits", "dataset_args": {"n": 3}}, "dataset_args with dataset 'digits': "
                                                                            "dataset_args are for your own"),
 ]
@@ -175,6 +181,9 @@ def test_a_study_of_the_users_model_and_data_trains_like_one_worker_and_reruns_o
     assert meta["params"]["model"] == f"{package}.models:mlp"
     assert set(meta["params"]["user_code"]) == {f"{package}.models:mlp", f"{package}.data:blobs"}
     assert meta["parameters"] == 4 * 16 + 16 + 16 * 3 + 3  # the user's MLP, counted from its own module
+    # Its two matmuls, 2 x in x out operations per sample each, times 3 for forward and backward.
+    assert meta["flops_per_sample"] == 3 * (2 * 4 * 16 + 2 * 16 * 3)
+    assert runs["flop_rate"].to_numpy() == pytest.approx(runs["throughput"].to_numpy() * meta["flops_per_sample"])
 
     before = job_ids(cells)
     models = tmp_path / "code" / package / "models.py"
@@ -232,3 +241,19 @@ def test_built_in_models_and_data_that_do_not_fit_are_one_line(tmp_path: Path, f
         make_plan(config, root=tmp_path, warn=lambda message: None)
     assert str(caught.value).startswith(f"config error: studies.s, cell bs8-gpus1: {expected}"), str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+def test_a_loss_of_the_users_own_is_planned_hashed_and_used(tmp_path: Path) -> None:
+    import torch
+
+    from jobs.train.job import loss_function
+
+    package = write_user_package(tmp_path / "code")
+    path = f"{package}.models:smoothed"
+    config = {"python_path": ["code"], "studies": {"mine": study(package, loss=path)}}
+    plan = make_plan(config, root=tmp_path, warn=lambda message: None)
+    assert path in plan.user_code() and path in plan.studies["mine"].cells["bs16-gpus1"].user_code
+    logits, targets = torch.randn(5, 3), torch.tensor([0, 2, 1, 1, 0])
+    expected = torch.nn.functional.cross_entropy(logits, targets, label_smoothing=0.1)
+    assert loss_function(path, classification=True)(logits, targets) == pytest.approx(float(expected))
+    assert loss_function("auto", classification=False) is torch.nn.functional.mse_loss

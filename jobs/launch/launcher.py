@@ -198,7 +198,8 @@ def vet_request(request: SubmissionRequest, launcher: LauncherSettings, data_dir
         params = TrainParams.from_dict(training["params"])
     except (KeyError, TypeError, ValueError) as error:
         return f"its training fields do not parse ({error})"
-    unplanned = [path for path in (params.model, params.dataset) if is_import_path(path) and path not in user_code]
+    unplanned = [path for path in (params.model, params.dataset, params.loss)
+                 if is_import_path(path) and path not in user_code]
     if unplanned:
         return f"it names code the plan does not ({short(unplanned[0])})"
     expected = CellLaunch(results_dir / study / "cells" / cell, study, cell, grid_axes, params, launcher,

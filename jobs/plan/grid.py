@@ -22,6 +22,7 @@ from jobs.plan.user_code import (
     add_to_python_path,
     check_model,
     is_import_path,
+    load_callable,
     probe_dataset,
     source_digest,
 )
@@ -87,7 +88,7 @@ class Plan:
     def user_code(self) -> frozenset[str]:
         """The import paths the studies name: the only user code a job may run."""
         return frozenset(path for study in self.studies.values() for params in study.cells.values()
-                         for path in (params.model, params.dataset) if is_import_path(path))
+                         for path in (params.model, params.dataset, params.loss) if is_import_path(path))
 
 
 def format_value(value: Any) -> str:
@@ -193,6 +194,9 @@ def with_user_code(params: TrainParams) -> TrainParams:
     if is_import_path(params.model):
         check_model(params.model, params.model_args, input_shape, input_dtype)
         digests[params.model] = source_digest(params.model)
+    if is_import_path(params.loss):
+        load_callable(params.loss)
+        digests[params.loss] = source_digest(params.loss)
     return dataclasses.replace(params, user_code=digests) if digests else params
 
 

@@ -36,6 +36,9 @@ class TrainParams:
     # Set by the plan, not the config: a hash of the user's source files per import path, so
     # that a change to them makes a new run of the cell (jobs/plan/user_code.py's source_digest).
     user_code: dict[str, str] = field(default_factory=dict)
+    # auto: cross-entropy for integer targets (classes), mean squared error for float ones;
+    # or the user's "package.module:function", called as loss(outputs, targets) -> a scalar.
+    loss: str = "auto"
     epochs: int = 5
     lr: float = 0.05
     lr_scaling: Literal["none", "linear", "sqrt"] = "linear"

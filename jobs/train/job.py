@@ -59,7 +59,7 @@ from jobs.cell import (
 )
 from jobs.launch.slurm import other_live_owner
 from jobs.plan.params import TrainParams, same_params
-from jobs.plan.user_code import add_to_python_path, build_user_model, is_import_path
+from jobs.plan.user_code import add_to_python_path, build_user_model, is_import_path, load_callable
 from jobs.private import check_private, file_mode, never_group_writable
 from jobs.train import rendezvous
 from jobs.train.workers import SingleWorker, Workers, start_workers
@@ -237,8 +237,8 @@ def set_up(job: TrainingJob, workers: Workers) -> Setup:
                         args=params.dataset_args)
     train, val = data_split(data.train, params, device), data_split(data.val, params, device).shard(world, rank)
     samples_per_rank = len(train) // world  # each worker trains on its shard (epoch_shard)
-    classification = data.task == "classification"
-    loss_fn = cross_entropy if classification else torch.nn.MSELoss()
+    classification = data.task == "classification"  # accuracy is reported for class targets
+    loss_fn = loss_function(params.loss, classification)
 
     model = build_user_model(params.model, params.model_args) if is_import_path(params.model) else \
         build_model(params.model, data.input_shape, data.num_classes, width=params.width, depth=params.depth,
@@ -324,6 +324,7 @@ def write_meta(setup: Setup, progress: Progress, hosts: list[str], job_id: str, 
         initial_val_loss=finite_or_none(progress.initial_val_loss),
         parameters=sum(p.numel() for p in trained),
         gradient_bytes=sum(p.numel() * p.element_size() for p in trained),
+        flops_per_sample=training_flops_per_sample(setup.step.model, next(iter(setup.val.chunks(2)))[0]),
         machine=machine(setup.device),
         versions=versions(),
         params=params.to_dict(),
@@ -548,6 +549,35 @@ def train_epoch(step: Step, train: Any, shard: Any, batch_size: int, rates: list
     last_size = len(shard) - batch_size * (len(losses) - 1)
     loss_sum = per_batch[:-1].sum() * batch_size + per_batch[-1] * last_size
     return loss_sum, rates[-1]
+
+
+def training_flops_per_sample(model: Any, inputs: Any) -> float | None:
+    """3 x the forward pass's floating-point operations per sample, the usual count of a training
+    step's (the backward pass costs about twice the forward), counted by torch.utils.flop_counter
+    over an evaluation-mode forward, which changes no weight, statistic or random state."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(inputs)
+    finally:
+        model.train(was_training)
+    total = counter.get_total_flops()
+    return 3.0 * total / len(inputs) if total > 0 else None
+
+
+def loss_function(name: str, classification: bool) -> Any:
+    """The cell's loss: by the targets (auto), by name, or the user's function."""
+    import torch
+
+    if is_import_path(name):
+        return load_callable(name)
+    if name == "cross_entropy" or (name == "auto" and classification):
+        return cross_entropy
+    return torch.nn.functional.mse_loss
 
 
 def cross_entropy(logits: Any, targets: Any) -> Any:
