@@ -431,3 +431,16 @@ def test_parsing_the_workflow_imports_no_torch():
     code = "import sys\n" + "".join(f"import {name}\n" for name in modules) + "print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() \
         == "False"
+
+
+def test_parameters_added_later_leave_the_rule_param_alone_at_their_defaults():
+    """An upgrade must not rerun finished cells: Snakemake compares the rule's params as text,
+    so a parameter added later appears there only when a study sets it."""
+    from jobs.plan.params import ADDED_LATER, TrainParams
+
+    default = TrainParams()
+    assert not set(ADDED_LATER) & set(default.as_rule_param())
+    assert list(default.as_rule_param()) == [name for name in default.to_dict() if name not in ADDED_LATER]
+    changed = TrainParams(loss="mse", target_loss=1.5)
+    assert changed.as_rule_param()["loss"] == "mse" and changed.as_rule_param()["target_loss"] == 1.5
+    assert TrainParams.from_dict(changed.as_rule_param()) == changed

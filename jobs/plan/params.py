@@ -23,6 +23,10 @@ GPT_MODEL_ARGS = {"n_layer": 2, "n_head": 2, "n_embd": 64}
 SEQUENCE_MODELS, SEQUENCE_DATASETS = ("gpt",), ("markov_text",)
 
 
+# Training parameters added after results trees existed (as_rule_param). Append, never remove.
+ADDED_LATER = ("dataset_args", "model_args", "user_code", "loss", "target_loss")
+
+
 @dataclass(frozen=True)
 class TrainParams:
     batch_size: int = 32
@@ -110,6 +114,14 @@ class TrainParams:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def as_rule_param(self) -> dict[str, Any]:
+        """The parameters as the train_cell rule's Snakemake param, whose change reruns the cell:
+        those added in later versions are left out while at their defaults, so that an upgrade
+        of the tool reruns no finished cell of an existing results tree."""
+        defaults = TrainParams()
+        return {name: value for name, value in self.to_dict().items()
+                if not (name in ADDED_LATER and value == getattr(defaults, name))}
 
     def scaled_lr(self) -> float:
         """The learning rate after warmup, scaled with the number of workers."""

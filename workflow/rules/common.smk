@@ -131,7 +131,7 @@ def get_cell(wildcards):
         raise ValueError(f"study {wildcards.study} has no cell {wildcards.cell}; cells: {', '.join(study.cells)}")
     params = study.cells[wildcards.cell]
     # measured_with is here so that Snakemake reruns a cell when the threads or the placement change.
-    cell = {"params": params.to_dict(), "grid_axes": list(study.axes),
+    cell = {"params": params.as_rule_param(), "grid_axes": list(study.axes),
             "measured_with": PLAN.launcher.measured_with(params.gpus)}
     if (wildcards.study, wildcards.cell) in DAMAGED_IN_PREVIEW:  # a changed parameter: the preview reruns it
         cell["damaged"] = DAMAGED_IN_PREVIEW[(wildcards.study, wildcards.cell)]
