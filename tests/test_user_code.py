@@ -257,3 +257,20 @@ def test_a_loss_of_the_users_own_is_planned_hashed_and_used(tmp_path: Path) -> N
     expected = torch.nn.functional.cross_entropy(logits, targets, label_smoothing=0.1)
     assert loss_function(path, classification=True)(logits, targets) == pytest.approx(float(expected))
     assert loss_function("auto", classification=False) is torch.nn.functional.mse_loss
+
+
+def test_a_grid_over_the_users_models_and_their_arguments_names_each_cell_readably(tmp_path: Path) -> None:
+    package = write_user_package(tmp_path / "code")
+    config = {"python_path": ["code"], "studies": {"mine": {
+        "grid": {"batch_size": [16], "gpus": [1], "model_args": [{"hidden": 8}, {"hidden": 32, "classes": 3}]},
+        "fixed": {"model": f"{package}.models:mlp", "dataset": f"{package}.data:blobs"}}}}
+    plan = make_plan(config, root=tmp_path, warn=lambda message: None)
+    cells = plan.studies["mine"].cells
+    assert list(cells) == ["bs16-gpus1-margs_hidden8", "bs16-gpus1-margs_classes3_hidden32"]
+    assert cells["bs16-gpus1-margs_classes3_hidden32"].model_args == {"hidden": 32, "classes": 3}
+
+    config["studies"]["mine"]["grid"] = {"batch_size": [16], "gpus": [1],
+                                         "model": [f"{package}.models:mlp", f"{package}.data:mlp"]}
+    del config["studies"]["mine"]["fixed"]["model"]
+    with pytest.raises(ConfigError, match=r"both give the cell id part 'model_mlp'"):
+        make_plan(config, root=tmp_path, warn=lambda message: None)

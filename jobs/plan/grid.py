@@ -39,6 +39,8 @@ AXIS_ABBREVIATIONS = {
     "train_subset": "n",
     "target_accuracy": "target",
     "target_loss": "tloss",
+    "model_args": "margs",
+    "dataset_args": "dargs",
     "dataset": "data",
     "epochs": "ep",
     "lr_schedule": "sched",
@@ -98,7 +100,12 @@ def format_value(value: Any) -> str:
         return f"{value:g}".replace("+", "")  # 1e+06 -> 1e06: `+` is not allowed in a cell id
     if isinstance(value, (list, tuple)):
         return "_".join(format_value(item).lstrip("_") for item in value) or "_none"
+    if isinstance(value, dict):  # model_args, dataset_args: {n_layer: 4} -> _n_layer4
+        return "_" + "_".join(f"{key}{format_value(item).lstrip('_')}" for key, item in sorted(value.items())) \
+            if value else "_none"
     text = str(value)
+    if is_import_path(text):  # the user's "package.module:function": its function's name
+        text = text.rpartition(":")[2]
     return f"_{text}" if text[:1].isalpha() else text
 
 
