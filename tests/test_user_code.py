@@ -274,3 +274,16 @@ def test_a_grid_over_the_users_models_and_their_arguments_names_each_cell_readab
     del config["studies"]["mine"]["fixed"]["model"]
     with pytest.raises(ConfigError, match=r"both give the cell id part 'model_mlp'"):
         make_plan(config, root=tmp_path, warn=lambda message: None)
+
+
+def test_a_cells_launcher_plans_without_importing_or_calling_the_users_code(tmp_path: Path) -> None:
+    """The workflow's parse tried the code; each cell's launcher on the login node must not load the
+    data again (once per cell), yet knows which import paths its queue may carry."""
+    import sys
+
+    package = write_user_package(tmp_path / "code")
+    config = {"python_path": ["code"], "studies": {"mine": study(package)}}
+    plan = make_plan(config, root=tmp_path, warn=lambda message: None, try_user_code=False)
+    assert f"{package}.data" not in sys.modules and f"{package}.models" not in sys.modules
+    assert plan.user_code() == {f"{package}.models:mlp", f"{package}.data:blobs"}
+    assert list(plan.studies["mine"].cells) == ["bs16-gpus1", "bs16-gpus2"]

@@ -147,7 +147,7 @@ def check_distinct_ids(name: str, grid: dict[str, list[Any]], axes: tuple[str, .
             seen[part] = value
 
 
-def expand_study(name: str, spec: dict[str, Any], launcher: LauncherSettings) -> Study:
+def expand_study(name: str, spec: dict[str, Any], launcher: LauncherSettings, try_user_code: bool = True) -> Study:
     grid = spec["grid"]
     fixed = spec.get("fixed", {}) or {}
     axes = ordered_axes(grid)
@@ -165,10 +165,14 @@ def expand_study(name: str, spec: dict[str, Any], launcher: LauncherSettings) ->
         values = dict(zip(axes, combination))
         cid = cell_id(values, scaling)
         params = TrainParams.from_dict({**fixed, **values, **per_worker_batch(name, cid, values, scaling)})
-        try:
-            params = with_user_code(params)
-        except UserCodeError as error:
-            raise ConfigError(f"config error: studies.{name}, cell {cid}: {error}") from None
+        if try_user_code:
+            try:
+                params = with_user_code(params)
+            except UserCodeError as error:
+                raise ConfigError(f"config error: studies.{name}, cell {cid}: {error}") from None
+        elif any(is_import_path(path) for path in (params.model, params.dataset, params.loss)):
+            cells[cid] = params  # checked when the workflow was parsed; the data are not loaded again
+            continue
         problems = params.problems() + launcher_problems(launcher, params.gpus) + device_problems(launcher, params)
         if problems:
             raise ConfigError(f"config error: studies.{name}, cell {cid}: {problems[0]}")
@@ -289,9 +293,12 @@ def warn_on_stderr(message: str) -> None:
 
 
 def make_plan(config: dict[str, Any], *, root: Path = Path("."),
-              warn: Callable[[str], None] = warn_on_stderr) -> Plan:
+              warn: Callable[[str], None] = warn_on_stderr, try_user_code: bool = True) -> Plan:
     """The checked plan of `config`, whose relative paths are relative to `root`.
-    ConfigError on the first mistake; each soft problem goes to `warn` as one line."""
+    ConfigError on the first mistake; each soft problem goes to `warn` as one line.
+    try_user_code=False, for a cell's launcher once the workflow has checked the same config:
+    the user's functions are not imported or called again (their data not loaded on the
+    login node once per cell), and their cells' params carry no source hash."""
     config = select_named_study(config, root)
     if "launcher" in config:
         config = {**config, "launcher": typed(config["launcher"])}
@@ -310,7 +317,7 @@ def make_plan(config: dict[str, Any], *, root: Path = Path("."),
         if not Path(directory).is_dir():
             raise ConfigError(f"config error: python_path: {directory} is not a directory")
     add_to_python_path(python_path)
-    studies = {name: expand_study(name, spec, launcher) for name, spec in config["studies"].items()}
+    studies = {name: expand_study(name, spec, launcher, try_user_code) for name, spec in config["studies"].items()}
     for study in studies.values():
         for message in study.warnings:
             warn(f"config warning: {message}")

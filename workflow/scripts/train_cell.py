@@ -8,7 +8,7 @@ from jobs.plan.grid import make_plan
 from jobs.plan.params import TrainParams
 
 smk = snakemake  # noqa: F821  (injected by Snakemake)
-plan = make_plan(smk.config)
+plan = make_plan(smk.config, try_user_code=False)  # the Snakefile's parse has tried them
 summary_path = Path(smk.output[0])
 cell = smk.params.cell
 
