@@ -29,7 +29,15 @@ from matplotlib.ticker import FuncFormatter
 
 from analysis.answer import GroupAnswer, StudyAnswer, answer_markdown, workers_text, write_answer
 from analysis.critical_batch import REGIME_FACTOR
-from analysis.figures import REFERENCE_COLOR, WORKER_MARKERS, figure_title, new_figure, note_empty, save_figure
+from analysis.figures import (
+    REFERENCE_COLOR,
+    WORKER_MARKERS,
+    figure_title,
+    new_figure,
+    note_empty,
+    plain_log_scale,
+    save_figure,
+)
 from analysis.scaling_model import Choice, pareto_front
 
 GLOBAL_BATCH_LABEL = "Global batch size (samples per step, all workers)"
@@ -73,7 +81,7 @@ def group_cells(runs: pd.DataFrame, group: GroupAnswer) -> pd.DataFrame:
 
 def batch_axis(ax: Axes) -> None:
     """Batch sizes on a base-2 log axis, labelled 16, 32, ... rather than 2^4, 2^5."""
-    ax.set_xscale("log", base=2)
+    plain_log_scale(ax, "x", base=2)
     ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
 
 
@@ -119,7 +127,7 @@ def noise_scale_figure(groups: list[GroupAnswer], epochs: pd.DataFrame, runs: pd
             ax.plot(rows["epoch"], rows["noise_scale"], marker=worker_marker(workers), color=palette[batch],
                     label=None if label in labelled else label)
             labelled.add(label)
-        ax.set_yscale("log")
+        plain_log_scale(ax, "y")
         crit = group.critical_batch
         if crit is not None and math.isfinite(crit.critical_batch):
             low, high = crit.critical_batch_interval
@@ -147,7 +155,7 @@ def steps_to_target_figure(groups: list[GroupAnswer], runs: pd.DataFrame, target
             ax.scatter(rows["global_batch"], rows["steps_to_target"], marker=worker_marker(workers), s=60,
                        color="C0", zorder=4, edgecolor="black")
         batch_axis(ax)
-        ax.set_yscale("log")
+        plain_log_scale(ax, "y")
         handles: list[Line2D | Patch] = list(worker_handles([int(n) for n in cells["world_size"]]))
         crit = group.critical_batch
         if crit is not None:
@@ -201,7 +209,7 @@ def tta_decomposition_figure(groups: list[GroupAnswer], runs: pd.DataFrame, targ
                 ax.plot(ordered["global_batch"], ordered[column], marker=worker_marker(workers), ls="-",
                         label=workers_text(workers))
             batch_axis(ax)
-            ax.set_yscale("log")
+            plain_log_scale(ax, "y")
             ax.legend(fontsize="small", loc="best")
     figure_title(figure, f"Time to target ({target}), decomposed",
            "Per cell: steps to target (how many updates the optimizer needs at this batch) x mean time per step "
@@ -239,8 +247,8 @@ def pareto_figure(groups: list[GroupAnswer], answer: StudyAnswer) -> Figure:
             ax.annotate(f"{label}: {workers_text(choice.workers)} x batch {choice.per_worker_batch:g} ({choice.source})",
                         (choice.gpu_hours, choice.time_to_target_s), xytext=(24, 24 + 16 * offset),
                         textcoords="offset points", fontsize="small", arrowprops={"arrowstyle": "->"})
-        ax.set_xscale("log")
-        ax.set_yscale("log")
+        plain_log_scale(ax, "x")
+        plain_log_scale(ax, "y")
         workers = sorted({int(n) for n in pd.concat([predicted.get("workers", pd.Series(dtype=float)),
                                                       measured["workers"]]).dropna()})
         handles: list[Line2D | Patch] = [

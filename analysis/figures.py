@@ -30,7 +30,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
-from matplotlib.ticker import MaxNLocator, NullLocator, PercentFormatter
+from matplotlib.ticker import LogFormatter, MaxNLocator, NullLocator, PercentFormatter
 
 from analysis.metrics import REPLICATE_AXES
 from analysis.tables import DEFAULT_GRID_AXES, FINISHED_STATUSES, grid_axes_of
@@ -282,6 +282,15 @@ def _worker_ticks(ax: Axes, workers: Sequence[int]) -> bool:
     return logarithmic
 
 
+def plain_log_scale(ax: Axes, axis: str = "y", base: float = 10) -> None:
+    """A log axis whose ticks read 6, 20, 0.5, not 6 x 10^0: matplotlib's choice of which
+    ticks to label, with plain numbers on them."""
+    (ax.set_yscale if axis == "y" else ax.set_xscale)("log", base=base)
+    target = ax.yaxis if axis == "y" else ax.xaxis
+    target.set_major_formatter(LogFormatter(base=base, labelOnlyBase=False))
+    target.set_minor_formatter(LogFormatter(base=base, labelOnlyBase=False, minor_thresholds=(2, 0.5)))
+
+
 TITLE_CHARACTERS_PER_INCH = 11  # of the suptitle's medium font in seaborn's notebook context
 
 
@@ -347,7 +356,7 @@ def throughput_figure(finished: pd.DataFrame) -> Figure:
         # Over a wide range of workers, log-log keeps small counts readable and ideal lines straight.
         logarithmic = _worker_ticks(ax, finished[WORKERS_AXIS]) and not measured.empty
         if logarithmic:
-            ax.set_yscale("log")
+            plain_log_scale(ax, "y")
     if not logarithmic:
         # Once every panel is drawn: the panels share their y axis, and a limit set earlier would freeze it.
         axes[0].set_ylim(bottom=0)

@@ -32,6 +32,7 @@ from analysis.figures import (
     batch_palette,
     figure_title,
     note_empty,
+    plain_log_scale,
     save_figure,
 )
 from analysis.tables import finished
@@ -78,8 +79,8 @@ def loss_curves_figure(runs: pd.DataFrame, epochs: pd.DataFrame) -> Figure:
             drawn[ax] = drawn[ax] or bool(positive.any())
     for ax, has_points in drawn.items():
         if has_points:
-            ax.set_yscale("log")
-            ax.set_xscale("log")
+            plain_log_scale(ax, "y")
+            plain_log_scale(ax, "x")
         elif not shown.empty:
             note_empty(ax, "no finished cell recorded a training loss and its updates")
     by_epoch.set_xlabel("Epoch (passes over the training data)")

@@ -143,3 +143,27 @@ def test_a_backend_axis_colours_the_lines_by_backend_with_a_panel_per_batch_size
             np.testing.assert_allclose(line.get_xydata(), expected[["gpus", "throughput"]].to_numpy(dtype=float))
             # The panels share their y axis, and it holds every panel's points (batch 64's are the highest).
             assert ax.get_ylim()[0] == 0 and ax.get_ylim()[1] >= expected["throughput"].max()
+
+
+def tick_label_texts(figure: Figure) -> list[str]:
+    import io
+
+    figure.savefig(io.BytesIO(), format="png")  # lays the ticks out and labels them
+    return [label.get_text() for ax in figure.axes for axis in (ax.xaxis, ax.yaxis)
+            for label in axis.get_ticklabels(minor=False) + axis.get_ticklabels(minor=True) if label.get_text()]
+
+
+def test_log_axes_read_as_plain_numbers_even_within_one_decade() -> None:
+    """A loss between 3 and 9 on a log axis gets only minor ticks labelled, which matplotlib
+    writes as 3 x 10^0; every label must read as a plain number."""
+    from analysis.lab1_figures import loss_curves_figure
+
+    runs = pd.DataFrame({"cell": ["bs8-gpus1", "bs16-gpus1"], "status": ["complete", "complete"],
+                         "batch_size": [8, 16]})
+    epochs = pd.DataFrame({"cell": ["bs8-gpus1"] * 5 + ["bs16-gpus1"] * 5, "batch_size": [8] * 5 + [16] * 5,
+                           "epoch": [1, 2, 3, 4, 5] * 2, "steps": [12] * 5 + [6] * 5,
+                           "train_loss": [9.0, 7.0, 5.0, 4.0, 3.0, 8.5, 7.5, 6.0, 5.0, 4.5]})
+    texts = tick_label_texts(loss_curves_figure(runs, epochs))
+    assert texts, "no tick labels at all"
+    for text in texts:
+        float(text.replace("\N{MINUS SIGN}", "-"))  # raises on 3\times10^{0} and the like
