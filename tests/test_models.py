@@ -7,13 +7,14 @@ import torch
 from jobs.train.models import MODELS, build_model
 
 IMAGE_SHAPES = [(1, 8, 8), (1, 28, 28), (3, 32, 32)]
+IMAGE_CLASSIFIERS = [name for name in MODELS if name != "gpt"]  # gpt reads token sequences
 
 
 def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", IMAGE_CLASSIFIERS)
 @pytest.mark.parametrize("input_shape", IMAGE_SHAPES)
 def test_classifier_output_shape(name: str, input_shape: tuple[int, ...]) -> None:
     torch.manual_seed(0)
@@ -101,3 +102,19 @@ def test_unknown_model_raises_with_name_and_choices() -> None:
 def test_image_model_rejects_flat_input() -> None:
     with pytest.raises(ValueError, match=r"cnn.*\(1,\)"):
         build_model("cnn", (1,), 10)
+
+
+@pytest.mark.parametrize("layers, heads, width", [(2, 2, 64), (1, 4, 32)])
+def test_gpt_predicts_every_next_token_with_gpt2s_parameter_count(layers: int, heads: int, width: int) -> None:
+    """GPT-2's count, from its definition: token and position embeddings, per block
+    12 E^2 + 13 E (attention, MLP, two layer norms), a final layer norm; the output layer
+    shares the token embedding. No dropout: training mode gives the same logits twice."""
+    vocab, context = 16, 32
+    model = build_model("gpt", (context,), vocab, model_args={"n_layer": layers, "n_head": heads, "n_embd": width})
+    assert count_parameters(model) == vocab * width + context * width + layers * (12 * width**2 + 13 * width) \
+        + 2 * width
+    model.train()
+    tokens = torch.randint(0, vocab, (3, context))
+    logits = model(tokens)
+    assert logits.shape == (3, context, vocab)
+    assert torch.equal(logits, model(tokens))
