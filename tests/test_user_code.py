@@ -72,6 +72,29 @@ def blobs_dataset(**args):
 
 def one_split():
     return blobs()[0][0]
+
+
+READS = []
+
+
+class Counted(Pairs):
+    """Records every sample read."""
+    def __getitem__(self, index):
+        READS.append(index)
+        return super().__getitem__(index)
+
+
+class Named(Counted):
+    classes = ["a", "b", "c", "d"]
+
+
+def counted(cls=Counted):
+    (x, y), (x_val, y_val) = blobs()
+    return cls(x, y), cls(x_val, y_val)
+
+
+def named():
+    return counted(Named)
 '''
 
 
@@ -287,3 +310,28 @@ def test_a_cells_launcher_plans_without_importing_or_calling_the_users_code(tmp_
     assert f"{package}.data" not in sys.modules and f"{package}.models" not in sys.modules
     assert plan.user_code() == {f"{package}.models:mlp", f"{package}.data:blobs"}
     assert list(plan.studies["mine"].cells) == ["bs16-gpus1", "bs16-gpus2"]
+
+
+def test_a_users_dataset_is_read_whole_only_when_a_built_in_model_needs_its_classes(tmp_path: Path) -> None:
+    """Counting classes reads every sample; a job of the user's own model must not pay for it."""
+    import importlib
+    import sys
+
+    from jobs.train.data import load_user_dataset
+
+    package = write_user_package(tmp_path / "code")
+    sys.path.insert(0, str(tmp_path / "code"))
+    try:
+        reads = importlib.import_module(f"{package}.data").READS
+        splits = load_user_dataset(f"{package}.data:counted", {}, train_subset=100)
+        assert len(reads) <= 1  # the first sample tells the task
+        reads.clear()
+        # The reference: every target of both splits, read straight from the tensors.
+        train, val = splits.train.dataset, splits.val
+        assert splits.num_classes == int(max(train.targets[:100].max(), val.targets.max())) + 1
+        assert len(reads) == 100 + len(val)
+        reads.clear()
+        named = load_user_dataset(f"{package}.data:named", {}, train_subset=100)
+        assert named.num_classes == 4 and len(reads) <= 1  # torchvision's `classes`, read nothing more
+    finally:
+        sys.path.remove(str(tmp_path / "code"))

@@ -14,12 +14,13 @@ import math
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, TensorDataset
+from torch.utils.data import Dataset, Subset, TensorDataset
 
 from jobs.plan.datasets import (
     DATASETS,
@@ -42,8 +43,14 @@ class DatasetSplits:
     train: Dataset
     val: Dataset
     input_shape: tuple[int, ...]  # one example, no batch dimension
-    num_classes: int  # 0 for regression
+    known_classes: int | None  # 0 for regression; None: a user's Dataset, counted only when asked
     task: Task
+
+    @cached_property
+    def num_classes(self) -> int:
+        """What a built-in model's last layer needs. Counting a user's Dataset reads every sample,
+        so it happens only when a built-in model is built on it, not for the user's own model."""
+        return self.known_classes if self.known_classes is not None else count_classes(self.train, self.val)
 
 
 def load_dataset(name: str, data_dir: Path, *, seed: int, train_subset: int | None = None,
@@ -82,8 +89,6 @@ def _take_first(dataset_name: str, train_subset: int | None, num_available: int)
 def load_user_dataset(path: str, args: dict[str, Any], *, train_subset: int | None = None) -> DatasetSplits:
     """The splits the user's data function returns: tensors become TensorDatasets (served from
     the device), a Dataset stays one (served by a DataLoader). Integer targets are classes."""
-    from torch.utils.data import Subset
-
     train, val = user_splits(path, args)
     num_train = _take_first(path, train_subset, len(train))
     if num_train < len(train):
@@ -92,8 +97,18 @@ def load_user_dataset(path: str, args: dict[str, Any], *, train_subset: int | No
     inputs, target = first_sample(train, path)
     classification = not target.is_floating_point()
     return DatasetSplits(train=train, val=val, input_shape=tuple(inputs.shape),
-                         num_classes=count_classes(train, val) if classification else 0,
+                         known_classes=declared_classes(train, val) if classification else 0,
                          task="classification" if classification else "regression")
+
+
+def declared_classes(*splits: Dataset) -> int | None:
+    """The number of classes where it is cheap to know: tensors' largest target, or a Dataset's
+    `classes` list (torchvision's convention); None where only reading every sample would tell."""
+    if all(isinstance(split, TensorDataset) for split in splits):
+        return count_classes(*splits)
+    train = splits[0]
+    classes = getattr(train.dataset if isinstance(train, Subset) else train, "classes", None)
+    return len(classes) if isinstance(classes, (list, tuple)) and classes else None
 
 
 def count_classes(*splits: Dataset) -> int:
@@ -123,7 +138,7 @@ def load_linear(*, seed: int, num_train: int = LINEAR_NUM_POINTS) -> DatasetSpli
         train=as_dataset(train_x, train_y),
         val=as_dataset(val_x, val_y),
         input_shape=(1,),
-        num_classes=0,
+        known_classes=0,
         task="regression",
     )
 
@@ -147,7 +162,7 @@ def load_digits(*, seed: int, train_subset: int | None = None) -> DatasetSplits:
         train=TensorDataset(torch.from_numpy(train_images[:num_train]), torch.from_numpy(train_labels[:num_train])),
         val=TensorDataset(torch.from_numpy(val_images), torch.from_numpy(val_labels)),
         input_shape=tuple(images.shape[1:]),
-        num_classes=10,
+        known_classes=10,
         task="classification",
     )
 
@@ -250,7 +265,7 @@ def load_fashion_mnist(directory: Path, *, train_subset: int | None = None) -> D
         train=train,
         val=val,
         input_shape=tuple(train.tensors[0].shape[1:]),
-        num_classes=FASHION_MNIST_NUM_CLASSES,
+        known_classes=FASHION_MNIST_NUM_CLASSES,
         task="classification",
     )
 
@@ -277,7 +292,7 @@ def load_synthetic_images(*, seed: int, num_train: int = SYNTHETIC_NUM_TRAIN) ->
         train=random_split(train_seed, num_train),
         val=random_split(val_seed, SYNTHETIC_NUM_VAL),
         input_shape=SYNTHETIC_IMAGE_SHAPE,
-        num_classes=SYNTHETIC_NUM_CLASSES,
+        known_classes=SYNTHETIC_NUM_CLASSES,
         task="classification",
     )
 
@@ -294,7 +309,7 @@ def load_markov_text(*, seed: int, num_train: int = MARKOV_NUM_TRAIN) -> Dataset
 
     train, val = markov_splits(seed, num_train)
     return DatasetSplits(train=as_dataset(train), val=as_dataset(val), input_shape=(train.shape[1] - 1,),
-                         num_classes=MARKOV_VOCAB, task="classification")
+                         known_classes=MARKOV_VOCAB, task="classification")
 
 
 # ----------------------------------------------------------------------------- on the device, sharded by index
