@@ -428,9 +428,18 @@ class CellDir:
 
     # ---- damage and superseded runs -----------------------------------------------
 
-    @property
-    def damaged_summary(self) -> Path:
-        return self.path / (SUMMARY_FILE + DAMAGED_SUFFIX)
+    def damaged_summaries(self) -> list[Path]:
+        """Summaries set aside as damaged and not yet moved aside with their run."""
+        return sorted(self.path.glob(SUMMARY_FILE + DAMAGED_SUFFIX + "*"))
+
+    def next_damaged_summary(self) -> Path:
+        """Where the damaged summary goes: summary.json.damaged, or .damaged.2, ... if one is
+        already there (a run stopped before its launcher moved the earlier one aside)."""
+        path, number = self.path / (SUMMARY_FILE + DAMAGED_SUFFIX), 1
+        while path.exists():
+            number += 1
+            path = self.path / f"{SUMMARY_FILE}{DAMAGED_SUFFIX}.{number}"
+        return path
 
     def damage(self) -> str | None:
         """Why a finished cell's results cannot be trusted (unreadable summary or metrics), or None."""
@@ -444,9 +453,13 @@ class CellDir:
                 problem = f"{METRICS_FILE} has no epoch records"
         return problem
 
-    def set_aside_damaged_summary(self) -> None:
+    def set_aside_damaged_summary(self, destination: Path | None = None) -> Path:
         """Renamed, not deleted: the cell counts as unfinished, so the next run trains it again."""
-        os.replace(self.summary, self.damaged_summary)
+        destination = destination or self.next_damaged_summary()
+        if destination.exists():
+            raise FileExistsError(f"{destination} exists: a damaged summary is never overwritten")
+        os.replace(self.summary, destination)
+        return destination
 
     def has_run_files(self) -> bool:
         return any(entry.name != LAUNCHER_LOCK_FILE for entry in self.path.iterdir()) if self.path.is_dir() else False
@@ -477,7 +490,7 @@ class CellDir:
         # A collected run whose summary.json was removed still has its result: make the
         # superseded directory a complete cell again.
         moved = CellDir(destination)
-        if not moved.summary.exists() and not moved.damaged_summary.exists() and moved.result.exists():
+        if not moved.summary.exists() and not moved.damaged_summaries() and moved.result.exists():
             shutil.copyfile(moved.result, moved.summary)
         return destination
 

@@ -108,9 +108,16 @@ def test_damage_is_an_unreadable_summary_or_metrics_of_a_finished_cell(tmp_path)
     with cell.metrics.open("a") as log:
         log.write("{garbage\n")
     assert "line 3" in cell.damage()
-    cell.set_aside_damaged_summary()
-    assert not cell.summary.exists() and cell.damaged_summary.exists()
+    first = cell.set_aside_damaged_summary()
+    assert not cell.summary.exists() and first.name == "summary.json.damaged"
     assert rerun_reason(cell, cell.read_job(), params, {}) == "its results were damaged"
+    # Damaged again before the launcher moved the first aside: both kept, none overwritten.
+    cell.publish_summary({"status": "complete", "params": params.to_dict()})
+    second = cell.set_aside_damaged_summary()
+    assert second.name == "summary.json.damaged.2" and cell.damaged_summaries() == [first, second]
+    cell.publish_summary({"status": "complete", "params": params.to_dict()})
+    with pytest.raises(FileExistsError):
+        cell.set_aside_damaged_summary(first)
 
 
 def test_progress_reads_only_complete_new_epoch_lines(tmp_path):

@@ -290,13 +290,16 @@ def test_no_finished_result_is_lost_to_damage_or_changed_settings(tmp_path):
     # A damaged log: reported, the cell trained again, the damaged run kept.
     with (cells / "bs32-gpus1" / "metrics.jsonl").open("a") as log:
         log.write('{"type": "epoch", "epo\n')
-    # A preview first: it says the cell runs again, and changes nothing on disk.
+    # A preview and a summary first: they say the cell runs again, and change nothing on disk.
     before = tree_state(tmp_path / "results")
     preview = run_snakemake(tmp_path, "-n")
     assert preview.returncode == 0, preview.stderr[-3000:]
     assert "keep/bs32-gpus1: damaged (metrics.jsonl line 4" in preview.stderr
     assert re.search(r"rule train_cell:\n(?:\s+\w+: .*\n)*?\s+wildcards: study=keep, cell=bs32-gpus1",
                      preview.stdout + preview.stderr), (preview.stdout + preview.stderr)[-3000:]
+    summary = run_snakemake(tmp_path, "--summary")
+    assert summary.returncode == 0, summary.stderr[-3000:]
+    assert re.search(r"keep/cells/bs32-gpus1/summary\.json\t.*update pending", summary.stdout), summary.stdout
     assert tree_state(tmp_path / "results") == before
     second_job = run("keep/bs32-gpus1: damaged (metrics.jsonl line 4: not valid JSON")
     assert second_job != first_job

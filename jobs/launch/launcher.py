@@ -365,7 +365,7 @@ def rerun_reason(cell: CellDir, previous: JobRecord | None, params: TrainParams,
         return f"parameters changed ({differences(normalized_params(old_params), params.to_dict())})"
     if previous is not None and previous.measured_with not in (None, measured_with):
         return f"measurement settings changed ({differences(previous.measured_with, measured_with)})"
-    if cell.damaged_summary.exists():
+    if cell.damaged_summaries():
         return "its results were damaged"
     if previous is not None and previous.collected:
         return "Snakemake runs it again (its summary.json was removed, or its settings changed)"

@@ -20,12 +20,11 @@ RESULTS = PLAN.results_dir
 workflow.global_resources.setdefault("cells_in_flight", PLAN.launcher.max_cells_in_flight)
 
 
-def set_aside_damaged_cells():
-    """A finished cell whose summary or metrics cannot be read is not finished. A real run
-    renames its summary.json (kept) so that the cell trains again, and the launcher then
-    moves the damaged run to results/<study>/superseded/. A dry run (snakemake -n) changes
-    nothing on disk; it returns the damaged cells instead, and get_cell gives each a
-    parameter naming its damage, so the preview lists the cell as a job to run again."""
+def find_damaged_cells():
+    """A finished cell whose summary or metrics cannot be read is not finished: {(study, cell):
+    where its summary is to be kept}. Parsing only reads: the rule set_aside_damaged_summary
+    (train.smk) renames the summary when a real run executes, so a preview (-n), --summary or
+    --report changes nothing on disk and still shows the cell running again."""
     damaged = {}
     for study, spec in PLAN.studies.items():
         for cell in spec.cells:
@@ -33,18 +32,13 @@ def set_aside_damaged_cells():
             problem = cell_dir.damage()
             if problem is None:
                 continue
-            if workflow.output_settings.dryrun:
-                damaged[(study, cell)] = problem
-                print(f"{study}/{cell}: damaged ({problem}); a real run keeps it as {cell_dir.damaged_summary.name} "
-                      "and the cell runs again", file=sys.stderr)
-            else:
-                cell_dir.set_aside_damaged_summary()
-                print(f"{study}/{cell}: damaged ({problem}); kept as {cell_dir.damaged_summary.name}, "
-                      "and the cell runs again", file=sys.stderr)
+            damaged[(study, cell)] = cell_dir.next_damaged_summary()
+            print(f"{study}/{cell}: damaged ({problem}); its summary is kept as "
+                  f"{damaged[(study, cell)].name} and the cell runs again", file=sys.stderr)
     return damaged
 
 
-DAMAGED_IN_PREVIEW = set_aside_damaged_cells()
+DAMAGED_CELLS = find_damaged_cells()
 # Shell rules use the interpreter Snakemake runs in (the project's .venv), whether or
 # not that environment is activated.
 PYTHON = sys.executable
@@ -133,9 +127,13 @@ def get_cell(wildcards):
     # measured_with is here so that Snakemake reruns a cell when the threads or the placement change.
     cell = {"params": params.as_rule_param(), "grid_axes": list(study.axes),
             "measured_with": PLAN.launcher.measured_with(params.gpus)}
-    if (wildcards.study, wildcards.cell) in DAMAGED_IN_PREVIEW:  # a changed parameter: the preview reruns it
-        cell["damaged"] = DAMAGED_IN_PREVIEW[(wildcards.study, wildcards.cell)]
     return cell
+
+
+def get_damaged_summary(wildcards):
+    """A damaged cell's train job waits for its summary to be set aside, so it runs again."""
+    kept = DAMAGED_CELLS.get((wildcards.study, wildcards.cell))
+    return [str(kept)] if kept is not None else []
 
 
 def print_answers():

@@ -4,6 +4,7 @@
 rule train_cell:
     input:
         get_dataset_files,
+        get_damaged_summary,
     output:
         f"{RESULTS}/{{study}}/cells/{{cell}}/summary.json",
     params:
@@ -18,3 +19,17 @@ rule train_cell:
         f"{RESULTS}/{{study}}/logs/train/{{cell}}.log",
     script:
         "../scripts/train_cell.py"
+
+
+# A damaged cell's summary.json is renamed, never deleted, before its train_cell job runs
+# again (find_damaged_cells in common.smk); the launcher then moves the whole damaged run
+# to results/<study>/superseded/. A rule, not a parse-time step, so that only a real run
+# touches the disk.
+rule set_aside_damaged_summary:
+    output:
+        f"{RESULTS}/{{study}}/cells/{{cell}}/summary.json.{{damaged}}",
+    wildcard_constraints:
+        damaged=r"damaged(\.\d+)?",
+    localrule: True
+    run:
+        CellDir(Path(output[0]).parent).set_aside_damaged_summary(Path(output[0]))
