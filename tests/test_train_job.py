@@ -1,5 +1,5 @@
-"""Pieces of the training job that need no Horovod: the learning-rate schedule, the
-epoch's shards, the divergence rule, and resuming the metrics file."""
+"""The training job's parts: learning-rate schedules, epoch shards, the divergence rule,
+resuming the metrics file, threads and the step loop."""
 
 from __future__ import annotations
 
