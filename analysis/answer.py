@@ -26,6 +26,7 @@ from __future__ import annotations
 import html
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -275,7 +276,8 @@ def group_lines(group: GroupAnswer) -> list[str]:
     return lines
 
 
-def answer_markdown(answer: StudyAnswer) -> str:
+def answer_markdown(answer: StudyAnswer, not_drawn: Sequence[str] = ()) -> str:
+    """The answer as Markdown; `not_drawn`: the figures the study's data could not fill, and why."""
     lines = [f"## {answer.study}: what to run to reach {answer.target}", ""]
     if answer.unfinished:
         lines += [f"(Partial: {answer.unfinished} of {answer.cells} cells have not finished; this answer uses the "
@@ -287,6 +289,9 @@ def answer_markdown(answer: StudyAnswer) -> str:
     lines.append("Time to target is training time (steps, without validation or start-up); GPU-hours = workers x "
                  "that time. Predictions: steps from the B_crit fit x time per step from the step-time model; "
                  "see docs/answer.md, 'Reading the answer'.")
+    if not_drawn:
+        lines += ["", "Figures not drawn, as this study's data cannot fill them:",
+                  *(f"- {line}" for line in not_drawn)]
     return "\n".join(lines) + "\n"
 
 
@@ -335,8 +340,14 @@ def answer_json(answer: StudyAnswer) -> dict[str, Any]:
 
 def write_answer(runs: pd.DataFrame, out_dir: Path, study: str) -> StudyAnswer:
     answer = answer_study(runs, study)
+    write_answer_files(answer, out_dir)
+    return answer
+
+
+def write_answer_files(answer: StudyAnswer, out_dir: Path, not_drawn: Sequence[str] = ()) -> None:
+    """answer.md, answer.html, answer.json, predictions.csv and holdout.csv."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    markdown = answer_markdown(answer)
+    markdown = answer_markdown(answer, not_drawn)
     (out_dir / "answer.md").write_text(markdown)
     (out_dir / "answer.html").write_text(answer_html(markdown))
     (out_dir / "answer.json").write_text(
@@ -345,7 +356,6 @@ def write_answer(runs: pd.DataFrame, out_dir: Path, study: str) -> StudyAnswer:
                          ("holdout.csv", [(group, group.held_out) for group in answer.groups])):
         frames = [table.assign(**group.group) for group, table in tables if table is not None and len(table)]
         (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()).to_csv(out_dir / name, index=False)
-    return answer
 
 
 def _finite(value: Any) -> Any:

@@ -17,7 +17,6 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
 import numpy as np
 import pandas as pd
 import seaborn as sns
@@ -32,11 +31,14 @@ from analysis.critical_batch import REGIME_FACTOR
 from analysis.figures import (
     REFERENCE_COLOR,
     WORKER_MARKERS,
+    FigureOutcome,
+    figure_style,
     figure_title,
     new_figure,
+    note,
     note_empty,
     plain_log_scale,
-    save_figure,
+    save_figures,
 )
 from analysis.scaling_model import Choice, pareto_front
 
@@ -46,23 +48,23 @@ TIME_TO_TARGET_LABEL = "Time to target (s of training)"
 REGIME_COLORS = {"perfect scaling": "#d9f0d3", "diminishing returns": "#fff7bc", "no further gain": "#fde0dd"}
 
 
-def make_answer_figures(answer: StudyAnswer, epochs: pd.DataFrame, runs: pd.DataFrame, out_dir: Path) -> list[Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
+def answer_figures(answer: StudyAnswer, epochs: pd.DataFrame, runs: pd.DataFrame) -> dict[str, Figure]:
+    """The answer's figures, built (call within figure_style)."""
     groups = answer.groups or [GroupAnswer({}, 0, None, None, None, "no cells", pd.DataFrame(), pd.DataFrame(),
                                            None)]
-    paths: list[Path] = []
-    with sns.axes_style("whitegrid"), sns.plotting_context("notebook"), \
-            matplotlib.rc_context({"svg.hashsalt": "scaling-study"}):
-        figures = {
-            "noise_scale": noise_scale_figure(groups, epochs, runs),
-            "steps_to_target": steps_to_target_figure(groups, runs, answer.target),
-            "tta_decomposition": tta_decomposition_figure(groups, runs, answer.target),
-            "pareto": pareto_figure(groups, answer),
-            "holdout": holdout_figure(groups),
-        }
-        for name, figure in figures.items():
-            paths.extend(save_figure(figure, out_dir, name))
-    return paths
+    return {
+        "noise_scale": noise_scale_figure(groups, epochs, runs),
+        "steps_to_target": steps_to_target_figure(groups, runs, answer.target),
+        "tta_decomposition": tta_decomposition_figure(groups, runs, answer.target),
+        "pareto": pareto_figure(groups, answer),
+        "holdout": holdout_figure(groups),
+    }
+
+
+def make_answer_figures(answer: StudyAnswer, epochs: pd.DataFrame, runs: pd.DataFrame,
+                        out_dir: Path) -> list[FigureOutcome]:
+    with figure_style():
+        return save_figures(answer_figures(answer, epochs, runs), Path(out_dir))
 
 
 def group_label(group: GroupAnswer) -> str:
@@ -151,6 +153,10 @@ def steps_to_target_figure(groups: list[GroupAnswer], runs: pd.DataFrame, target
         if cells.empty:
             note_empty(ax, "no cell reached the target")
             continue
+        if cells["global_batch"].nunique() == 1 and group.critical_batch is None:
+            note_empty(ax, "one global batch reached the target: no curve to draw or fit "
+                           "(tta_decomposition compares the steps)")
+            continue
         for workers, rows in cells.groupby("world_size"):
             ax.scatter(rows["global_batch"], rows["steps_to_target"], marker=worker_marker(workers), s=60,
                        color="C0", zorder=4, edgecolor="black")
@@ -177,7 +183,7 @@ def steps_to_target_figure(groups: list[GroupAnswer], runs: pd.DataFrame, target
                         Line2D([], [], color=REFERENCE_COLOR, ls="--", label="S_min (no further gain)")]
             handles += [Patch(color=color, label=name) for name, color in REGIME_COLORS.items()]
         else:
-            note_empty(ax, "too few cells for the fit (it needs 3+ global batch sizes)")
+            note(ax, "too few cells for the fit (it needs 3+ global batch sizes)")
         if group.noise_scale is not None:
             ax.axvline(group.noise_scale, color="C2", ls="-.")
             handles.append(Line2D([], [], color="C2", ls="-.", label=f"B_simple {group.noise_scale:.3g}"))
@@ -190,6 +196,9 @@ def steps_to_target_figure(groups: list[GroupAnswer], runs: pd.DataFrame, target
 
 
 def tta_decomposition_figure(groups: list[GroupAnswer], runs: pd.DataFrame, target: str) -> Figure:
+    reached = [group_cells(runs, group).dropna(subset=["steps_to_target", "time_per_step_s"]) for group in groups]
+    if len(groups) > 1 and all(len(cells) <= 1 for cells in reached) and any(len(cells) for cells in reached):
+        return tta_decomposition_by_group(groups, reached, target)
     figure = Figure(figsize=(15, 4.2 * len(groups) + 1.6), layout="constrained")
     grid = figure.subplots(len(groups), 3, squeeze=False)
     parts = (("steps_to_target", "Steps to target (updates)", "statistical efficiency"),
@@ -214,6 +223,37 @@ def tta_decomposition_figure(groups: list[GroupAnswer], runs: pd.DataFrame, targ
     figure_title(figure, f"Time to target ({target}), decomposed",
            "Per cell: steps to target (how many updates the optimizer needs at this batch) x mean time per step "
            "over those steps (what the hardware and communication cost per update) = training time to target.")
+    return figure
+
+
+TTA_PARTS = (("steps_to_target", "Steps to target (updates)", "statistical efficiency"),
+             ("time_per_step_s", "Time per step (s)", "hardware efficiency"),
+             ("time_to_target_s", TIME_TO_TARGET_LABEL, "= steps x time per step"))
+
+
+def tta_decomposition_by_group(groups: list[GroupAnswer], reached: list[pd.DataFrame], target: str) -> Figure:
+    """Where each group (optimizer, warm-up, ...) ran one configuration: its three parts side by
+    side across the groups, one panel per part."""
+    from analysis.figures import category_bars
+
+    labels = [", ".join(str(value) for value in group.group.values()) for group in groups]
+    rows = pd.DataFrame([cells.iloc[0] if len(cells) else pd.Series({"status": "complete"}) for cells in reached])
+    rows = rows.reset_index(drop=True)
+    # Three quantities in three units: each panel its own y axis.
+    figure = Figure(figsize=(15, 5.4), layout="constrained")
+    axes = list(figure.subplots(1, 3, squeeze=False).flat)
+    axis_name = ", ".join(groups[0].group)
+    for ax, (column, label, meaning) in zip(axes, TTA_PARTS):
+        if column not in rows.columns:
+            rows[column] = np.nan
+        category_bars(ax, rows, column, labels)
+        ax.set_title(meaning, fontsize="medium")
+        ax.set_xlabel(axis_name)
+        ax.set_ylabel(label)
+    figure_title(figure, f"Time to target ({target}), decomposed, by {axis_name}",
+                 "Each configuration ran at one batch size and worker count: steps to target (how many updates "
+                 "the optimizer needs) x mean time per step over those steps = training time to target. "
+                 "x: did not reach the target.")
     return figure
 
 

@@ -13,14 +13,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import matplotlib
 import pandas as pd
-import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import PercentFormatter
 
-from analysis.figures import REFERENCE_COLOR, WORKER_MARKERS, save_figure
+from analysis.figures import REFERENCE_COLOR, WORKER_MARKERS, FigureOutcome, figure_style, save_figures
 
 VERDICT_COLORS = {"pass": "#1b7837", "fail": "#b2182b"}
 VERDICT_STYLES = {"pass": "-", "fail": "--"}
@@ -67,11 +65,9 @@ def assessment_figure(runs: pd.DataFrame, epochs: pd.DataFrame) -> Figure:
     return figure
 
 
-def make_assessment_figure(runs: pd.DataFrame, epochs: pd.DataFrame, out_dir: Path) -> list[Path]:
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with sns.axes_style("whitegrid"), matplotlib.rc_context({"svg.hashsalt": "scaling-study"}):
-        return save_figure(assessment_figure(runs, epochs), out_dir, "assessment")
+def make_assessment_figure(runs: pd.DataFrame, epochs: pd.DataFrame, out_dir: Path) -> list[FigureOutcome]:
+    with figure_style():
+        return save_figures({"assessment": assessment_figure(runs, epochs)}, Path(out_dir))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -81,8 +77,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, help="output directory (default: figures/ beside runs.csv)")
     args = parser.parse_args(argv)
     out_dir = args.out or args.runs_csv.parent / "figures"
-    for path in make_assessment_figure(pd.read_csv(args.runs_csv), pd.read_csv(args.epochs_csv), out_dir):
-        print(path)
+    for outcome in make_assessment_figure(pd.read_csv(args.runs_csv), pd.read_csv(args.epochs_csv), out_dir):
+        print(f"{out_dir / outcome.name}.png" if outcome.drawn else f"{outcome.name}: not drawn ({outcome.why})")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,9 @@ from __future__ import annotations
 import argparse
 import math
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,42 +53,75 @@ PANEL_WIDTH_IN, PANEL_HEIGHT_IN, MAX_PANEL_COLUMNS = 5.5, 4.0, 3
 LEGEND_ENTRY_WIDTH_IN = 1.2
 
 
-def make_all_figures(
-    runs: pd.DataFrame,
-    epochs: pd.DataFrame,
-    out_dir: Path,
-    target_accuracy: float | None = None,
-) -> list[Path]:
-    """Draw every figure into ``out_dir`` as <name>.png and <name>.svg; return the paths.
+@contextmanager
+def figure_style() -> Iterator[None]:
+    """The look of every figure; a fixed SVG hash salt keeps element ids, and so the files,
+    identical across reruns (it applies when a figure is saved, so save inside it too)."""
+    with sns.axes_style("whitegrid"), sns.plotting_context("notebook"), \
+            matplotlib.rc_context({"svg.hashsalt": "scaling-study"}):
+        yield
+
+
+def study_figures(runs: pd.DataFrame, epochs: pd.DataFrame, target_accuracy: float | None = None) -> dict[str, Figure]:
+    """Every figure of analysis.FIGURE_NAMES, built (call within figure_style); save_figures
+    keeps those the data fill.
 
     ``target_accuracy`` draws the target line; when None, the runs' own
     ``target_accuracy`` parameter is used if they agree on one.
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     grid_axes = grid_axes_of(runs)
     finished = finished_runs(runs, grid_axes)
     curves = _accuracy_curves(epochs, finished)
     run_target = _common_value(runs, "target_accuracy")
     line_target = target_accuracy if target_accuracy is not None else run_target
-    paths: list[Path] = []
-    # A fixed SVG hash salt keeps element ids, and so the files, identical across reruns.
-    with sns.axes_style("whitegrid"), sns.plotting_context("notebook"), matplotlib.rc_context({"svg.hashsalt": "scaling-study"}):
-        # One point per (panel, batch, workers): repeats are averaged, with their t interval.
-        points = over_replicates(finished)
-        figures = {
-            "throughput": throughput_figure(points),
-            "throughput_vs_batch": throughput_vs_batch_figure(points),
-            "scaling_efficiency": scaling_efficiency_figure(points),
-            # time_to_target_s was computed against each run's own target: name that one.
-            "time_to_accuracy": time_to_accuracy_figure(
-                points, run_target if run_target is not None else line_target, _common_value(runs, "patience")
-            ),
-            "accuracy_vs_time": accuracy_vs_time_figure(curves, finished, line_target),
-        }
-        for name, figure in figures.items():
-            paths.extend(save_figure(figure, out_dir, name))
-    return paths
+    # One point per (panel, batch, workers): repeats are averaged, with their t interval.
+    points = over_replicates(finished)
+    return {
+        "throughput": throughput_figure(points),
+        "throughput_vs_batch": throughput_vs_batch_figure(points),
+        "scaling_efficiency": scaling_efficiency_figure(points),
+        # time_to_target_s was computed against each run's own target: name that one.
+        "time_to_accuracy": time_to_accuracy_figure(
+            points, run_target if run_target is not None else line_target, _common_value(runs, "patience")
+        ),
+        "accuracy_vs_time": accuracy_vs_time_figure(curves, finished, line_target),
+    }
+
+
+@dataclass(frozen=True)
+class FigureOutcome:
+    """Whether a figure was drawn; if not, why; if so, the panels it left out and why."""
+
+    name: str
+    drawn: bool
+    why: str = ""
+    left_out: tuple[str, ...] = ()
+
+
+def save_figures(figures: dict[str, Figure], out_dir: Path) -> list[FigureOutcome]:
+    """Save the figures the data fill as <name>.png and .svg (call within figure_style)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    outcomes = []
+    for name, figure in figures.items():
+        why, left_out = finish_figure(figure)
+        if why is None:
+            save_figure(figure, out_dir, name)
+        else:  # an earlier run's, from data that filled it then: it would no longer match the tables
+            for extension in FIGURE_FORMATS:
+                (out_dir / f"{name}.{extension}").unlink(missing_ok=True)
+        outcomes.append(FigureOutcome(name, why is None, why or "", tuple(left_out)))
+    return outcomes
+
+
+def make_all_figures(
+    runs: pd.DataFrame,
+    epochs: pd.DataFrame,
+    out_dir: Path,
+    target_accuracy: float | None = None,
+) -> list[FigureOutcome]:
+    """Draw into ``out_dir`` every figure the data fill, as <name>.png and <name>.svg."""
+    with figure_style():
+        return save_figures(study_figures(runs, epochs, target_accuracy), Path(out_dir))
 
 
 def save_figure(figure: Figure, out_dir: Path, name: str) -> list[Path]:
@@ -302,14 +337,61 @@ def figure_title(figure: Figure, headline: str, detail: str) -> None:
     figure.suptitle("\n".join([headline, *lines]), fontsize="medium")
 
 
-def note_empty(ax: Axes, message: str) -> None:
+EMPTY_PANEL_LABEL = "empty panel: "
+
+
+def note(ax: Axes, message: str) -> None:
+    """A line of text in the middle of a panel."""
     ax.text(0.5, 0.5, message, transform=ax.transAxes, ha="center", va="center", color=REFERENCE_COLOR)
+
+
+def note_empty(ax: Axes, message: str) -> None:
+    """A panel the data cannot fill, and why: finish_figure leaves it out and names it."""
+    note(ax, message)
+    ax.set_label(EMPTY_PANEL_LABEL + message)
+
+
+def empty_reason(ax: Axes) -> str | None:
+    label = str(ax.get_label())
+    return label[len(EMPTY_PANEL_LABEL):] if label.startswith(EMPTY_PANEL_LABEL) else None
+
+
+def finish_figure(figure: Figure) -> tuple[str | None, list[str]]:
+    """A figure as drawn: (why it is not worth drawing, None when it is; the panels left out).
+
+    A figure none of whose panels the data can fill is not drawn; the others lose their empty
+    panels, each named with its title and why. A line through a single point is drawn as the
+    point it is."""
+    panels = [ax for ax in figure.axes if ax.get_label() != "<colorbar>"]
+    reasons = {ax: empty_reason(ax) for ax in panels}
+    if panels and all(reason is not None for reason in reasons.values()):
+        return "; ".join(dict.fromkeys(reason for reason in reasons.values() if reason)), []
+    left_out = []
+    for ax, reason in reasons.items():
+        if reason is not None:
+            left_out.append(f"{ax.get_title() or 'a panel'}: {reason}")
+            ax.remove()
+    for ax in figure.axes:
+        for line in ax.get_lines():
+            if np.size(line.get_xdata()) == 1 and line.get_linestyle() not in ("None", "", " "):
+                line.set_linestyle("None")
+                if line.get_marker() in (None, "None", "", " "):
+                    line.set_marker("o")
+    return None, left_out
 
 
 def _diverged_marks(ax: Axes, rows: pd.DataFrame, x: str, y: pd.Series) -> bool:
     diverged = rows["status"] == "diverged"
     ax.scatter(rows.loc[diverged, x], y[diverged], marker="x", s=80, color="black", zorder=5)
     return bool(diverged.any())
+
+
+def one_worker_count(finished: pd.DataFrame) -> str | None:
+    """Why a figure against workers has nothing to show: the study runs one worker count only."""
+    counts = sorted(finished[WORKERS_AXIS].unique())
+    if len(counts) == 1:
+        return f"the study runs {counts[0]} worker{'s' if counts[0] != 1 else ''} only"
+    return None
 
 
 # (reached the target, diverged) -> what the time-to-accuracy figure shows.
@@ -326,6 +408,66 @@ DIVERGED_HANDLE = Line2D([], [], color="black", marker="x", ls="none", label="di
 NO_FINISHED_CELLS = "no finished cells to plot"
 
 
+def one_configuration_per_panel(points: pd.DataFrame, panel_column: str = "panel") -> bool:
+    """Whether each panel would hold a single point: what varies is the panels' own axis
+    (optimizer, warm-up, ...), so its values are compared side by side in one panel instead."""
+    if points.empty or points[panel_column].nunique() < 2:
+        return False
+    return bool((points.groupby(panel_column).size() == 1).all())
+
+
+def category_bars(ax: Axes, points: pd.DataFrame, column: str, labels: Sequence[str]) -> set[str]:
+    """One bar per row of ``points`` (in order), labelled on the x axis: the mean with its
+    interval (``column``_ci95) where there is one, hatched where the run diverged, and a mark at
+    zero with a word where the value is missing. Returns the kinds of marks drawn."""
+    palette = dict(zip(labels, sns.color_palette("colorblind" if len(labels) <= 10 else "viridis", len(labels))))
+    marks: set[str] = set()
+    values = pd.to_numeric(points[column], errors="coerce").to_numpy()
+    spreads = pd.to_numeric(points.get(f"{column}_ci95", pd.Series(np.nan, index=points.index)),
+                            errors="coerce").to_numpy()
+    for position, (label, value, spread, status) in enumerate(zip(labels, values, spreads, points["status"])):
+        diverged = status == "diverged"
+        if np.isfinite(value):
+            ax.bar(position, value, 0.7, color=palette[label], edgecolor="black" if diverged else palette[label],
+                   hatch="//" if diverged else None)
+            if np.isfinite(spread):
+                ax.errorbar(position, value, yerr=spread, fmt="none", ecolor="black", capsize=4)
+            marks |= {"diverged"} if diverged else set()
+        else:
+            word = "diverged" if diverged else "not reached"
+            ax.plot(position, 0, marker="v" if diverged else "x", ms=10, mew=2.5, color=palette[label],
+                    markeredgecolor="black" if diverged else palette[label], clip_on=False, zorder=5, ls="None")
+            ax.annotate(word, (position, 0), xytext=(0, 8), textcoords="offset points", rotation=90, ha="center",
+                        va="bottom", fontsize="small", color=REFERENCE_COLOR)
+            marks.add(word)
+    long_labels = max((len(label) for label in labels), default=0) > 12
+    ax.set_xticks(range(len(labels)), labels, rotation=30 if long_labels else 0, ha="right" if long_labels else "center")
+    ax.grid(False, axis="x")
+    ax.set_ylim(bottom=0)
+    return marks
+
+
+def category_labels(panels: pd.Series) -> list[str]:
+    """A panel label's values without the axis names ("optimizer=lars" -> "lars"): the axis names
+    the x axis."""
+    return [", ".join(part.split("=", 1)[-1] for part in str(panel).split(", ")) for panel in panels]
+
+
+def panel_axes_title(points: pd.DataFrame) -> str:
+    """What the panels' labels name (\"optimizer\", \"lr_scaling, warmup_epochs\"), for an x axis."""
+    first = str(points["panel"].iloc[0]) if len(points) else ""
+    return ", ".join(part.split("=")[0] for part in first.split(", ")) or "configuration"
+
+
+def configuration_text(points: pd.DataFrame) -> str:
+    row = points.iloc[0]
+    return f"per-worker batch {_format_value(row[BATCH_AXIS])}, {workers_phrase(int(row[WORKERS_AXIS]))}"
+
+
+def workers_phrase(workers: int) -> str:
+    return f"{workers} worker{'s' if workers != 1 else ''}"
+
+
 # ---- the figures ------------------------------------------------------------
 
 
@@ -337,10 +479,11 @@ def throughput_figure(finished: pd.DataFrame) -> Figure:
     measured = finished[np.isfinite(finished["throughput"])]
     any_diverged = False
     any_ideal = False
+    single = one_worker_count(finished)
     for ax, panel in zip(axes, panels):
         rows = measured[measured["panel"] == panel]
-        if rows.empty:
-            note_empty(ax, NO_FINISHED_CELLS)
+        if rows.empty or single:
+            note_empty(ax, f"no throughput against workers: {single}" if single else NO_FINISHED_CELLS)
         else:
             sns.lineplot(data=rows, x=WORKERS_AXIS, y="throughput", hue=COLOUR, palette=palette,
                          marker="o", errorbar=None, legend=False, ax=ax)
@@ -371,7 +514,20 @@ def throughput_figure(finished: pd.DataFrame) -> Figure:
 
 
 def throughput_vs_batch_figure(finished: pd.DataFrame) -> Figure:
-    """The course's bar chart: steady-state samples/s per batch size, one bar per worker count."""
+    """The course's bar chart: steady-state samples/s per batch size, one bar per worker count;
+    where each panel would be one bar, the panels' values side by side in one panel."""
+    if one_configuration_per_panel(finished, BAR_PANEL):
+        figure, (ax,) = new_figure(1)
+        marks = category_bars(ax, finished, "throughput", category_labels(finished[BAR_PANEL]))
+        ax.set_xlabel(panel_axes_title(finished.assign(panel=finished[BAR_PANEL])))
+        ax.set_ylabel("Throughput (samples/s)")
+        figure_title(figure, "Throughput by configuration",
+                     f"steady-state samples/s, all workers together, first epoch left out; "
+                     f"{configuration_text(finished)} in every cell; "
+                     + _interval_text(finished, "error bars: 95 % CI of the mean"))
+        _reference_legend(ax, [Patch(facecolor="white", edgecolor="black", hatch="//", label="diverged run")]
+                          if "diverged" in marks else [], "Marks")
+        return figure
     panels = _panels(finished, BAR_PANEL)
     figure, axes = new_figure(len(panels))
     worker_levels = sorted(finished[WORKERS_AXIS].unique())
@@ -421,8 +577,10 @@ def scaling_efficiency_figure(finished: pd.DataFrame) -> Figure:
         in_panel = (finished["panel"] == panel) & efficiency_percent.notna()
         rows = finished[in_panel].assign(efficiency_percent=efficiency_percent[in_panel])
         ax.axhline(100, color=REFERENCE_COLOR, ls="--", lw=1.2)
-        if rows.empty:
-            note_empty(ax, "no cell with a complete 1-worker baseline" if len(finished) else NO_FINISHED_CELLS)
+        single = one_worker_count(finished)
+        if rows.empty or single:
+            note_empty(ax, f"no scaling efficiency: {single}" if single else
+                       "no cell with a complete 1-worker baseline" if len(finished) else NO_FINISHED_CELLS)
         else:
             sns.lineplot(data=rows, x=WORKERS_AXIS, y="efficiency_percent", hue=COLOUR, palette=palette,
                          marker="o", errorbar=None, legend=False, ax=ax)
@@ -446,7 +604,26 @@ def scaling_efficiency_figure(finished: pd.DataFrame) -> Figure:
 
 
 def time_to_accuracy_figure(finished: pd.DataFrame, target: float | None, patience: float | None) -> Figure:
-    """Bars of time to target accuracy per cell; cells that never got there get a mark at zero."""
+    """Bars of time to target accuracy per cell; cells that never got there get a mark at zero.
+    Where each panel would be one cell, the panels' values side by side in one panel."""
+    target_text = f"{target:.0%}" if target is not None else "target"
+    patience_text = f", held for {int(patience)} consecutive epochs" if patience and patience > 1 else ""
+    if one_configuration_per_panel(finished) and finished["time_to_target_s"].notna().any():
+        figure, (ax,) = new_figure(1)
+        marks = category_bars(ax, finished, "time_to_target_s", category_labels(finished["panel"]))
+        ax.set_xlabel(panel_axes_title(finished))
+        ax.set_ylabel("Time to target accuracy (s of training steps)")
+        figure_title(figure, "Time to target accuracy by configuration",
+                     f"time in training steps until validation accuracy ≥ {target_text}{patience_text}; "
+                     f"{configuration_text(finished)} in every cell")
+        marked: list[Line2D | Patch] = []
+        if "not reached" in marks:
+            marked.append(Line2D([], [], color=REFERENCE_COLOR, marker="x", mew=2.5, ls="none",
+                                 label="target not reached"))
+        if "diverged" in marks:
+            marked.append(Patch(facecolor="white", edgecolor="black", hatch="//", label="diverged run"))
+        _reference_legend(ax, marked, "Marks")
+        return figure
     panels = _panels(finished)
     figure, axes = new_figure(len(panels))
     palette = batch_palette(finished[COLOUR])
@@ -490,8 +667,6 @@ def time_to_accuracy_figure(finished: pd.DataFrame, target: float | None, patien
         # Headroom for the rotated labels.
         ax.set_ylim(0, highest * 1.35)
     _label(axes, min(len(panels), MAX_PANEL_COLUMNS), WORKERS_LABEL, "Time to target accuracy (s of training steps)", panels)
-    target_text = f"{target:.0%}" if target is not None else "target"
-    patience_text = f", held for {int(patience)} consecutive epochs" if patience and patience > 1 else ""
     replicated = "; " + _interval_text(finished, "") if REPEATS_COLUMN in finished.columns else ""
     figure_title(figure, "Time to target accuracy", f"time in training steps (not validation, checkpoints or start-up) until validation "
            f"accuracy ≥ {target_text}{patience_text}{replicated}")
@@ -519,7 +694,8 @@ def accuracy_vs_time_figure(curves: pd.DataFrame, finished: pd.DataFrame, target
     for ax, panel in zip(axes, panels):
         in_panel = curves[curves["panel"] == panel]
         if in_panel.empty:
-            note_empty(ax, NO_FINISHED_CELLS)
+            note_empty(ax, NO_FINISHED_CELLS if finished.empty else
+                       "no validation accuracy (a regression study)" if curves.empty else NO_FINISHED_CELLS)
         for _, curve in in_panel.groupby("cell", sort=False):
             first = curve.iloc[0]
             diverged = first["status"] == "diverged"
@@ -559,8 +735,8 @@ def main(argv: list[str] | None = None) -> None:
     runs = pd.read_csv(args.runs_csv)
     epochs = pd.read_csv(args.epochs_csv)
     out_dir = args.out or args.runs_csv.parent / "figures"
-    for path in make_all_figures(runs, epochs, out_dir, args.target):
-        print(path)
+    for outcome in make_all_figures(runs, epochs, out_dir, args.target):
+        print(f"{out_dir / outcome.name}.png" if outcome.drawn else f"{outcome.name}: not drawn ({outcome.why})")
 
 
 if __name__ == "__main__":

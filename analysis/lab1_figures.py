@@ -17,10 +17,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import matplotlib
 import numpy as np
 import pandas as pd
-import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
@@ -28,12 +26,14 @@ from analysis import LAB1_FIGURE_NAMES
 from analysis.figures import (
     BATCH_AXIS,
     REFERENCE_COLOR,
+    FigureOutcome,
     batch_legend,
     batch_palette,
+    figure_style,
     figure_title,
     note_empty,
     plain_log_scale,
-    save_figure,
+    save_figures,
 )
 from analysis.tables import finished
 from jobs.plan.datasets import LINEAR_NUM_POINTS, linear_splits
@@ -133,22 +133,23 @@ def trajectories_figure(runs: pd.DataFrame, updates: pd.DataFrame, seed: int, nu
     return figure
 
 
-def make_lab1_figures(runs: pd.DataFrame, epochs: pd.DataFrame, updates: pd.DataFrame, out_dir: Path) -> list[Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
+def lab1_figures(runs: pd.DataFrame, epochs: pd.DataFrame, updates: pd.DataFrame) -> dict[str, Figure]:
+    """Lab 1's figures, built (call within figure_style)."""
     params = plotted(runs)
     seed = int(params["seed"].iloc[0]) if "seed" in params and len(params) else 0
     num_train = (int(params["train_subset"].iloc[0])
                  if "train_subset" in params and len(params) and pd.notna(params["train_subset"].iloc[0])
                  else LINEAR_NUM_POINTS)
-    paths: list[Path] = []
-    with sns.axes_style("whitegrid"), sns.plotting_context("notebook"), \
-            matplotlib.rc_context({"svg.hashsalt": "scaling-study"}):
-        figures = {"loss_curves": loss_curves_figure(runs, epochs),
-                   "trajectories": trajectories_figure(runs, updates, seed, num_train)}
-        assert tuple(figures) == LAB1_FIGURE_NAMES
-        for name, figure in figures.items():
-            paths += save_figure(figure, out_dir, name)
-    return paths
+    figures = {"loss_curves": loss_curves_figure(runs, epochs),
+               "trajectories": trajectories_figure(runs, updates, seed, num_train)}
+    assert tuple(figures) == LAB1_FIGURE_NAMES
+    return figures
+
+
+def make_lab1_figures(runs: pd.DataFrame, epochs: pd.DataFrame, updates: pd.DataFrame,
+                      out_dir: Path) -> list[FigureOutcome]:
+    with figure_style():
+        return save_figures(lab1_figures(runs, epochs, updates), Path(out_dir))
 
 
 def main(argv: list[str] | None = None) -> None:

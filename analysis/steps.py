@@ -1,28 +1,43 @@
 """Where a study's tables become figures and the answer: one list of steps.
 
-The workflow makes one rule per step (workflow/rules/analysis.smk), and after a failure it
-runs the same steps on the partial tables (workflow/rules/common.smk's onerror), so a new
-figure is one entry here. Each step runs as `python -m analysis.steps NAME STUDY_DIR`.
+The workflow runs the steps that apply to a study in one job (workflow/rules/analysis.smk),
+and after a failure it runs the same steps on the partial tables (workflow/rules/common.smk's
+onerror), so a new figure is one entry here. A step proposes figures; only those the
+study's data fill are saved (analysis/figures.py: finish_figure). The figures directory's
+manifest, figures/figures.json, lists what was drawn, what was not and why, and what the
+study varied; the report's captions and the answer are written from it.
+
+    python -m analysis.steps STUDY_DIR [--steps NAME ...] [--study NAME]
 
 This module is imported when the Snakefile is parsed: the plotting modules are imported only
-when a step runs.
+when the steps run.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from analysis import ANSWER_FIGURE_NAMES, ANSWER_FILES, ASSESSMENT_FIGURE_NAMES, FIGURE_NAMES, LAB1_FIGURE_NAMES
-from analysis.tables import UPDATES_CSV
+from analysis.tables import UPDATES_CSV, grid_axes_of
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from analysis.answer import StudyAnswer
+    from analysis.figures import FigureOutcome
 
 RUNS_CSV, EPOCHS_CSV = "runs.csv", "epochs.csv"
 FIGURES_DIR = "figures"
+MANIFEST = "figures.json"  # in FIGURES_DIR
 ANSWER_HTML = "answer.html"
+STUDY_FILES = (ANSWER_HTML, *ANSWER_FILES)  # what the analysis writes beside the figures
 
 
 @dataclass(frozen=True)
@@ -47,50 +62,50 @@ class StudyTraits:
     records_updates: bool  # its cells record (w, b) after each update: Lab 1
     time_budget: bool  # it sets time_budget_s: the course's assessment
 
+    @classmethod
+    def of(cls, tables: StudyTables) -> StudyTraits:
+        """The traits as the tables show them, where there is no plan to ask."""
+        budget = tables.runs.get("time_budget_s", pd.Series(dtype=float))
+        return cls(records_updates=not tables.updates.empty, time_budget=bool(budget.notna().any()))
+
 
 @dataclass(frozen=True)
 class AnalysisStep:
-    name: str  # the rule's name and its log's
-    figures: tuple[str, ...]  # figures/<name>.png and .svg
-    run: Callable[[StudyTables, Path, str], None]  # (tables, study directory, study name)
-    files: tuple[str, ...] = ()  # other files it writes in the study directory
-    reads_updates: bool = False
+    name: str
+    figures: tuple[str, ...]  # the figures it proposes: figures/<name>.png and .svg, where drawn
+    draw: Callable[[StudyTables, StudyAnswer], dict[str, Figure]]  # built, within figures.figure_style
     applies: Callable[[StudyTraits], bool] = lambda traits: True
 
 
-def _draw_figures(tables: StudyTables, study_dir: Path, study: str) -> None:
-    from analysis.figures import make_all_figures
+def _study_figures(tables: StudyTables, answer: StudyAnswer) -> dict[str, Figure]:
+    from analysis.figures import study_figures
 
-    make_all_figures(tables.runs, tables.epochs, study_dir / FIGURES_DIR)
-
-
-def _draw_lab1(tables: StudyTables, study_dir: Path, study: str) -> None:
-    from analysis.lab1_figures import make_lab1_figures
-
-    make_lab1_figures(tables.runs, tables.epochs, tables.updates, study_dir / FIGURES_DIR)
+    return study_figures(tables.runs, tables.epochs)
 
 
-def _draw_assessment(tables: StudyTables, study_dir: Path, study: str) -> None:
-    from analysis.assessment import make_assessment_figure
+def _lab1_figures(tables: StudyTables, answer: StudyAnswer) -> dict[str, Figure]:
+    from analysis.lab1_figures import lab1_figures
 
-    make_assessment_figure(tables.runs, tables.epochs, study_dir / FIGURES_DIR)
+    return lab1_figures(tables.runs, tables.epochs, tables.updates)
 
 
-def _answer(tables: StudyTables, study_dir: Path, study: str) -> None:
-    from analysis.answer import write_answer
-    from analysis.answer_figures import make_answer_figures
+def _assessment_figure(tables: StudyTables, answer: StudyAnswer) -> dict[str, Figure]:
+    from analysis.assessment import assessment_figure
 
-    answer = write_answer(tables.runs, study_dir, study)
-    make_answer_figures(answer, tables.epochs, tables.runs, study_dir / FIGURES_DIR)
+    return {"assessment": assessment_figure(tables.runs, tables.epochs)}
+
+
+def _answer_figures(tables: StudyTables, answer: StudyAnswer) -> dict[str, Figure]:
+    from analysis.answer_figures import answer_figures
+
+    return answer_figures(answer, tables.epochs, tables.runs)
 
 
 STEPS: tuple[AnalysisStep, ...] = (
-    AnalysisStep("plot_study", FIGURE_NAMES, _draw_figures),
-    AnalysisStep("plot_lab1", LAB1_FIGURE_NAMES, _draw_lab1, reads_updates=True,
-                 applies=lambda traits: traits.records_updates),
-    AnalysisStep("plot_assessment", ASSESSMENT_FIGURE_NAMES, _draw_assessment,
-                 applies=lambda traits: traits.time_budget),
-    AnalysisStep("answer_study", ANSWER_FIGURE_NAMES, _answer, files=(ANSWER_HTML, *ANSWER_FILES)),
+    AnalysisStep("study", FIGURE_NAMES, _study_figures),
+    AnalysisStep("lab1", LAB1_FIGURE_NAMES, _lab1_figures, applies=lambda traits: traits.records_updates),
+    AnalysisStep("assessment", ASSESSMENT_FIGURE_NAMES, _assessment_figure, applies=lambda traits: traits.time_budget),
+    AnalysisStep("answer", ANSWER_FIGURE_NAMES, _answer_figures),
 )
 STEPS_BY_NAME = {step.name: step for step in STEPS}
 
@@ -99,22 +114,75 @@ def steps_for(traits: StudyTraits) -> list[AnalysisStep]:
     return [step for step in STEPS if step.applies(traits)]
 
 
-def figure_names(traits: StudyTraits) -> list[str]:
-    return [name for step in steps_for(traits) for name in step.figures]
+def what_varies(runs: pd.DataFrame) -> str:
+    """One sentence naming the study's grid axes and their values, for the captions."""
+    parts = []
+    for axis in grid_axes_of(runs):
+        if axis in runs.columns:
+            values = list(dict.fromkeys(str(value) for value in runs[axis].dropna()))
+            shown = ", ".join(values[:8]) + (f", ... ({len(values)} values)" if len(values) > 8 else "")
+            parts.append(f"{axis} ({shown})")
+    return "This study varies " + ("; ".join(parts) if parts else "nothing") + "."
 
 
-def run_steps(steps: Sequence[AnalysisStep], tables: StudyTables, study_dir: Path, study: str) -> None:
-    for step in steps:
-        step.run(tables, study_dir, study)
+def analyse_study(tables: StudyTables, study_dir: Path, study: str, steps: Sequence[AnalysisStep]) -> dict[str, Any]:
+    """Draw the steps' figures that the data fill, write the manifest and the answer; return the manifest."""
+    from analysis.answer import answer_study, write_answer_files
+    from analysis.figures import figure_style, save_figures
+
+    answer = answer_study(tables.runs, study)
+    figures_dir = study_dir / FIGURES_DIR
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    outcomes: list[FigureOutcome] = []
+    with figure_style():
+        for step in steps:
+            outcomes += save_figures(step.draw(tables, answer), figures_dir)
+    manifest = {"study": study, "varies": what_varies(tables.runs),
+                "figures": [asdict(outcome) for outcome in outcomes]}
+    (figures_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    write_answer_files(answer, study_dir, not_drawn_lines(manifest))
+    return manifest
+
+
+def not_drawn_lines(manifest: dict[str, Any]) -> list[str]:
+    return [f"{figure['name']}: {figure['why']}" for figure in manifest["figures"] if not figure["drawn"]]
+
+
+def rst_text(text: str) -> str:
+    """Plain text as reStructuredText: no character of it is markup."""
+    for character in "\\*`|_[]":
+        text = text.replace(character, "\\" + character)
+    return text
+
+
+def figure_captions(figures_dir: Path, report_dir: Path) -> dict[str, str]:
+    """Each drawn figure's caption in the report: what it shows (report_dir/<name>.rst), then
+    what this study varied and the panels left out (the manifest); {} before it is written."""
+    manifest = figures_dir / MANIFEST
+    if not manifest.exists():
+        return {}
+    written = json.loads(manifest.read_text())
+    captions = {}
+    for figure in written["figures"]:
+        if figure["drawn"]:
+            shows = (report_dir / f"{figure['name']}.rst").read_text().strip()
+            left_out = [f"Panels left out: {rst_text(line)}." for line in figure["left_out"]]
+            captions[figure["name"]] = "\n\n".join([shows, rst_text(written["varies"]), *left_out])
+    return captions
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Run one analysis step on a study's tables.")
-    parser.add_argument("step", choices=list(STEPS_BY_NAME))
+    parser = argparse.ArgumentParser(description="Draw a study's figures and write its answer from its tables.")
     parser.add_argument("study_dir", type=Path, help="results/<study>, holding runs.csv and epochs.csv")
+    parser.add_argument("--steps", nargs="+", choices=list(STEPS_BY_NAME),
+                        help="the steps to run (default: those the tables call for)")
     parser.add_argument("--study", help="the study's name (default: the directory's name)")
     args = parser.parse_args(argv)
-    STEPS_BY_NAME[args.step].run(StudyTables.read(args.study_dir), args.study_dir, args.study or args.study_dir.name)
+    tables = StudyTables.read(args.study_dir)
+    steps = [STEPS_BY_NAME[name] for name in args.steps] if args.steps else steps_for(StudyTraits.of(tables))
+    manifest = analyse_study(tables, args.study_dir, args.study or args.study_dir.name, steps)
+    for figure in manifest["figures"]:
+        print(f"{figure['name']}: " + ("drawn" if figure["drawn"] else f"not drawn ({figure['why']})"))
 
 
 if __name__ == "__main__":

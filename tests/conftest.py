@@ -114,3 +114,52 @@ def slurm_profile(directory: Path, **launcher: Any) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "config.yaml").write_text(yaml.safe_dump(profile))
     return directory
+
+
+def data_points(ax: Any) -> int:
+    """How many points of data a panel draws: lines, markers, scatter and error bars, and bars,
+    in data coordinates (reference lines and bands across the panel do not count)."""
+    import numpy as np
+
+    points = sum(int(np.size(line.get_xdata())) for line in ax.get_lines() if line.get_transform() == ax.transData)
+    points += sum(len(collection.get_offsets()) for collection in ax.collections
+                  if collection.get_offset_transform() == ax.transData)
+    points += sum(1 for patch in ax.patches if patch.get_data_transform() == ax.transData)
+    return points
+
+
+def assert_figures_full(study_dir: Path) -> list[str]:
+    """Rebuild a study's figures from its tables, as the workflow drew them, and check the figure
+    objects: every panel draws data, no line is drawn through a single point, every panel has an x
+    label and every figure a y label; the figures drawn are exactly the PNGs on disk. Returns their names."""
+    import json
+
+    import numpy as np
+
+    from analysis.answer import answer_study
+    from analysis.figures import figure_style, finish_figure
+    from analysis.steps import FIGURES_DIR, MANIFEST, StudyTables, StudyTraits, steps_for
+
+    tables = StudyTables.read(study_dir)
+    answer = answer_study(tables.runs, study_dir.name)
+    drawn = []
+    with figure_style():
+        for step in steps_for(StudyTraits.of(tables)):
+            for name, figure in step.draw(tables, answer).items():
+                if finish_figure(figure)[0] is not None:
+                    continue
+                drawn.append(name)
+                panels = [ax for ax in figure.axes if ax.get_label() != "<colorbar>"]
+                assert panels, name
+                for ax in panels:
+                    assert data_points(ax) > 0, f"{name}: panel {ax.get_title()!r} draws nothing"
+                    assert ax.get_xlabel(), f"{name}: panel {ax.get_title()!r} has no x label"
+                    for line in ax.get_lines():
+                        assert not (np.size(line.get_xdata()) == 1 and line.get_linestyle() not in ("None", "")), \
+                            f"{name}: a line through one point in panel {ax.get_title()!r}"
+                assert any(ax.get_ylabel() for ax in panels), f"{name} has no y label"
+    on_disk = sorted(path.stem for path in (study_dir / FIGURES_DIR).glob("*.png"))
+    assert on_disk == sorted(drawn)
+    manifest = json.loads((study_dir / FIGURES_DIR / MANIFEST).read_text())
+    assert sorted(figure["name"] for figure in manifest["figures"] if figure["drawn"]) == sorted(drawn)
+    return drawn

@@ -13,7 +13,7 @@ from analysis.collect import StudyAnalysis, collect_study
 from analysis.collect import main as collect_main
 from analysis.figures import main as figures_main
 from analysis.figures import make_all_figures
-from analysis.steps import STEPS, AnalysisStep
+from analysis.steps import MANIFEST, STEPS, STUDY_FILES, AnalysisStep
 from analysis.steps import main as steps_main
 from jobs.cell import CellDir
 
@@ -319,19 +319,21 @@ def test_clis_write_tables_and_figures(study_dir: Path) -> None:
     assert_all_figures(figures_dir)
 
 
-def assert_all_figures(figures_dir: Path) -> None:
-    expected = {f"{name}.{extension}" for name in ("throughput", "throughput_vs_batch", "scaling_efficiency", "time_to_accuracy", "accuracy_vs_time") for extension in ("png", "svg")}
+def assert_all_figures(figures_dir: Path, names: tuple[str, ...] = FIGURE_NAMES) -> None:
+    expected = {f"{name}.{extension}" for name in names for extension in ("png", "svg")}
     assert {path.name for path in figures_dir.iterdir()} == expected
     for path in figures_dir.iterdir():
         assert path.stat().st_size > 1000, path
-    assert (figures_dir / "throughput.png").read_bytes().startswith(b"\x89PNG")
-    assert b"<svg" in (figures_dir / "throughput.svg").read_bytes()
+    for name in names:
+        assert (figures_dir / f"{name}.png").read_bytes().startswith(b"\x89PNG")
+        assert b"<svg" in (figures_dir / f"{name}.svg").read_bytes()
 
 
-def test_make_all_figures_returns_two_files_per_figure(study_dir: Path, tmp_path: Path) -> None:
+def test_make_all_figures_draws_each_figure_the_data_fill_as_png_and_svg(study_dir: Path, tmp_path: Path) -> None:
     runs, epochs = collect_study(study_dir)
-    paths = make_all_figures(runs, epochs, tmp_path / "figures", TARGET)
-    assert len(paths) == 2 * len(FIGURE_NAMES) and all(path.exists() for path in paths)
+    outcomes = make_all_figures(runs, epochs, tmp_path / "figures", TARGET)
+    assert [outcome.name for outcome in outcomes] == list(FIGURE_NAMES)
+    assert all(outcome.drawn for outcome in outcomes), outcomes
     assert_all_figures(tmp_path / "figures")
 
 
@@ -341,15 +343,17 @@ def test_figures_of_a_study_where_every_cell_failed(tmp_path: Path) -> None:
     write_cell(study, "bs64-gpus2", None, None)
     runs, epochs = collect_study(study)
     assert set(runs["status"]) == {"failed"}
-    make_all_figures(runs, epochs, tmp_path / "figures", TARGET)
-    assert_all_figures(tmp_path / "figures")
+    outcomes = make_all_figures(runs, epochs, tmp_path / "figures", TARGET)
+    # Nothing to draw: no figure of empty panels, and each says why.
+    assert {(outcome.drawn, outcome.why) for outcome in outcomes} == {(False, "no finished cells to plot")}
+    assert_all_figures(tmp_path / "figures", ())
 
 
 def test_figures_of_an_empty_study_from_csv(tmp_path: Path) -> None:
     study = tmp_path / "empty"
     collect_main([str(study), "--runs", str(tmp_path / "runs.csv"), "--epochs", str(tmp_path / "epochs.csv")])
     figures_main([str(tmp_path / "runs.csv"), str(tmp_path / "epochs.csv"), "--out", str(tmp_path / "figures")])
-    assert_all_figures(tmp_path / "figures")
+    assert_all_figures(tmp_path / "figures", ())
 
 
 def test_figures_with_an_extra_grid_axis_from_csv(tmp_path: Path) -> None:
@@ -368,7 +372,9 @@ def test_figures_with_an_extra_grid_axis_from_csv(tmp_path: Path) -> None:
     runs.to_csv(tmp_path / "runs.csv", index=False)
     epochs.to_csv(tmp_path / "epochs.csv", index=False)
     figures_main([str(tmp_path / "runs.csv"), str(tmp_path / "epochs.csv"), "--out", str(tmp_path / "figures")])
-    assert_all_figures(tmp_path / "figures")
+    # No cell has a time to target: that figure would be empty panels, so it is not drawn.
+    assert runs["time_to_target_s"].isna().all()
+    assert_all_figures(tmp_path / "figures", tuple(name for name in FIGURE_NAMES if name != "time_to_accuracy"))
 
 
 REPEATED_RATES = {(1, 0): 100.0, (1, 1): 104.0, (1, 2): 96.0, (2, 0): 150.0, (2, 1): 170.0, (2, 2): 160.0}
@@ -509,14 +515,23 @@ def test_time_to_target_is_steps_to_target_times_time_per_step(tmp_path: Path) -
 
 
 @pytest.mark.parametrize("step", STEPS, ids=lambda step: step.name)
-def test_each_analysis_step_writes_exactly_the_files_it_declares(study_dir: Path, step: AnalysisStep) -> None:
-    """The workflow's rules and its onerror both take their outputs from analysis/steps.py."""
+def test_each_analysis_step_writes_the_figures_it_drew_its_manifest_and_the_answer(study_dir: Path,
+                                                                                   step: AnalysisStep) -> None:
+    """The workflow's rule and its onerror both run analysis/steps.py: it writes the figures the
+    data filled, of those the step proposes, the manifest naming them, and the answer's files."""
     tables = [study_dir / name for name in ("runs.csv", "epochs.csv", "updates.csv")]
     collect_main([str(study_dir), "--runs", str(tables[0]), "--epochs", str(tables[1]), "--updates", str(tables[2])])
     before = {path for path in study_dir.rglob("*") if path.is_file()}
 
-    steps_main([step.name, str(study_dir)])
+    steps_main([str(study_dir), "--steps", step.name])
 
     written = {path.relative_to(study_dir).as_posix() for path in study_dir.rglob("*") if path.is_file()} \
         - {path.relative_to(study_dir).as_posix() for path in before}
-    assert written == {f"figures/{name}.{ext}" for name in step.figures for ext in ("png", "svg")} | set(step.files)
+    manifest = json.loads((study_dir / "figures" / MANIFEST).read_text())
+    assert [figure["name"] for figure in manifest["figures"]] == list(step.figures)
+    drawn = [figure["name"] for figure in manifest["figures"] if figure["drawn"]]
+    assert written == {f"figures/{name}.{ext}" for name in drawn for ext in ("png", "svg")} | \
+        {f"figures/{MANIFEST}"} | set(STUDY_FILES)
+    answer = (study_dir / "answer.md").read_text()
+    for figure in manifest["figures"]:
+        assert figure["drawn"] or f"- {figure['name']}: {figure['why']}" in answer

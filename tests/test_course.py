@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import default_config, run_snakemake, write_config
+from conftest import assert_figures_full, default_config, run_snakemake, write_config
 
-from analysis import ASSESSMENT_FIGURE_NAMES, FIGURE_NAMES, LAB1_FIGURE_NAMES
+from analysis import ASSESSMENT_FIGURE_NAMES, LAB1_FIGURE_NAMES
 from analysis.collect import collect_tables
 from jobs.cell import CellDir
 from jobs.plan.config import ConfigError
@@ -161,7 +161,9 @@ def test_lab1_runs_by_name_and_draws_its_figures(tmp_path):
     # Every update of every cell: epochs x ceil(100 / batch).
     expected = {row.cell: row.epochs_run * math.ceil(100 / row.batch_size) for row in runs.itertuples()}
     assert updates.groupby("cell").size().to_dict() == expected
-    for name in (*FIGURE_NAMES, *LAB1_FIGURE_NAMES):
+    # One worker count and a regression: no figure against workers, none of accuracy.
+    assert sorted(assert_figures_full(study)) == sorted(["throughput_vs_batch", *LAB1_FIGURE_NAMES])
+    for name in LAB1_FIGURE_NAMES:
         assert (study / "figures" / f"{name}.png").stat().st_size > 10_000, name
 
 
@@ -195,6 +197,7 @@ def test_lm_scaling_learns_to_within_its_margin_of_the_entropy_rate_and_gets_an_
     assert np.isfinite(group["critical_batch"]["value"]) and group["critical_batch"]["value"] > 0
     assert np.isfinite(group["noise_scale"])
     assert "validation loss 1.7358" in (study / "answer.md").read_text()
+    assert_figures_full(study)
 
 
 # ----------------------------------------------------------------------------- the lessons reproduce
@@ -230,9 +233,9 @@ def run_named_study(tmp_path, name: str) -> pd.DataFrame:
     study = tmp_path / "results" / name
     runs = pd.read_csv(study / "runs.csv")
     assert set(runs["status"]) <= {"complete", "diverged"}, runs[["cell", "status", "problem"]]
-    names = FIGURE_NAMES + (ASSESSMENT_FIGURE_NAMES if runs["time_budget_s"].notna().any() else ())
-    for figure in names:
-        assert (study / "figures" / f"{figure}.png").stat().st_size > 10_000, figure
+    drawn = assert_figures_full(study)
+    if runs["time_budget_s"].notna().any():
+        assert set(ASSESSMENT_FIGURE_NAMES) <= set(drawn)
     return runs
 
 

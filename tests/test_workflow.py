@@ -17,7 +17,15 @@ import pandas as pd
 import psutil
 import pytest
 import torch
-from conftest import assert_private, default_config, run_snakemake, snakemake_command, tiny_study, write_config
+from conftest import (
+    assert_figures_full,
+    assert_private,
+    default_config,
+    run_snakemake,
+    snakemake_command,
+    tiny_study,
+    write_config,
+)
 
 from analysis import ANSWER_FIGURE_NAMES
 from analysis import FIGURE_NAMES as FIGURES
@@ -71,10 +79,17 @@ def test_tiny_grid_produces_table_and_figures(first_run):
     assert (runs["epochs_run"] == 3).all()
     two_workers = runs[runs["gpus"] == 2]
     assert two_workers["efficiency"].notna().all() and (two_workers["efficiency"] > 0).all()
-    for name in FIGURES:
+    # Two worker counts: every figure of the study is full and drawn, but time to target where no cell reached it.
+    expected = tiny_figures(runs)
+    assert expected <= set(assert_figures_full(workdir / "results/tiny"))
+    for name in expected:
         for ext in ("png", "svg"):
             figure = workdir / f"results/tiny/figures/{name}.{ext}"
             assert figure.stat().st_size > 1000, figure
+
+
+def tiny_figures(runs: pd.DataFrame) -> set[str]:
+    return set(FIGURES) - ({"time_to_accuracy"} if runs["time_to_target_s"].isna().all() else set())
 
 
 def test_html_report_holds_every_figure(first_run):
@@ -82,8 +97,17 @@ def test_html_report_holds_every_figure(first_run):
     result = run_snakemake(workdir, "--report", "report.html")
     assert result.returncode == 0, result.stderr[-3000:]
     html = (workdir / "report.html").read_text()
-    for name in (*FIGURES, *ANSWER_FIGURE_NAMES, "answer.html"):
-        assert name in html, name
+    # The report holds the figures drawn, and only those, each with the study's own caption.
+    manifest = json.loads((workdir / "results/tiny/figures/figures.json").read_text())
+    drawn = {figure["name"] for figure in manifest["figures"] if figure["drawn"]}
+    assert tiny_figures(pd.read_csv(workdir / "results/tiny/runs.csv")) <= drawn
+    assert "holdout" not in drawn  # tiny runs 2 worker counts: no held-out check
+    for name in drawn:
+        assert f'"results/tiny/figures/{name}.png"' in html, name
+    assert "answer.html" in html
+    assert '"results/tiny/figures/holdout.png"' not in html
+    assert '"results/answer/figures/holdout.png"' in html  # 3 worker counts: the check is drawn there
+    assert "This study varies batch_size (32, 64); gpus (1, 2).</p>" in html
     assert "Where to look, per study" in html  # the landing page, workflow/report/workflow.rst
 
 
@@ -159,7 +183,11 @@ def test_diverged_run_is_a_recorded_result(first_run):
     assert list(runs["status"]) == ["diverged"]
     summary = json.loads((workdir / "results/diverge/cells/bs16-gpus1/summary.json").read_text())
     assert summary["stop_reason"] == "diverged" and summary["epochs_run"] < 4
-    assert (workdir / "results/diverge/figures/accuracy_vs_time.png").exists()
+    # Plotted where the data fill a figure: its throughput, hatched as diverged; a regression has no accuracy.
+    manifest = json.loads((workdir / "results/diverge/figures/figures.json").read_text())
+    why = {figure["name"]: figure["why"] for figure in manifest["figures"]}
+    assert why["throughput_vs_batch"] == "" and why["accuracy_vs_time"] == "no validation accuracy (a regression study)"
+    assert (workdir / "results/diverge/figures/throughput_vs_batch.png").exists()
 
 
 @pytest.mark.parametrize("backend", ["horovod", "ddp"])
@@ -177,7 +205,11 @@ def test_failed_cell_names_its_reason_and_log_and_leaves_no_summary(first_run, b
     # What did finish is still tabled and plotted, the failed cell marked as such.
     runs = pd.read_csv(workdir / "results/broken/runs.csv")
     assert list(runs["status"]) == ["failed", "failed"]
-    assert (workdir / "results/broken/figures/throughput.png").exists()
+    # Nothing finished: no figure of empty panels; the answer says so, figure by figure.
+    manifest = json.loads((workdir / "results/broken/figures/figures.json").read_text())
+    assert {figure["why"] for figure in manifest["figures"] if figure["name"] in FIGURES} == {"no finished cells to plot"}
+    assert not list((workdir / "results/broken/figures").glob("*.png"))
+    assert "- throughput: no finished cells to plot" in (workdir / "results/broken/answer.md").read_text()
 
 
 def test_rerun_executes_exactly_the_cell_without_summary(first_run):

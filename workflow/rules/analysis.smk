@@ -32,29 +32,41 @@ rule collect_study:
         " --runs {output.runs} --epochs {output.epochs} --updates {output.updates} > {log} 2>&1"
 
 
-# One rule per analysis step (analysis/steps.py: figures, Lab 1, the assessment, the answer),
-# for the studies it applies to; after a failure, onerror runs the same steps (common.smk).
-for step in STEPS:
-
-    rule:
-        name:
-            step.name
-        localrule: True
-        input:
-            runs=f"{RESULTS}/{{study}}/runs.csv",
-            epochs=f"{RESULTS}/{{study}}/epochs.csv",
-            **({"updates": f"{RESULTS}/{{study}}/updates.csv"} if step.reads_updates else {}),
-        output:
-            **figure_pngs(step.figures),
-            svg=figure_svgs(step.figures),
-            **step_files(step),
-        params:
-            # A param, not part of the shell string: Snakemake evaluates that when the job runs,
-            # when the loop variable names the last step.
-            step=step.name,
-            python=lambda wildcards, output: PYTHON,
-            study_dir=lambda wildcards, output: str(Path(output.svg[0]).parent.parent),
-        log:
-            f"{RESULTS}/{{study}}/logs/{step.name}.log",
-        shell:
-            "{params.python} -m analysis.steps {params.step} {params.study_dir} --study {wildcards.study} > {log} 2>&1"
+# The study's figures and answer, in one job: the steps of analysis/steps.py that apply to
+# the study (figures, Lab 1, the assessment, the answer); after a failure, onerror runs the
+# same steps (common.smk). Which figures the data fill is known only once the tables are, so
+# the figures are a directory: the report shows the PNGs in it, each with its caption from
+# the directory's manifest.
+rule analyse_study:
+    localrule: True
+    input:
+        runs=f"{RESULTS}/{{study}}/runs.csv",
+        epochs=f"{RESULTS}/{{study}}/epochs.csv",
+        updates=f"{RESULTS}/{{study}}/updates.csv",
+    output:
+        figures=report(
+            directory(f"{RESULTS}/{{study}}/{FIGURES_DIR}"),
+            patterns=["{figure}.png"],
+            caption="../report/figure.rst",
+            category="{study}",
+            subcategory="figures",
+            labels={"figure": "{figure}"},
+        ),
+        answer=report(
+            f"{RESULTS}/{{study}}/answer.html",
+            caption="../report/answer.rst",
+            category="{study}",
+            subcategory="answer",
+        ),
+        files=[f"{RESULTS}/{{study}}/{name}" for name in STUDY_FILES if name != "answer.html"],
+    params:
+        steps=get_analysis_steps,
+        # From the outputs: read when the report is made, and never a reason to rerun.
+        captions=lambda wildcards, output: figure_captions(output.figures),
+        python=lambda wildcards, output: PYTHON,
+        study_dir=lambda wildcards, output: str(Path(output.answer).parent),
+    log:
+        f"{RESULTS}/{{study}}/logs/analyse_study.log",
+    shell:
+        "{params.python} -m analysis.steps {params.study_dir} --steps {params.steps} --study {wildcards.study}"
+        " > {log} 2>&1"

@@ -1,8 +1,8 @@
 import sys
 from pathlib import Path
 
-from analysis.steps import STEPS, StudyTraits, run_steps, steps_for
-from analysis.steps import figure_names as analysis_figure_names
+from analysis.steps import FIGURES_DIR, STUDY_FILES, StudyTraits, steps_for
+from analysis.steps import figure_captions as analysis_figure_captions
 from jobs.cell import CellDir
 from jobs.plan.config import ConfigError
 from jobs.plan.grid import CELL_ID_PATTERN, make_plan
@@ -56,8 +56,8 @@ def get_final_outputs():
         # again even though the study's table and figures still exist.
         outputs += cell_summaries(study)
         outputs.append(f"{RESULTS}/{study}/runs.csv")
-        outputs += [f"{RESULTS}/{study}/figures/{name}.{ext}" for name in figure_names(study) for ext in ("png", "svg")]
-        outputs += [f"{RESULTS}/{study}/{name}" for step in steps_for(study_traits(study)) for name in step.files]
+        outputs.append(f"{RESULTS}/{study}/{FIGURES_DIR}")
+        outputs += [f"{RESULTS}/{study}/{name}" for name in STUDY_FILES]
     return outputs
 
 
@@ -67,8 +67,8 @@ def study_traits(study):
                        time_budget=spec.time_budget_s is not None)
 
 
-def figure_names(study):
-    return analysis_figure_names(study_traits(study))
+def get_analysis_steps(wildcards):
+    return [step.name for step in steps_for(study_traits(wildcards.study))]
 
 
 def cell_summaries(study):
@@ -92,27 +92,9 @@ def get_analysis_args(wildcards):
     return " ".join(["--scaling", analysis.scaling, *budget])
 
 
-def figure_pngs(names):
-    """A figure rule's PNG outputs by name, each in the study's group of the HTML report with
-    its caption (workflow/report/<name>.rst)."""
-    return {
-        name: report(f"{RESULTS}/{{study}}/figures/{name}.png", caption=f"../report/{name}.rst",
-                     category="{study}", subcategory="figures")
-        for name in names
-    }
-
-
-def figure_svgs(names):
-    return [f"{RESULTS}/{{study}}/figures/{name}.svg" for name in names]
-
-
-def step_files(step):
-    """A step's other outputs: its HTML page in the report (workflow/report/<name>.rst), the rest by name."""
-    pages = {Path(name).stem: report(f"{RESULTS}/{{study}}/{name}", caption=f"../report/{Path(name).stem}.rst",
-                                     category="{study}", subcategory=Path(name).stem)
-             for name in step.files if name.endswith(".html")}
-    others = [f"{RESULTS}/{{study}}/{name}" for name in step.files if not name.endswith(".html")]
-    return pages | ({"files": others} if others else {})
+def figure_captions(figures_dir):
+    """Each drawn figure's caption in the report (analysis/steps.py), read when the report is made."""
+    return analysis_figure_captions(Path(figures_dir), Path(workflow.basedir) / "report")
 
 
 def get_cell_summaries(wildcards):
@@ -128,6 +110,11 @@ def get_cell(wildcards):
     cell = {"params": params.as_rule_param(), "grid_axes": list(study.axes),
             "measured_with": PLAN.launcher.measured_with(params.gpus)}
     return cell
+
+
+def set_aside_damaged_summary(kept, log):
+    CellDir(kept.parent).set_aside_damaged_summary(kept)
+    log.write_text(f"damaged summary kept as {kept}\n")
 
 
 def get_damaged_summary(wildcards):
@@ -149,7 +136,7 @@ def collect_partial_results():
     """After a failure: tables and figures of what did finish, failed cells marked as such.
     The next run, once the failed cells are done, replaces them."""
     from analysis.collect import write_tables
-    from analysis.steps import StudyTables
+    from analysis.steps import StudyTables, analyse_study
 
     for study, spec in PLAN.studies.items():
         study_dir = Path(RESULTS) / study
@@ -157,8 +144,8 @@ def collect_partial_results():
             continue
         tables = write_tables(study_dir, study_dir / "runs.csv", study_dir / "epochs.csv", list(spec.cells),
                               analysis=study_analysis(study))
-        run_steps(steps_for(study_traits(study)), StudyTables(tables.runs, tables.epochs, tables.updates),
-                  study_dir, study)
+        analyse_study(StudyTables(tables.runs, tables.epochs, tables.updates), study_dir, study,
+                      steps_for(study_traits(study)))
         counts = tables.runs["status"].value_counts().to_dict()
         print(f"{study}: partial results in {study_dir} ({counts}); run the same command again to retry "
               "the cells that did not finish", file=sys.stderr)

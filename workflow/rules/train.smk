@@ -31,5 +31,7 @@ rule set_aside_damaged_summary:
     wildcard_constraints:
         damaged=r"damaged(\.\d+)?",
     localrule: True
+    log:
+        f"{RESULTS}/{{study}}/logs/set_aside/{{cell}}.{{damaged}}.log",
     run:
-        CellDir(Path(output[0]).parent).set_aside_damaged_summary(Path(output[0]))
+        set_aside_damaged_summary(Path(output[0]), Path(log[0]))
