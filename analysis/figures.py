@@ -51,6 +51,7 @@ WORKER_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "<", ">")
 REFERENCE_COLOR = "0.35"
 PANEL_WIDTH_IN, PANEL_HEIGHT_IN, MAX_PANEL_COLUMNS = 5.5, 4.0, 3
 LEGEND_ENTRY_WIDTH_IN = 1.2
+CATEGORY_LEGEND_ENTRY_WIDTH_IN = 2.0  # "linear, 3", "novograd": wider than a batch size
 
 
 @contextmanager
@@ -413,7 +414,8 @@ def one_configuration_per_panel(points: pd.DataFrame, panel_column: str = "panel
     (optimizer, warm-up, ...), so its values are compared side by side in one panel instead."""
     if points.empty or points[panel_column].nunique() < 2:
         return False
-    return bool((points.groupby(panel_column).size() == 1).all())
+    configurations = points.groupby(panel_column)[[COLOUR, BATCH_AXIS, WORKERS_AXIS]].nunique()
+    return bool((configurations == 1).all().all())
 
 
 def category_bars(ax: Axes, points: pd.DataFrame, column: str, labels: Sequence[str]) -> set[str]:
@@ -684,7 +686,14 @@ def time_to_accuracy_figure(finished: pd.DataFrame, target: float | None, patien
 
 
 def accuracy_vs_time_figure(curves: pd.DataFrame, finished: pd.DataFrame, target: float | None) -> Figure:
-    """Validation accuracy vs training time, one curve per cell, diverged cells dashed."""
+    """Validation accuracy vs training time, one curve per cell, diverged cells dashed. Where each
+    panel would hold one configuration, one panel with a colour per panel value."""
+    categories = ""
+    if one_configuration_per_panel(finished):
+        categories, detail = panel_axes_title(finished), f"; {configuration_text(finished)} in every cell"
+        labels = dict(zip(finished["panel"], category_labels(finished["panel"])))
+        finished = finished.assign(**{COLOUR: finished["panel"].map(labels), "panel": ""})
+        curves = curves.assign(**{COLOUR: curves["panel"].map(labels), "panel": ""})
     panels = _panels(finished)
     figure, axes = new_figure(len(panels))
     palette = batch_palette(finished[COLOUR])
@@ -711,8 +720,14 @@ def accuracy_vs_time_figure(curves: pd.DataFrame, finished: pd.DataFrame, target
     _label(axes, min(len(panels), MAX_PANEL_COLUMNS), "Time in training steps (s)",
            "Validation accuracy (%)", panels)
     figure_title(figure, "Validation accuracy vs training time",
-           "one curve per cell; the clock counts training steps only, not validation, checkpoints or start-up")
-    batch_legend(figure, palette, finished)
+           "one curve per cell; the clock counts training steps only, not validation, checkpoints or start-up"
+           + (detail if categories else ""))
+    if categories:
+        figure.legend(handles=[Line2D([], [], color=color, lw=2, label=str(label)) for label, color in palette.items()],
+                      title=categories, loc="outside lower center",
+                      ncols=min(len(palette), max(2, int(figure.get_figwidth() / CATEGORY_LEGEND_ENTRY_WIDTH_IN))))
+    else:
+        batch_legend(figure, palette, finished)
     references: list[Line2D | Patch] = [
         Line2D([], [], color=REFERENCE_COLOR, marker=marker, ls="none", label=f"{workers} worker{'s' if workers != 1 else ''}")
         for workers, marker in markers.items()

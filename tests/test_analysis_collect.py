@@ -535,3 +535,31 @@ def test_each_analysis_step_writes_the_figures_it_drew_its_manifest_and_the_answ
     answer = (study_dir / "answer.md").read_text()
     for figure in manifest["figures"]:
         assert figure["drawn"] or f"- {figure['name']}: {figure['why']}" in answer
+
+
+def test_a_study_whose_axis_is_the_optimizer_compares_the_optimizers_in_one_panel(tmp_path: Path) -> None:
+    """Each optimizer ran one configuration (batch 32, 2 workers): a panel per optimizer would hold
+    one bar or one curve. The figures put the optimizers side by side in one panel instead."""
+    from analysis.figures import figure_style, finish_figure, study_figures
+
+    study = tmp_path / "optimizers"
+    accuracies = {"sgd": [0.5, 0.9, 0.92], "lars": [0.4, 0.6, 0.7], "lamb": [0.6, 0.91, 0.93]}
+    for optimizer, curve in accuracies.items():
+        name = f"bs32-gpus2-opt_{optimizer}"
+        cell_params = params(32, 2, optimizer=optimizer, patience=1)
+        records = [meta(cell_params, 2)] + [epoch(e, float(e), 200.0, accuracy, 2) for e, accuracy in enumerate(curve, 1)]
+        write_cell(study, name, records, summary(name, cell_params, "complete", 3, 3.0, max(curve))
+                   | {"grid_axes": ["batch_size", "gpus", "optimizer"]})
+    runs, epochs = collect_study(study)
+    with figure_style():
+        figures = study_figures(runs, epochs)
+        drawn = {name: figure for name, figure in figures.items() if finish_figure(figure)[0] is None}
+    # The reference, from the accuracies: the target held for 1 epoch is reached by sgd and lamb at epoch 2.
+    assert sorted(runs.dropna(subset=["time_to_target_s"])["optimizer"]) == ["lamb", "sgd"]
+    for name in ("time_to_accuracy", "throughput_vs_batch", "accuracy_vs_time"):
+        assert len(drawn[name].axes) == 1, name
+    (tta,) = drawn["time_to_accuracy"].axes
+    assert [label.get_text() for label in tta.get_xticklabels()] == list(runs["optimizer"])
+    assert tta.get_xlabel() == "optimizer"
+    assert len(drawn["accuracy_vs_time"].axes[0].get_lines()) >= 3  # a curve per optimizer, and the target
+    assert "throughput" not in drawn and "scaling_efficiency" not in drawn  # one worker count
