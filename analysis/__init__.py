@@ -10,3 +10,5 @@ ASSESSMENT_FIGURE_NAMES = ("assessment",)
 # The study's answer (analysis/answer.py, analysis/answer_figures.py), for every study.
 ANSWER_FIGURE_NAMES = ("noise_scale", "steps_to_target", "tta_decomposition", "pareto", "holdout")
 ANSWER_FILES = ("answer.md", "answer.json", "predictions.csv", "holdout.csv")
+# How the analysis commands log their phases' seconds ("time: collect 1.23 s"), for benchmarks/grid_scale.py.
+TIMING_PREFIX = "time: "

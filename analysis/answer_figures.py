@@ -119,16 +119,15 @@ def noise_scale_figure(groups: list[GroupAnswer], epochs: pd.DataFrame, runs: pd
         if measured.empty:
             note_empty(ax, "no cell of 2+ workers measured B_simple")
             continue
-        info = cells.set_index("cell")
-        batches = sorted(info.loc[measured["cell"].unique(), "global_batch"].unique())
+        # One curve per global batch and worker count: with repeats, the median over them at each epoch.
+        measured = measured[["cell", "epoch", "noise_scale"]].merge(cells[["cell", "global_batch", "world_size"]],
+                                                                     on="cell")
+        curves = measured.groupby(["global_batch", "world_size", "epoch"])["noise_scale"].median().reset_index()
+        batches = sorted(curves["global_batch"].unique())
         palette = dict(zip(batches, sns.color_palette("viridis", len(batches))))
-        labelled = set()  # one legend entry per global batch and worker count, however many repeats
-        for cell, rows in measured.groupby("cell"):
-            batch, workers = info.loc[cell, "global_batch"], info.loc[cell, "world_size"]
-            label = f"global batch {batch:g}, {workers:g} workers"
+        for (batch, workers), rows in curves.groupby(["global_batch", "world_size"]):
             ax.plot(rows["epoch"], rows["noise_scale"], marker=worker_marker(workers), color=palette[batch],
-                    label=None if label in labelled else label)
-            labelled.add(label)
+                    label=f"global batch {batch:g}, {workers:g} workers")
         plain_log_scale(ax, "y")
         crit = group.critical_batch
         if crit is not None and math.isfinite(crit.critical_batch):
@@ -139,7 +138,7 @@ def noise_scale_figure(groups: list[GroupAnswer], epochs: pd.DataFrame, runs: pd
         ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.02, 1.0))
     figure_title(figure, "Gradient noise scale B_simple over training",
            "Each epoch's B_simple = tr(Sigma)/|G|^2 from the workers' local and averaged gradients (McCandlish et al. "
-           "2018); dashed: the critical batch fitted from steps to target, band: its 95 % interval. A batch well "
+           "2018), one curve per global batch and worker count (with repeats, their median); dashed: the critical batch fitted from steps to target, band: its 95 % interval. A batch well "
            "below B_simple scales almost perfectly; far above it, extra samples per step are wasted.")
     return figure
 
@@ -213,16 +212,18 @@ def tta_decomposition_figure(groups: list[GroupAnswer], runs: pd.DataFrame, targ
             if cells.empty:
                 note_empty(ax, "no cell reached the target")
                 continue
-            for workers, rows in cells.groupby("world_size"):
-                ordered = rows.sort_values("global_batch")
-                ax.plot(ordered["global_batch"], ordered[column], marker=worker_marker(workers), ls="-",
+            # One point per global batch and worker count: with repeats, their mean.
+            means = cells.groupby(["world_size", "global_batch"])[column].mean().reset_index()
+            for workers, rows in means.groupby("world_size"):
+                ax.plot(rows["global_batch"], rows[column], marker=worker_marker(workers), ls="-",
                         label=workers_text(workers))
             batch_axis(ax)
             plain_log_scale(ax, "y")
             ax.legend(fontsize="small", loc="best")
     figure_title(figure, f"Time to target ({target}), decomposed",
-           "Per cell: steps to target (how many updates the optimizer needs at this batch) x mean time per step "
-           "over those steps (what the hardware and communication cost per update) = training time to target.")
+           "Per cell (with repeats, their mean): steps to target (how many updates the optimizer needs at this "
+           "batch) x mean time per step over those steps (what the hardware and communication cost per update) = "
+           "training time to target.")
     return figure
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analysis import TIMING_PREFIX
 from analysis.metrics import (
     REPLICATE_AXES,
     across_replicates,
@@ -454,6 +456,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--time-budget-s", type=float,
                         help="the assessment's budget: pass when the target is held within it (training wall time)")
     args = parser.parse_args(argv)
+    started = time.perf_counter()
     runs = write_tables(
         args.study_dir,
         args.runs or args.study_dir / "runs.csv",
@@ -465,6 +468,7 @@ def main(argv: list[str] | None = None) -> None:
     print(_summarize(runs))
     for cell, problem in runs.loc[runs["problem"].notna(), ["cell", "problem"]].itertuples(index=False):
         print(f"  {cell}: {problem}")
+    print(f"{TIMING_PREFIX}collect {time.perf_counter() - started:.2f} s")
 
 
 if __name__ == "__main__":

@@ -230,7 +230,22 @@ def _accuracy_curves(epochs: pd.DataFrame, finished: pd.DataFrame) -> pd.DataFra
     curves = epochs[needed].merge(finished[["cell", "status", COLOUR, BATCH_AXIS, WORKERS_AXIS, "panel"]], on="cell")
     for column in ("train_time_s", "val_accuracy"):
         curves[column] = pd.to_numeric(curves[column], errors="coerce")
-    return curves.dropna(subset=["train_time_s", "val_accuracy"]).sort_values(["cell", "epoch"])
+    curves = curves.dropna(subset=["train_time_s", "val_accuracy"])
+    if REPEATS_COLUMN in finished.columns and len(curves):
+        curves = mean_curves(curves, finished)
+    return curves.sort_values(["cell", "epoch"])
+
+
+def mean_curves(curves: pd.DataFrame, finished: pd.DataFrame) -> pd.DataFrame:
+    """With a replicate axis, one curve per configuration: at each epoch the mean time and
+    accuracy over the repeats that ran it; diverged only if every repeat diverged."""
+    keys = ["panel", COLOUR, BATCH_AXIS, WORKERS_AXIS]
+    mean = curves.groupby([*keys, "epoch"], sort=False)[["train_time_s", "val_accuracy"]].mean().reset_index()
+    all_diverged = finished.groupby(keys, sort=False)["status"].agg(lambda status: (status == "diverged").all())
+    mean = mean.merge(all_diverged.rename("all_diverged").reset_index(), on=keys)
+    mean["status"] = np.where(mean["all_diverged"], "diverged", "complete")
+    mean["cell"] = mean[keys].astype(str).agg(" / ".join, axis=1)
+    return mean.drop(columns="all_diverged")
 
 
 def _format_value(value: object) -> str:
@@ -719,8 +734,10 @@ def accuracy_vs_time_figure(curves: pd.DataFrame, finished: pd.DataFrame, target
         ax.yaxis.set_major_formatter(PercentFormatter(xmax=1))
     _label(axes, min(len(panels), MAX_PANEL_COLUMNS), "Time in training steps (s)",
            "Validation accuracy (%)", panels)
+    per = ("one curve per configuration, at each epoch the mean over its repeats"
+           if REPEATS_COLUMN in finished.columns else "one curve per cell")
     figure_title(figure, "Validation accuracy vs training time",
-           "one curve per cell; the clock counts training steps only, not validation, checkpoints or start-up"
+           f"{per}; the clock counts training steps only, not validation, checkpoints or start-up"
            + (detail if categories else ""))
     if categories:
         figure.legend(handles=[Line2D([], [], color=color, lw=2, label=str(label)) for label, color in palette.items()],

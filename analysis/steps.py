@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,7 +25,14 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from analysis import ANSWER_FIGURE_NAMES, ANSWER_FILES, ASSESSMENT_FIGURE_NAMES, FIGURE_NAMES, LAB1_FIGURE_NAMES
+from analysis import (
+    ANSWER_FIGURE_NAMES,
+    ANSWER_FILES,
+    ASSESSMENT_FIGURE_NAMES,
+    FIGURE_NAMES,
+    LAB1_FIGURE_NAMES,
+    TIMING_PREFIX,
+)
 from analysis.tables import UPDATES_CSV, grid_axes_of
 
 if TYPE_CHECKING:
@@ -125,23 +133,37 @@ def what_varies(runs: pd.DataFrame) -> str:
     return "This study varies " + ("; ".join(parts) if parts else "nothing") + "."
 
 
-def analyse_study(tables: StudyTables, study_dir: Path, study: str, steps: Sequence[AnalysisStep]) -> dict[str, Any]:
-    """Draw the steps' figures that the data fill, write the manifest and the answer; return the manifest."""
+def analyse_study(tables: StudyTables, study_dir: Path, study: str,
+                  steps: Sequence[AnalysisStep]) -> tuple[dict[str, Any], dict[str, float]]:
+    """Draw the steps' figures that the data fill, write the manifest and the answer; return the
+    manifest and the seconds each phase took."""
     from analysis.answer import answer_study, write_answer_files
     from analysis.figures import figure_style, save_figures
 
+    clock = time.perf_counter()
+    seconds: dict[str, float] = {}
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        seconds[name] = seconds.get(name, 0.0) + now - clock
+        clock = now
+
     answer = answer_study(tables.runs, study)
+    lap("answer")
     figures_dir = study_dir / FIGURES_DIR
     figures_dir.mkdir(parents=True, exist_ok=True)
     outcomes: list[FigureOutcome] = []
     with figure_style():
         for step in steps:
             outcomes += save_figures(step.draw(tables, answer), figures_dir)
+            lap(f"{step.name} figures")
     manifest = {"study": study, "varies": what_varies(tables.runs),
                 "figures": [asdict(outcome) for outcome in outcomes]}
     (figures_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     write_answer_files(answer, study_dir, not_drawn_lines(manifest))
-    return manifest
+    lap("answer")
+    return manifest, seconds
 
 
 def not_drawn_lines(manifest: dict[str, Any]) -> list[str]:
@@ -178,11 +200,15 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="the steps to run (default: those the tables call for)")
     parser.add_argument("--study", help="the study's name (default: the directory's name)")
     args = parser.parse_args(argv)
+    started = time.perf_counter()
     tables = StudyTables.read(args.study_dir)
+    read_s = time.perf_counter() - started
     steps = [STEPS_BY_NAME[name] for name in args.steps] if args.steps else steps_for(StudyTraits.of(tables))
-    manifest = analyse_study(tables, args.study_dir, args.study or args.study_dir.name, steps)
+    manifest, seconds = analyse_study(tables, args.study_dir, args.study or args.study_dir.name, steps)
     for figure in manifest["figures"]:
         print(f"{figure['name']}: " + ("drawn" if figure["drawn"] else f"not drawn ({figure['why']})"))
+    for phase, phase_s in {"reading the tables": read_s, **seconds}.items():
+        print(f"{TIMING_PREFIX}{phase} {phase_s:.2f} s")
 
 
 if __name__ == "__main__":
