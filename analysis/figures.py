@@ -333,13 +333,20 @@ def _worker_ticks(ax: Axes, workers: Sequence[int]) -> bool:
     return logarithmic
 
 
+class PlainLogFormatter(LogFormatter):
+    """matplotlib's choice of which log ticks to label, each as a plain number: 0.006, 20,
+    300000, never 6e-03 or 6 x 10^0."""
+
+    def _num_to_string(self, x: float, vmin: float, vmax: float) -> str:
+        return np.format_float_positional(x, precision=3, unique=False, fractional=False, trim="-")
+
+
 def plain_log_scale(ax: Axes, axis: str = "y", base: float = 10) -> None:
-    """A log axis whose ticks read 6, 20, 0.5, not 6 x 10^0: matplotlib's choice of which
-    ticks to label, with plain numbers on them."""
+    """A log axis whose ticks read 6, 20, 0.005, not 6 x 10^0 or 5e-03."""
     (ax.set_yscale if axis == "y" else ax.set_xscale)("log", base=base)
     target = ax.yaxis if axis == "y" else ax.xaxis
-    target.set_major_formatter(LogFormatter(base=base, labelOnlyBase=False))
-    target.set_minor_formatter(LogFormatter(base=base, labelOnlyBase=False, minor_thresholds=(2, 0.5)))
+    target.set_major_formatter(PlainLogFormatter(base=base, labelOnlyBase=False))
+    target.set_minor_formatter(PlainLogFormatter(base=base, labelOnlyBase=False, minor_thresholds=(2, 0.5)))
 
 
 TITLE_CHARACTERS_PER_INCH = 11  # of the suptitle's medium font in seaborn's notebook context

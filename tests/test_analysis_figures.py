@@ -153,17 +153,19 @@ def tick_label_texts(figure: Figure) -> list[str]:
             for label in axis.get_ticklabels(minor=False) + axis.get_ticklabels(minor=True) if label.get_text()]
 
 
-def test_log_axes_read_as_plain_numbers_even_within_one_decade() -> None:
+@pytest.mark.parametrize("scale", [1.0, 0.001, 10_000.0])
+def test_log_axes_read_as_plain_numbers_even_within_one_decade(scale: float) -> None:
     """A loss between 3 and 9 on a log axis gets only minor ticks labelled, which matplotlib
-    writes as 3 x 10^0; every label must read as a plain number."""
+    writes as 3 x 10^0 (and 0.003 as 3e-03); every label must read as a plain number."""
     from analysis.lab1_figures import loss_curves_figure
 
     runs = pd.DataFrame({"cell": ["bs8-gpus1", "bs16-gpus1"], "status": ["complete", "complete"],
                          "batch_size": [8, 16]})
     epochs = pd.DataFrame({"cell": ["bs8-gpus1"] * 5 + ["bs16-gpus1"] * 5, "batch_size": [8] * 5 + [16] * 5,
                            "epoch": [1, 2, 3, 4, 5] * 2, "steps": [12] * 5 + [6] * 5,
-                           "train_loss": [9.0, 7.0, 5.0, 4.0, 3.0, 8.5, 7.5, 6.0, 5.0, 4.5]})
+                           "train_loss": [scale * loss for loss in (9.0, 7.0, 5.0, 4.0, 3.0, 8.5, 7.5, 6.0, 5.0, 4.5)]})
     texts = tick_label_texts(loss_curves_figure(runs, epochs))
     assert texts, "no tick labels at all"
     for text in texts:
         float(text.replace("\N{MINUS SIGN}", "-"))  # raises on 3\times10^{0} and the like
+        assert "e" not in text.lower(), text  # 3e-03 is a number, not a plain one
