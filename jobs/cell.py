@@ -64,13 +64,19 @@ def replaced_atomically(path: Path, binary: bool = False, mode: int | None = Non
     umask (jobs/private.py); by default the umask decides. `per_process`: a temporary name
     of its own, for a file several processes replace."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp" if per_process else f".{path.name}.tmp")
-    with open(tmp, "wb" if binary else "w") as out:
-        if mode is not None:
-            os.fchmod(out.fileno(), mode)
-        yield out
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb" if binary else "w") as out:
+            if mode is not None:
+                os.fchmod(out.fileno(), mode)
+            yield out
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        # A write that failed (disk full, quota, a file-size limit) leaves the old file and no
+        # half-written one, which would only hold space the next write needs.
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_json_atomically(path: Path, record: dict[str, Any], mode: int | None = None) -> None:

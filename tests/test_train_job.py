@@ -231,3 +231,50 @@ def test_the_nvidia_driver_version_is_read_from_the_kernel_module(tmp_path, text
     version_file.write_text(text)
     assert nvidia_driver(version_file) == version
     assert nvidia_driver(tmp_path / "absent") is None
+
+
+FULL_DISK_SCRIPT = """
+import resource, signal, sys
+import torch
+from jobs.cell import CellDir
+from jobs.plan.params import TrainParams
+from jobs.train.job import Progress, Step, load_checkpoint, save_checkpoint
+from jobs.train.optim import make_optimizer
+from jobs.train.precision import configure_precision
+
+cell, params = CellDir(__import__("pathlib").Path(sys.argv[1])), TrainParams(optimizer="sgd", momentum=0.9)
+torch.manual_seed(0)
+
+def step_of(width):
+    model = torch.nn.Linear(width, width)
+    return Step(model, model, make_optimizer(params, model), torch.nn.MSELoss(),
+                configure_precision(params, torch.device("cpu"), model))
+
+small, large = step_of(8), step_of(400)  # about 1 kB and 640 kB of weights
+assert save_checkpoint(cell, small, Progress(epoch=1), params)
+kept = cell.checkpoint.read_bytes()
+# Writes past 64 kB fail as a full disk or quota would; ignore SIGXFSZ so the write returns EFBIG.
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, resource.RLIM_INFINITY))
+assert save_checkpoint(cell, large, Progress(epoch=2), params) is False
+assert cell.checkpoint.read_bytes() == kept, "the previous checkpoint changed"
+assert sorted(path.name for path in cell.path.iterdir()) == ["checkpoint.pt"], "a partial file was left"
+assert load_checkpoint(cell, small, params).epoch == 1
+print("ok")
+"""
+
+
+def test_a_checkpoint_the_disk_refuses_is_one_line_and_keeps_the_previous_one(tmp_path):
+    """A real write failure: a file-size limit (RLIMIT_FSIZE) in a process of its own, as a full
+    disk or a quota fails a write. The previous checkpoint stays whole and loadable, no partial
+    file is left, and the failure is one line naming the path and the cause."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    result = subprocess.run([sys.executable, "-c", FULL_DISK_SCRIPT, str(tmp_path)], capture_output=True, text=True,
+                            cwd=Path(__file__).resolve().parents[1], timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]
+    (line,) = result.stderr.strip().splitlines()
+    assert line == f"could not write the checkpoint {tmp_path / 'checkpoint.pt'}: File too large; " \
+                   "the previous checkpoint is kept"

@@ -699,7 +699,9 @@ def persist_epoch(cell: CellDir, cell_name: str, params: TrainParams, step: Step
                   progress: Progress, record: EpochRecord, shared: bool = False) -> float:
     """Rank 0 saves the checkpoint of a finished epoch, then logs it; returns the seconds it took."""
     started = time.perf_counter()
-    save_checkpoint(cell, step, progress, params, shared)
+    if not save_checkpoint(cell, step, progress, params, shared):
+        print(f"[{cell_name}] epoch {record.epoch} is logged without a checkpoint: a resume starts from the "
+              "last one written and trains this epoch again", file=sys.stderr, flush=True)
     cell.append(record)
     acc = "n/a" if record.val_accuracy is None else f"{record.val_accuracy:.3f}"
     print(f"[{cell_name}] epoch {record.epoch}/{params.epochs}: loss {record.train_loss}, val acc {acc}, "
@@ -708,19 +710,33 @@ def persist_epoch(cell: CellDir, cell_name: str, params: TrainParams, step: Step
     return time.perf_counter() - started
 
 
-def save_checkpoint(cell: CellDir, step: Step, progress: Progress, params: TrainParams, shared: bool = False) -> None:
+def save_checkpoint(cell: CellDir, step: Step, progress: Progress, params: TrainParams, shared: bool = False) -> bool:
     """Tensors and plain Python values only, so that loading needs no pickle (weights_only);
-    owner-only (or group-readable) whatever the umask."""
+    owner-only (or group-readable) whatever the umask. A write the disk refuses (full, quota,
+    a file-size limit) is one line and False: the previous checkpoint stays whole, and training
+    goes on."""
+    import io
+
     import torch
 
     scaler = step.precision.scaler
-    with replaced_atomically(cell.checkpoint, binary=True, mode=file_mode(shared)) as out:
-        torch.save({"version": CHECKPOINT_VERSION, "model": step.model.state_dict(),
-                    "optimizer": step.optimizer.state_dict(), "grad_scaler": scaler.state_dict() if scaler else None,
-                    "progress": dataclasses.asdict(progress), "params": params.to_dict()}, out)
-        delay = float(os.environ.get(CHECKPOINT_DELAY_ENV, "0") or 0)
-        if delay > 0:
-            time.sleep(delay)
+    # Serialised in memory first, so that the only error writing the file can raise is the disk's.
+    state = io.BytesIO()
+    torch.save({"version": CHECKPOINT_VERSION, "model": step.model.state_dict(),
+                "optimizer": step.optimizer.state_dict(), "grad_scaler": scaler.state_dict() if scaler else None,
+                "progress": dataclasses.asdict(progress), "params": params.to_dict()}, state)
+    try:
+        with replaced_atomically(cell.checkpoint, binary=True, mode=file_mode(shared)) as out:
+            out.write(state.getbuffer())
+            delay = float(os.environ.get(CHECKPOINT_DELAY_ENV, "0") or 0)
+            if delay > 0:
+                time.sleep(delay)
+    except OSError as error:
+        kept = "the previous checkpoint is kept" if cell.checkpoint.exists() else "there is no earlier checkpoint"
+        print(f"could not write the checkpoint {cell.checkpoint}: {error.strerror or error}; {kept}",
+              file=sys.stderr, flush=True)
+        return False
+    return True
 
 
 def load_checkpoint(cell: CellDir, step: Step, params: TrainParams) -> Progress:
