@@ -119,6 +119,7 @@ def test_the_run_ends_with_the_answer_fastest_and_cheapest_over_measured_and_pre
     assert answer in result.stdout + result.stderr  # printed at the end of the run
     for name in ANSWER_FIGURE_NAMES:
         assert (study / f"figures/{name}.png").stat().st_size > 1000, name
+    assert set(ANSWER_FIGURE_NAMES) <= set(assert_figures_full(study))  # like the default study: every figure full
     # The reference, from the tables: every measured cell that reached the target, and every
     # predicted configuration the study did not run.
     runs = pd.read_csv(study / "runs.csv")
