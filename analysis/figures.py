@@ -747,9 +747,11 @@ def accuracy_vs_time_figure(curves: pd.DataFrame, finished: pd.DataFrame, target
            f"{per}; the clock counts training steps only, not validation, checkpoints or start-up"
            + (detail if categories else ""))
     if categories:
-        figure.legend(handles=[Line2D([], [], color=color, lw=2, label=str(label)) for label, color in palette.items()],
+        # Only the values with a curve: a run that diverged before its first validation has none.
+        drawn = [(label, color) for label, color in palette.items() if label in set(curves[COLOUR])]
+        figure.legend(handles=[Line2D([], [], color=color, lw=2, label=str(label)) for label, color in drawn],
                       title=categories, loc="outside lower center",
-                      ncols=min(len(palette), max(2, int(figure.get_figwidth() / CATEGORY_LEGEND_ENTRY_WIDTH_IN))))
+                      ncols=min(len(drawn), max(2, int(figure.get_figwidth() / CATEGORY_LEGEND_ENTRY_WIDTH_IN))))
     else:
         batch_legend(figure, palette, finished)
     references: list[Line2D | Patch] = [

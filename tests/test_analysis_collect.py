@@ -562,4 +562,7 @@ def test_a_study_whose_axis_is_the_optimizer_compares_the_optimizers_in_one_pane
     assert [label.get_text() for label in tta.get_xticklabels()] == list(runs["optimizer"])
     assert tta.get_xlabel() == "optimizer"
     assert len(drawn["accuracy_vs_time"].axes[0].get_lines()) >= 3  # a curve per optimizer, and the target
+    (legend,) = drawn["accuracy_vs_time"].legends
+    assert legend.get_title().get_text() == "optimizer"
+    assert sorted(text.get_text() for text in legend.get_texts()) == sorted(accuracies)
     assert "throughput" not in drawn and "scaling_efficiency" not in drawn  # one worker count
