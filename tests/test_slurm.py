@@ -335,7 +335,7 @@ def test_scheduler_calls_per_minute_do_not_grow_with_cells(slurm_cluster, tmp_pa
           f"cell every {refresh_s} s would be up to {16 * 60 / refresh_s:.0f} per minute)")
     # The cells go in job arrays, several to an sbatch; at most one sbatch and one sacct per
     # period, plus one for a call racing the period's end.
-    assert 1 <= len(sbatch) < 16, calls
+    assert 0 < len(sbatch) < 16, calls  # some sbatch, and fewer than one per cell
     assert per_minute <= 2 * 60 / refresh_s + 2, calls
 
 
