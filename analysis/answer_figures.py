@@ -32,6 +32,7 @@ from analysis.figures import (
     REFERENCE_COLOR,
     WORKER_MARKERS,
     FigureOutcome,
+    category_bars,
     figure_style,
     figure_title,
     new_figure,
@@ -235,8 +236,6 @@ TTA_PARTS = (("steps_to_target", "Steps to target (updates)", "statistical effic
 def tta_decomposition_by_group(groups: list[GroupAnswer], reached: list[pd.DataFrame], target: str) -> Figure:
     """Where each group (optimizer, warm-up, ...) ran one configuration: its three parts side by
     side across the groups, one panel per part."""
-    from analysis.figures import category_bars
-
     labels = [", ".join(str(value) for value in group.group.values()) for group in groups]
     rows = pd.DataFrame([cells.iloc[0] if len(cells) else pd.Series({"status": "complete"}) for cells in reached])
     rows = rows.reset_index(drop=True)

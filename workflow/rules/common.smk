@@ -112,7 +112,7 @@ def get_cell(wildcards):
     return cell
 
 
-def set_aside_damaged_summary(kept, log):
+def keep_damaged_summary(kept, log):
     CellDir(kept.parent).set_aside_damaged_summary(kept)
     log.write_text(f"damaged summary kept as {kept}\n")
 

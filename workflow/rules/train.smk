@@ -34,4 +34,4 @@ rule set_aside_damaged_summary:
     log:
         f"{RESULTS}/{{study}}/logs/set_aside/{{cell}}.{{damaged}}.log",
     run:
-        set_aside_damaged_summary(Path(output[0]), Path(log[0]))
+        keep_damaged_summary(Path(output[0]), Path(log[0]))
