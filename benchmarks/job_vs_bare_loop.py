@@ -61,6 +61,9 @@ def cases(epochs: int, precision: str, on_gpu: bool) -> list[Case]:
         make("linear, batch 1", dataset="linear", model="linear", batch_size=1, lr=1e-4, train_subset=2000),
         make("linear, batch 16", dataset="linear", model="linear", batch_size=16, lr=1e-3,
              train_subset=16000 * min(more, 4)),
+        # Lab 1's data, 100 points: 7 steps an epoch, so any fixed cost per epoch inside the step clock shows.
+        make("Lab 1: linear, 100 points, batch 16", dataset="linear", model="linear", batch_size=16, lr=1e-3,
+             train_subset=100, epochs=max(epochs, 40)),
         make("CNN, batch 16", dataset="digits", model="cnn", batch_size=16, lr=0.02),
         make("CNN, batch 64", dataset="digits", model="cnn", batch_size=64, lr=0.02),
         make("Wide ResNet 10-1, batch 32", dataset="synthetic_images", model="wide_resnet", depth=10, width=1,

@@ -131,6 +131,7 @@ class MetaRecord(Record):
     job_id: str | None = None
     attempt: int | None = None
     resumed_from_epoch: int | None = None
+    resumed_from_step: int | None = None  # the step inside epoch resumed_from_epoch + 1 (0: its start)
     startup_s: float | None = None
     compile_s: float | None = None  # torch.compile's warm-up, before the first epoch's clock
     steps_per_epoch: int | None = None
@@ -326,12 +327,13 @@ class CellDir:
             out.flush()
             os.fsync(out.fileno())
 
-    def trim_metrics(self, epochs_done: int, last_epoch: EpochRecord | None) -> None:
-        """Keep the records of the epochs a checkpoint holds, and only those.
+    def trim_metrics(self, epochs_done: int, last_epoch: EpochRecord | None, fresh: bool | None = None) -> None:
+        """Keep the records of the epochs a checkpoint holds, and only those; a fresh start
+        (by default: no epoch done) keeps none, a resume inside the first epoch its starts.
 
         ``last_epoch`` is the checkpoint's own record of its epoch, appended when the
         job stopped between saving the checkpoint and logging that epoch."""
-        if epochs_done == 0 or not self.metrics.exists():
+        if (epochs_done == 0 if fresh is None else fresh) or not self.metrics.exists():
             self.metrics.write_text("")
             return
         kept, epochs = [], set()

@@ -269,3 +269,70 @@ def test_runs_table_carries_the_time_split_per_cell(slow_checkpoint_run):
         assert row["train_time_s"] == pytest.approx(group["steps_s"].sum())
         assert row["io_time_s"] >= 3 * CHECKPOINT_DELAY_S
         assert row["train_time_s"] < row["wall_time_training_s"]
+
+
+# --------------------------------------------------------------------------- stop mid-epoch and resume
+
+# A model with every kind of state a step changes: weights, Adam's moments or momentum, each
+# rank's own BatchNorm statistics, and the random numbers of dropout.
+STATEFUL_MODEL = '''
+from torch import nn
+
+
+def mlp(features=64, hidden=32, classes=10):
+    return nn.Sequential(nn.Flatten(), nn.Linear(features, hidden), nn.BatchNorm1d(hidden), nn.ReLU(),
+                         nn.Dropout(0.3), nn.Linear(hidden, classes))
+'''
+MID_EPOCH_STOPS = ["1:5", "3:7"]  # Slurm's warning (USR2) after 5 steps of epoch 1 and 7 of epoch 3
+
+
+def mid_epoch_study(package: str, gpus: list[int], backend: str, optimizer: str, **fixed: Any) -> dict[str, Any]:
+    return {"grid": {"batch_size": [16], "gpus": gpus},
+            "fixed": {"dataset": "digits", "model": f"{package}:mlp", "epochs": 3, "lr": 0.02, "momentum": 0.9,
+                      "optimizer": optimizer, "backend": backend, "train_subset": 384, "target_accuracy": 0.99,
+                      **fixed}}
+
+
+def test_a_cell_stopped_mid_epoch_by_signals_resumes_bitwise_where_it_stopped(tmp_path):
+    """Slurm's warning signal, twice, mid-epoch: each time the ranks stop at one step boundary,
+    rank 0 writes the position, submitit requeues the job (here its local controller, through
+    its requeue exit code) and the cell goes on from that step. It ends with the uninterrupted
+    run's weights and optimizer state bit for bit, the same samples per epoch, and each epoch's
+    loss within summation order, for 1 worker and 2 (Horovod and DDP)."""
+    (tmp_path / "code").mkdir()
+    (tmp_path / "code" / "stateful.py").write_text(STATEFUL_MODEL)
+    config = default_config()
+    config["python_path"] = ["code"]
+    kinds = {"hvd": ([1, 2], "horovod", "adam"), "ddp": ([2], "ddp", "sgd")}
+    config["studies"] = {
+        **{f"stopped_{kind}": mid_epoch_study("stateful", *args, signal_at=MID_EPOCH_STOPS)
+           for kind, args in kinds.items()},
+        **{f"reference_{kind}": mid_epoch_study("stateful", *args) for kind, args in kinds.items()}}
+    write_config(tmp_path, config)
+
+    result = run_snakemake(tmp_path, timeout=900)
+
+    assert result.returncode == 0, result.stderr[-4000:]
+    for kind in kinds:
+        for cell_dir in sorted((tmp_path / "results" / f"stopped_{kind}" / "cells").iterdir()):
+            reference_dir = tmp_path / "results" / f"reference_{kind}" / "cells" / cell_dir.name
+            log, reference = CellDir(cell_dir).read_metrics(), CellDir(reference_dir).read_metrics()
+            assert [(m["resumed_from_epoch"], m["resumed_from_step"]) for m in log.metas] == \
+                [(0, 0), (0, 5), (2, 7)], cell_dir
+            assert [e["epoch"] for e in log.epochs] == [1, 2, 3]
+            for epoch, uninterrupted in zip(log.epochs, reference.epochs, strict=True):
+                assert epoch["samples"] == uninterrupted["samples"] == 384
+                for column in ("train_loss", "val_loss", "val_accuracy"):
+                    assert epoch[column] == pytest.approx(uninterrupted[column], rel=1e-6), (cell_dir, column)
+                parts = sum(epoch[part] for part in ("steps_s", "validation_s", "io_s", "wait_s", "other_s"))
+                assert parts == pytest.approx(epoch["epoch_time_s"], rel=1e-9)
+                assert epoch["steps_s"] > 0 and epoch["other_s"] > -1e-6
+            resumed, straight = final_state(cell_dir), final_state(reference_dir)
+            assert resumed["progress"]["epoch_step"] == 0 and resumed["ranks"] is None
+            for name, tensor in straight["model"].items():  # BatchNorm statistics included
+                assert torch.equal(resumed["model"][name], tensor), (cell_dir, name)
+            assert straight["optimizer"]["state"]
+            for index, state in straight["optimizer"]["state"].items():
+                for key, value in state.items():
+                    assert torch.equal(torch.as_tensor(resumed["optimizer"]["state"][index][key]),
+                                       torch.as_tensor(value)), (cell_dir, key)

@@ -99,7 +99,7 @@ def test_a_crafted_checkpoint_is_set_aside_without_running(tmp_path, capsys):
     cell.checkpoint.chmod(0o600)
     with pytest.raises(pickle.UnpicklingError):  # proof the file would run code under plain pickle
         torch.load(cell.checkpoint, weights_only=True)
-    progress = load_checkpoint(cell, step=None, params=TrainParams())
+    progress, _ = load_checkpoint(cell, step=None, params=TrainParams())
     assert progress.epoch == 0 and not marker.exists()
     assert not cell.checkpoint.exists() and (tmp_path / "checkpoint.pt.damaged").exists()
     said = capsys.readouterr().err.strip().splitlines()
@@ -108,7 +108,7 @@ def test_a_crafted_checkpoint_is_set_aside_without_running(tmp_path, capsys):
     # A truncated one likewise.
     cell.checkpoint.write_bytes((tmp_path / "checkpoint.pt.damaged").read_bytes()[:100])
     cell.checkpoint.chmod(0o600)
-    assert load_checkpoint(cell, step=None, params=TrainParams()).epoch == 0 and not cell.checkpoint.exists()
+    assert load_checkpoint(cell, step=None, params=TrainParams())[0].epoch == 0 and not cell.checkpoint.exists()
 
 
 def test_a_checkpoint_others_could_write_fails_the_cell_and_loads_nothing(tmp_path):

@@ -159,7 +159,7 @@ def test_the_step_loop_and_validation_never_read_from_the_device():
                 configure_precision(params, torch.device("cpu"), model))
     shard = epoch_shard(len(train), 1, 0, seed=0, epoch=1)
     with DeviceReads() as reads:
-        loss_sum, _ = train_epoch(step, train, shard, params.batch_size, epoch_learning_rates(params, 1, 10))
+        loss_sum, _, _ = train_epoch(step, train, shard, params.batch_size, epoch_learning_rates(params, 1, 10))
         _, correct, count = evaluate(step, val, classification=True)
     assert reads.count == 0
     # The same counter does see a read: the test could fail.
@@ -188,11 +188,16 @@ def test_the_epoch_loss_is_the_sum_over_samples_also_with_a_short_last_batch(sam
                 configure_precision(params, torch.device("cpu"), model))
     shard = epoch_shard(len(train), 1, 0, seed=0, epoch=1)
     steps = -(-samples // params.batch_size)
-    loss_sum, lr = train_epoch(step, train, shard, params.batch_size, [0.0] * steps)
+    loss_sum, lr, done = train_epoch(step, train, shard, params.batch_size, [0.0] * steps)
     with torch.no_grad():
         expected = torch.nn.functional.mse_loss(model(train.inputs), train.targets, reduction="sum")
-    assert lr == 0.0
+        # Resumed after 3 steps (a mid-epoch checkpoint): the samples of the steps after them.
+        rest = shard[3 * params.batch_size:]
+        expected_rest = torch.nn.functional.mse_loss(model(train.inputs[rest]), train.targets[rest], reduction="sum")
+    assert lr == 0.0 and done == steps
     assert float(loss_sum) == pytest.approx(float(expected), rel=1e-5)
+    rest_sum, _, done = train_epoch(step, train, shard, params.batch_size, [0.0] * steps, first=3)
+    assert done == steps and float(rest_sum) == pytest.approx(float(expected_rest), rel=1e-5)
 
 
 def test_the_dataloader_path_trains_on_the_same_batches_as_the_device_path(tmp_path):
@@ -259,7 +264,7 @@ resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, resource.RLIM_INFINITY))
 assert save_checkpoint(cell, large, Progress(epoch=2), params) is False
 assert cell.checkpoint.read_bytes() == kept, "the previous checkpoint changed"
 assert sorted(path.name for path in cell.path.iterdir()) == ["checkpoint.pt"], "a partial file was left"
-assert load_checkpoint(cell, small, params).epoch == 1
+assert load_checkpoint(cell, small, params)[0].epoch == 1
 print("ok")
 """
 
@@ -278,3 +283,12 @@ def test_a_checkpoint_the_disk_refuses_is_one_line_and_keeps_the_previous_one(tm
     (line,) = result.stderr.strip().splitlines()
     assert line == f"could not write the checkpoint {tmp_path / 'checkpoint.pt'}: File too large; " \
                    "the previous checkpoint is kept"
+
+
+def test_a_resume_inside_the_first_epoch_keeps_the_start_it_resumes(tmp_path):
+    """A mid-epoch checkpoint of epoch 1 holds no epoch, but the start it came from stays logged."""
+    lines = [{"type": "meta", "resumed_from_epoch": 0}, {"type": "epoch", "epoch": 1}]
+    write_lines(tmp_path / "metrics.jsonl", lines)
+    CellDir(tmp_path).trim_metrics(0, None, fresh=False)
+    kept = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert kept == lines[:1]

@@ -63,6 +63,8 @@ from jobs.train.job import TrainingJob
 ARRAY_TASK_ID = re.compile(r"^[0-9]+_[0-9]+$")
 
 
+SIGNAL_DELAY_S = 120  # seconds before a Slurm job's time limit its warning (USR2) comes
+
 def say(out: TextIO, line: str) -> None:
     """Write one progress line in a single call. Every cell's launcher shares the
     terminal, and under PYTHONUNBUFFERED print() writes the text and the newline
@@ -129,6 +131,9 @@ class CellLaunch:
         }
         if launcher.executor == "slurm":
             parameters["gpus_per_node"] = launcher.tasks_per_node_for(gpus)
+            # Slurm's warning before the time limit, on which the job checkpoints mid-epoch and requeues
+            # (jobs/train/interrupt.py): 2 minutes, or half of a shorter limit.
+            parameters["slurm_signal_delay_s"] = min(SIGNAL_DELAY_S, launcher.timeout_min * 30)
             parameters.update({f"slurm_{key}": value for key, value in launcher.slurm.items()})
             if launcher.controller == "mpi":
                 parameters["slurm_srun_args"] = ["--mpi=pmix"]

@@ -24,7 +24,7 @@ SEQUENCE_MODELS, SEQUENCE_DATASETS = ("gpt",), ("markov_text",)
 
 
 # Training parameters added after results trees existed (as_rule_param). Append, never remove.
-ADDED_LATER = ("dataset_args", "model_args", "user_code", "loss", "target_loss")
+ADDED_LATER = ("dataset_args", "model_args", "user_code", "loss", "target_loss", "signal_at")
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,9 @@ class TrainParams:
     # norms (jobs/train/noise.py): cells of 2+ workers; one dot product per parameter per step.
     measure_noise_scale: bool = True
     fail_at_epoch: int | None = None
+    # Testing switch: "EPOCH:STEPS[:USR2|TERM]", after that many steps of that epoch the last rank
+    # sends itself the signal, as Slurm's warning (USR2) or a preemption (TERM) would.
+    signal_at: list[str] = field(default_factory=list)
     # The index of a repeated measurement: it changes nothing in training (seed does),
     # only makes another cell, so a `repeat: [0, 1, 2]` axis measures run-to-run noise.
     repeat: int = 0
@@ -165,6 +168,9 @@ class TrainParams:
                          "\"package.module:function\" dataset")
         if self.fail_at_epoch is not None and self.fail_at_epoch > self.epochs:
             found.append(f"fail_at_epoch = {self.fail_at_epoch}: must be at most epochs = {self.epochs}")
+        late_signals = [spec for spec in self.signal_at if int(spec.split(":")[0]) > self.epochs]
+        if late_signals:
+            found.append(f"signal_at = {late_signals}: an epoch after the last (epochs = {self.epochs})")
         return found + self.data_size_problems()
 
     def train_set_size(self) -> int:

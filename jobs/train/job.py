@@ -22,7 +22,10 @@ What the numbers mean (jobs/cell.py's EpochRecord has the fields):
   the steps only.
 - A resumed run is exact: the checkpoint holds the model, the state of the optimizer
   the backend wraps (momentum, Adam's moments), and the progress; the learning rate and
-  the data order are functions of the epoch.
+  the data order are functions of the epoch. Slurm's warning before the time limit, or a
+  preemption's SIGTERM, stops every rank at one agreed step (jobs/train/interrupt.py);
+  that checkpoint also holds the step inside the epoch and each rank's random state,
+  BatchNorm statistics and partial sums, and the requeued job resumes at that step.
 - A run whose loss is not finite, or exceeds divergence_factor x the validation loss
   before training, ends as `diverged`: a result like any other.
 - With 2+ workers each epoch also records the gradient noise scale B_simple from the
@@ -44,7 +47,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import submitit
 
@@ -62,6 +65,7 @@ from jobs.plan.params import TrainParams, same_params
 from jobs.plan.user_code import add_to_python_path, build_user_model, is_import_path, load_callable
 from jobs.private import check_private, file_mode, never_group_writable
 from jobs.train import rendezvous
+from jobs.train.interrupt import StopAgreement, StopSignals, planned_signals
 from jobs.train.workers import SingleWorker, Workers, start_workers
 
 if TYPE_CHECKING:  # torch and what needs it are imported by the job itself, not by the launcher
@@ -89,9 +93,15 @@ class Progress:
     initial_val_loss: float | None = None
     last_record: dict[str, Any] | None = None
     first_started_at: float | None = None  # when the first attempt started (queue time ends)
+    # A checkpoint written mid-epoch (on a stop signal): the steps of epoch `epoch + 1` done, and
+    # rank 0's seconds of that partial epoch (io_s, wait_s, elapsed_s). Each rank's own partial
+    # sums, random state and BatchNorm statistics are in the checkpoint's "ranks".
+    epoch_step: int = 0
+    partial_epoch: dict[str, float] | None = None
 
     def add(self, record: EpochRecord, params: TrainParams) -> None:
         self.epoch = record.epoch
+        self.epoch_step, self.partial_epoch = 0, None
         self.train_time_s = float(record.train_time_s or 0.0)
         self.validation_time_s += float(record.validation_s or 0.0)
         self.io_time_s += float(record.io_s or 0.0)
@@ -127,6 +137,7 @@ class TrainingJob(submitit.helpers.Checkpointable):
 
     def __call__(self) -> dict[str, Any] | None:
         started = time.time()
+        signals = StopSignals().install()  # Slurm's warning and preemption: noted, acted on at a step boundary
         never_group_writable()
         add_to_python_path(self.python_path)
         try:
@@ -137,7 +148,8 @@ class TrainingJob(submitit.helpers.Checkpointable):
                 return None
             workers = start_workers(placement, CellDir(self.cell_dir).path, TrainParams.from_dict(self.params),
                                     self.controller)
-            summary = run_training(self, workers, placement.hostname, placement.job_id, placement.attempt, started)
+            summary = run_training(self, workers, placement.hostname, placement.job_id, placement.attempt, started,
+                                   signals)
             workers.close()
             return summary
         finally:
@@ -177,11 +189,13 @@ class Setup:
 
 
 def run_training(job: TrainingJob, workers: Workers, hostname: str, job_id: str, attempt: int,
-                 started: float) -> dict[str, Any] | None:
+                 started: float, signals: StopSignals | None = None) -> dict[str, Any] | None:
     """Horovod's recipe in named steps: set up, resume and broadcast, the meta record, then
-    one epoch after another until a stop rule says so, then rank 0's summary."""
+    one epoch after another until a stop rule says so, then rank 0's summary. A stop signal
+    ends the task at an agreed step boundary, after rank 0's checkpoint of that position."""
+    signals = signals if signals is not None else StopSignals()
     setup = set_up(job, workers)
-    progress = resume_and_broadcast(setup, started)
+    progress, resumed = resume_and_broadcast(setup, started)
     compile_s = warm_up(setup, progress)
     hosts = workers.allgather_object(hostname, name="hosts")
     startup_s = time.time() - started
@@ -191,6 +205,7 @@ def run_training(job: TrainingJob, workers: Workers, hostname: str, job_id: str,
     params = setup.params
     updates = UpdateRecorder(linear_weights(setup.step.model, params), setup.steps_per_epoch) \
         if params.record_updates and setup.is_writer else None
+    stop = StopAgreement(signals, workers, planned_signals(params.signal_at))
     status, stop_reason = "complete", "epochs"
     pending: EpochRecord | None = None  # saved and logged at the start of the next epoch, on its clock
     epoch_start = device_clock(setup.device)
@@ -198,18 +213,34 @@ def run_training(job: TrainingJob, workers: Workers, hostname: str, job_id: str,
         # I/O: rank 0 saves the previous epoch; everyone waits for it (in run_epoch) before stepping.
         io_s = persist_epoch(setup.cell, job.cell, params, setup.step, progress, pending, job.share_with_group) \
             if pending is not None and setup.is_writer else 0.0
-        record, epoch_start, is_diverged = run_epoch(setup, progress, epoch, io_s, epoch_start, updates)
+        outcome = run_epoch(setup, progress, epoch, io_s, epoch_start, updates, stop, resumed)
+        resumed = None
+        if isinstance(outcome, StoppedEpoch):
+            save_mid_epoch(setup, progress, outcome, updates)
+            leave(setup, signals, stop)
+        record, epoch_start, is_diverged = outcome.record, outcome.end, outcome.diverged
         previous_loss = (progress.last_record or {}).get("train_loss")
         progress.add(record, params)
         pending = record
-        if (stop := stop_rule(params, progress, record, is_diverged, previous_loss)) is not None:
-            status, stop_reason = stop
+        if (rule := stop_rule(params, progress, record, is_diverged, previous_loss)) is not None:
+            status, stop_reason = rule
             break
+        if outcome.stop_requested and epoch < params.epochs:  # a signal during validation: stop at the epoch's end
+            if setup.is_writer:
+                persist_epoch(setup.cell, job.cell, params, setup.step, progress, pending, job.share_with_group)
+            leave(setup, signals, stop)
     if pending is not None and setup.is_writer:
         persist_epoch(setup.cell, job.cell, params, setup.step, progress, pending, job.share_with_group)
     if not setup.is_writer:
         return None
     return write_summary(setup, progress, status, stop_reason, hosts, job_id, attempt, startup_s, started)
+
+
+def leave(setup: Setup, signals: StopSignals, stop: StopAgreement) -> NoReturn:
+    """End the task after a stop, rank 0's checkpoint written (jobs/train/interrupt.py)."""
+    if setup.is_writer:
+        rendezvous.withdraw_address(setup.cell.path)
+    signals.leave(setup.workers, setup.job.cell, stop.signum)
 
 
 def set_up(job: TrainingJob, workers: Workers) -> Setup:
@@ -255,17 +286,20 @@ def set_up(job: TrainingJob, workers: Workers) -> Setup:
                  samples_per_rank, math.ceil(samples_per_rank / params.batch_size))
 
 
-def resume_and_broadcast(setup: Setup, started: float) -> Progress:
+def resume_and_broadcast(setup: Setup, started: float) -> tuple[Progress, MidEpoch | None]:
     """Rank 0 resumes from the cell's checkpoint, if any; every worker starts from rank 0's
-    parameters and, resuming, its optimizer (and gradient scaler) state."""
+    parameters and, resuming, its optimizer (and gradient scaler) state, and, resuming
+    mid-epoch, from its own state at the stop (MidEpoch)."""
     workers, step, is_writer = setup.workers, setup.step, setup.is_writer
-    progress = Progress()
+    progress, resumed = Progress(), None
     if is_writer and setup.cell.checkpoint.exists():
-        progress = load_checkpoint(setup.cell, step, setup.params)
+        progress, resumed = load_checkpoint(setup.cell, step, setup.params)
     progress = workers.broadcast_object(progress, name="progress")
+    if progress.epoch_step > 0:
+        resumed = workers.broadcast_object(resumed, name="mid_epoch")
     # (Not hvd.broadcast_optimizer_state: its zero-gradient step would apply weight decay once.)
     workers.broadcast_parameters(step.model.state_dict())
-    if progress.epoch > 0:
+    if progress.epoch > 0 or progress.epoch_step > 0:
         optimizer_state = workers.broadcast_object(step.optimizer.state_dict() if is_writer else None,
                                                    name="optimizer_state")
         if not is_writer:
@@ -276,7 +310,7 @@ def resume_and_broadcast(setup: Setup, started: float) -> Progress:
                                                             name="grad_scaler"))
     if progress.first_started_at is None:
         progress.first_started_at = started
-    return progress
+    return progress, resumed
 
 
 def warm_up(setup: Setup, progress: Progress) -> float | None:
@@ -302,7 +336,8 @@ def write_meta(setup: Setup, progress: Progress, hosts: list[str], job_id: str, 
     job, params, workers, cell = setup.job, setup.params, setup.workers, setup.cell
     world = workers.size
     trained = [p for p in setup.step.model.parameters() if p.requires_grad]
-    cell.trim_metrics(progress.epoch, EpochRecord.from_dict(progress.last_record) if progress.last_record else None)
+    cell.trim_metrics(progress.epoch, EpochRecord.from_dict(progress.last_record) if progress.last_record else None,
+                      fresh=progress.epoch == 0 and progress.epoch_step == 0)
     cell.append(MetaRecord(
         study=job.study,
         cell=job.cell,
@@ -317,6 +352,7 @@ def write_meta(setup: Setup, progress: Progress, hosts: list[str], job_id: str, 
         job_id=job_id,
         attempt=attempt,
         resumed_from_epoch=progress.epoch,
+        resumed_from_step=progress.epoch_step,
         startup_s=startup_s,
         compile_s=compile_s,
         steps_per_epoch=setup.steps_per_epoch,
@@ -334,11 +370,42 @@ def write_meta(setup: Setup, progress: Progress, hosts: list[str], job_id: str, 
           f"start-up {startup_s:.1f} s", flush=True)
 
 
+@dataclass
+class MidEpoch:
+    """What a mid-epoch checkpoint holds beyond the model and optimizer: each rank's state at the
+    stop (random generators, BatchNorm statistics, partial loss and noise sums, step seconds)
+    and rank 0's updates of Lab 1's model so far."""
+
+    ranks: list[dict[str, Any]]
+    updates: Any = None
+
+
+@dataclass
+class FinishedEpoch:
+    record: EpochRecord
+    end: float  # on the device clock: the next epoch's start
+    diverged: bool
+    stop_requested: bool  # a rank received a stop signal: the ranks agreed in the epoch's reduction
+
+
+@dataclass
+class StoppedEpoch:
+    """An epoch the ranks agreed to stop inside: this rank's position and partial sums."""
+
+    steps: int
+    loss_sum: Any
+    steps_s: float
+    io_s: float
+    wait_s: float
+    elapsed_s: float
+
+
 def run_epoch(setup: Setup, progress: Progress, epoch: int, io_s: float, epoch_start: float,
-              updates: UpdateRecorder | None) -> tuple[EpochRecord, float, bool]:
-    """One epoch after rank 0's I/O: wait for it, train on this rank's shard, validate, and
-    reduce every metric at once. Returns the epoch's record, its end on the device clock
-    (the next epoch's start) and whether the run diverged."""
+              updates: UpdateRecorder | None, stop: StopAgreement | None = None,
+              resumed: MidEpoch | None = None) -> FinishedEpoch | StoppedEpoch:
+    """One epoch after rank 0's I/O: wait for it, train on this rank's shard (from the step a
+    mid-epoch checkpoint stopped at, if `resumed`), validate, and reduce every metric at once.
+    Returns the finished epoch, or where it stopped if the ranks agreed to stop inside it."""
     import torch
 
     from jobs.train.data import epoch_seed, epoch_shard
@@ -352,13 +419,27 @@ def run_epoch(setup: Setup, progress: Progress, epoch: int, io_s: float, epoch_s
     if params.fail_at_epoch == epoch and rank == world - 1:
         raise RuntimeError(f"fail_at_epoch = {epoch}: rank {rank} fails on purpose (testing switch)")
 
-    torch.manual_seed(epoch_seed(params.seed, epoch) + rank)  # any randomness in the model, resumable
+    first, carried = 0, EpochCarry()
+    if resumed is not None and progress.epoch_step > 0:
+        first, carried = progress.epoch_step, restore_rank_state(setup, resumed, progress.partial_epoch or {})
+        if updates is not None and resumed.updates is not None:
+            updates.restore(resumed.updates)
+    else:
+        torch.manual_seed(epoch_seed(params.seed, epoch) + rank)  # any randomness in the model, resumable
     shard = epoch_shard(len(setup.train), world, rank, seed=params.seed, epoch=epoch).to(device)
     rates = epoch_learning_rates(params, epoch, setup.steps_per_epoch)
+    if stop is not None:
+        stop.epoch = epoch
     mark = device_clock(device)
-    loss_sum, lr = train_epoch(step, setup.train, shard, params.batch_size, rates,
-                               updates.record if updates is not None else None)
-    steps_s = device_clock(device) - mark
+    loss_sum, lr, steps_done = train_epoch(step, setup.train, shard, params.batch_size, rates,
+                                           updates.record if updates is not None else None, first, stop)
+    steps_s = device_clock(device) - mark + carried.steps_s
+    if carried.loss_sum is not None:
+        loss_sum = loss_sum + carried.loss_sum
+    io_s, wait_s = io_s + carried.io_s, wait_s + carried.wait_s
+    if steps_done < setup.steps_per_epoch:
+        return StoppedEpoch(steps_done, loss_sum, steps_s, io_s, wait_s,
+                            device_clock(device) - epoch_start + carried.elapsed_s)
 
     mark = device_clock(device)
     average_batchnorm_statistics(step.model, workers)  # one set of statistics to validate and save
@@ -368,22 +449,25 @@ def run_epoch(setup: Setup, progress: Progress, epoch: int, io_s: float, epoch_s
     validation_s = device_clock(device) - mark
 
     mark = device_clock(device)
-    # The epoch's one read from the device: every metric at once, summed over the workers.
+    # The epoch's one read from the device: every metric at once, summed over the workers, with
+    # each rank's stop flag (a signal that came after the last check inside the epoch).
     noise_totals = step.noise.take() if step.noise is not None else torch.zeros(3, dtype=torch.float64, device=device)
     weights = linear_weights(step.model, params)
-    local = torch.cat([torch.stack([loss_sum, val_loss_sum, val_correct, val_count]).double(), noise_totals,
+    flags = torch.tensor(stop.signals.flags() if stop is not None else [0.0, 0.0], dtype=torch.float64,
+                         device=device)
+    local = torch.cat([torch.stack([loss_sum, val_loss_sum, val_correct, val_count]).double(), noise_totals, flags,
                        torch.stack(weights).double() if weights else noise_totals[:0]]).to("cpu")
-    sums = workers.sum(local[:7], name="epoch_sums")
+    sums = workers.sum(local[:9], name="epoch_sums")
     slowest_steps_s = float(workers.max(torch.tensor([steps_s], dtype=torch.float64), name="epoch_steps_s")[0])
     wait_s += device_clock(device) - mark
 
     epoch_end = device_clock(device)
-    epoch_time_s = epoch_end - epoch_start
+    epoch_time_s = epoch_end - epoch_start + carried.elapsed_s
     samples = setup.samples_per_rank * world
     train_loss = float(sums[0]) / samples
     val_loss = float(sums[1] / sums[3])
     val_accuracy = float(sums[2] / sums[3]) if setup.classification else None
-    weight, bias = (float(local[7]), float(local[8])) if weights else (None, None)
+    weight, bias = (float(local[9]), float(local[10])) if weights else (None, None)
     gradient_noise = epoch_noise(float(sums[4]), float(sums[5]), float(sums[6]), params.batch_size, world) \
         or NOT_MEASURED
     is_diverged = diverged(train_loss, val_loss, progress.initial_val_loss, params.divergence_factor)
@@ -416,7 +500,65 @@ def run_epoch(setup: Setup, progress: Progress, epoch: int, io_s: float, epoch_s
         grad_trace=finite_or_none(gradient_noise.gradient_trace),
         noise_scale=finite_or_none(gradient_noise.noise_scale),
     )
-    return record, epoch_end, is_diverged
+    stop_requested = stop is not None and stop.agree(float(sums[7]), float(sums[8]))
+    return FinishedEpoch(record, epoch_end, is_diverged, stop_requested)
+
+
+@dataclass
+class EpochCarry:
+    """What the part of an epoch before a mid-epoch stop adds to its resumed part."""
+
+    loss_sum: Any = None
+    steps_s: float = 0.0
+    io_s: float = 0.0
+    wait_s: float = 0.0
+    elapsed_s: float = 0.0
+
+
+def rank_state(setup: Setup, stopped: StoppedEpoch) -> dict[str, Any]:
+    """This rank's state at a mid-epoch stop: tensors and plain values (a weights-only checkpoint)."""
+    import torch
+
+    device = setup.device
+    return {
+        "rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+        # BatchNorm statistics are each rank's own until the epoch's end averages them.
+        "buffers": {name: buffer.detach().to("cpu", copy=True) for name, buffer in setup.step.model.named_buffers()},
+        "loss_sum": stopped.loss_sum.detach().to("cpu", copy=True),
+        "noise": setup.step.noise.totals.to("cpu", copy=True) if setup.step.noise is not None else None,
+        "steps_s": stopped.steps_s,
+    }
+
+
+def restore_rank_state(setup: Setup, resumed: MidEpoch, partial: dict[str, float]) -> EpochCarry:
+    """This rank's state at the stop, back in place; what the epoch's part before it adds."""
+    import torch
+
+    state = resumed.ranks[setup.workers.rank]
+    torch.set_rng_state(state["rng"])
+    if setup.device.type == "cuda" and state["cuda_rng"] is not None:
+        torch.cuda.set_rng_state(state["cuda_rng"], setup.device)
+    buffers = dict(setup.step.model.named_buffers())
+    with torch.no_grad():
+        for name, value in state["buffers"].items():
+            buffers[name].copy_(value)
+        if setup.step.noise is not None and state["noise"] is not None:
+            setup.step.noise.totals.copy_(state["noise"])
+    return EpochCarry(state["loss_sum"].to(setup.device), float(state["steps_s"]), float(partial.get("io_s", 0.0)),
+                      float(partial.get("wait_s", 0.0)), float(partial.get("elapsed_s", 0.0)))
+
+
+def save_mid_epoch(setup: Setup, progress: Progress, stopped: StoppedEpoch, updates: UpdateRecorder | None) -> None:
+    """Every rank hands rank 0 its state at the stop; rank 0 writes the checkpoint of this position.
+    Written or not (a full disk keeps the last one), the task then leaves."""
+    states = setup.workers.allgather_object(rank_state(setup, stopped), name="rank_states")
+    if not setup.is_writer:
+        return
+    at_stop = dataclasses.replace(progress, epoch_step=stopped.steps, partial_epoch={
+        "io_s": stopped.io_s, "wait_s": stopped.wait_s, "elapsed_s": stopped.elapsed_s})
+    mid_epoch = MidEpoch(states, updates.values[:updates.count].to("cpu", copy=True) if updates is not None else None)
+    save_checkpoint(setup.cell, setup.step, at_stop, setup.params, setup.job.share_with_group, mid_epoch)
 
 
 def stop_rule(params: TrainParams, progress: Progress, record: EpochRecord, is_diverged: bool,
@@ -503,13 +645,16 @@ def epoch_learning_rates(params: TrainParams, epoch: int, steps_per_epoch: int) 
 
 
 def train_epoch(step: Step, train: Any, shard: Any, batch_size: int, rates: list[float],
-                after_update: Callable[[int], None] | None = None) -> tuple[Any, float]:
-    """One epoch of steps over this rank's shard at the given lr per step:
-    (the loss summed over its samples, on the device; the last lr).
+                after_update: Callable[[int], None] | None = None, first: int = 0,
+                stop: StopAgreement | None = None) -> tuple[Any, float, int]:
+    """The epoch's steps over this rank's shard at the given lr per step, from step `first`
+    (0-based) on, until the last or until the ranks agree to stop: (the loss summed over the
+    samples of the steps run, on the device; the last lr; the steps of the epoch done).
 
     The hot loop is what a hand-written loop would be: the lr is set only when it changes,
     plain fp32 skips the autocast and scaler calls, and each step's loss is only kept (its
-    detached tensor, no kernel); they are summed once, after the last step."""
+    detached tensor, no kernel); they are summed once, after the last step. The stop check
+    costs an integer comparison per step (jobs/train/interrupt.py)."""
     import torch
 
     from jobs.train.precision import step_after_average
@@ -521,7 +666,10 @@ def train_epoch(step: Step, train: Any, shard: Any, batch_size: int, rates: list
     losses = []
     lr = None
     measure = None
-    for index, (inputs, targets) in enumerate(train.batches(shard, batch_size)):
+    last = len(rates) - 1
+    check_at = stop.first_check(first) if stop is not None else -1
+    done = len(rates)
+    for index, (inputs, targets) in enumerate(train.batches(shard[first * batch_size:], batch_size), start=first):
         if rates[index] != lr:
             lr = rates[index]
             for group in optimizer.param_groups:
@@ -543,12 +691,20 @@ def train_epoch(step: Step, train: Any, shard: Any, batch_size: int, rates: list
         losses.append(loss.detach())
         if after_update is not None:
             after_update(index)
+        if index == check_at:
+            assert stop is not None
+            stopping, check_at = stop.check(index)
+            if stopping and index < last:  # at the last step the epoch finishes, and stops at its end
+                done = index + 1
+                break
     # One batch per rate (the plan keeps batch_size within a worker's share, so there is at least one);
     # every batch holds batch_size samples but the last, which holds the rest.
     per_batch = torch.stack(losses).float()
-    last_size = len(shard) - batch_size * (len(losses) - 1)
+    if done < len(rates):
+        return per_batch.sum() * batch_size, float(lr or rates[first]), done
+    last_size = len(shard) - batch_size * last
     loss_sum = per_batch[:-1].sum() * batch_size + per_batch[-1] * last_size
-    return loss_sum, rates[-1]
+    return loss_sum, rates[-1], done
 
 
 def training_flops_per_sample(model: Any, inputs: Any) -> float | None:
@@ -648,6 +804,11 @@ class UpdateRecorder:
         torch.stack(self.weights, out=self.values[index])
         self.count = index + 1
 
+    def restore(self, values: Any) -> None:
+        """The updates of an epoch's part before a mid-epoch stop."""
+        self.values[:len(values)] = values.to(self.values.device)
+        self.count = len(values)
+
     def read(self) -> list[list[float]]:
         values = self.values[:self.count].tolist()
         self.count = 0
@@ -710,11 +871,12 @@ def persist_epoch(cell: CellDir, cell_name: str, params: TrainParams, step: Step
     return time.perf_counter() - started
 
 
-def save_checkpoint(cell: CellDir, step: Step, progress: Progress, params: TrainParams, shared: bool = False) -> bool:
+def save_checkpoint(cell: CellDir, step: Step, progress: Progress, params: TrainParams, shared: bool = False,
+                    mid_epoch: MidEpoch | None = None) -> bool:
     """Tensors and plain Python values only, so that loading needs no pickle (weights_only);
     owner-only (or group-readable) whatever the umask. A write the disk refuses (full, quota,
     a file-size limit) is one line and False: the previous checkpoint stays whole, and training
-    goes on."""
+    goes on. `mid_epoch`: the ranks' states at a stop inside the epoch after progress.epoch."""
     import io
 
     import torch
@@ -724,7 +886,9 @@ def save_checkpoint(cell: CellDir, step: Step, progress: Progress, params: Train
     state = io.BytesIO()
     torch.save({"version": CHECKPOINT_VERSION, "model": step.model.state_dict(),
                 "optimizer": step.optimizer.state_dict(), "grad_scaler": scaler.state_dict() if scaler else None,
-                "progress": dataclasses.asdict(progress), "params": params.to_dict()}, state)
+                "progress": dataclasses.asdict(progress), "params": params.to_dict(),
+                "ranks": mid_epoch.ranks if mid_epoch else None, "updates": mid_epoch.updates if mid_epoch else None},
+               state)
     try:
         with replaced_atomically(cell.checkpoint, binary=True, mode=file_mode(shared)) as out:
             out.write(state.getbuffer())
@@ -739,8 +903,9 @@ def save_checkpoint(cell: CellDir, step: Step, progress: Progress, params: Train
     return True
 
 
-def load_checkpoint(cell: CellDir, step: Step, params: TrainParams) -> Progress:
-    """Resume from the cell's checkpoint, unless it was made with other parameters or another format.
+def load_checkpoint(cell: CellDir, step: Step, params: TrainParams) -> tuple[Progress, MidEpoch | None]:
+    """Resume from the cell's checkpoint, unless it was made with other parameters or another format:
+    (the progress, the ranks' states if it was written mid-epoch).
 
     | the checkpoint                                    | what happens                          |
     | someone else's, or writable by group or others    | NotPrivate: the cell fails, in one line |
@@ -761,15 +926,19 @@ def load_checkpoint(cell: CellDir, step: Step, params: TrainParams) -> Progress:
         os.replace(cell.checkpoint, damaged)
         print(f"{cell.checkpoint} cannot be read as weights only ({last_line(error)}); set aside as {damaged}, "
               "the cell starts afresh", file=sys.stderr, flush=True)
-        return Progress()
+        return Progress(), None
     if state.get("version") != CHECKPOINT_VERSION or not same_params(state.get("params"), params):
         print(f"ignoring {cell.checkpoint}: it was saved with other parameters or by another version", flush=True)
-        return Progress()
+        return Progress(), None
     step.model.load_state_dict(state["model"])
     step.optimizer.load_state_dict(state["optimizer"])
     if step.precision.scaler is not None and state.get("grad_scaler"):
         step.precision.scaler.load_state_dict(state["grad_scaler"])
-    return Progress(**state["progress"])
+    progress = Progress(**state["progress"])
+    if progress.epoch_step > 0 and state.get("ranks"):
+        return progress, MidEpoch(state["ranks"], state.get("updates"))
+    progress.epoch_step, progress.partial_epoch = 0, None  # (no ranks' states: resume at the epoch's start)
+    return progress, None
 
 
 def last_line(error: BaseException) -> str:

@@ -155,6 +155,12 @@ def start_server(placement: TaskPlacement, cell_dir: Path) -> object:
     return server
 
 
+def withdraw_address(cell_dir: Path) -> None:
+    """On rank 0, once every task has joined: remove the published address. A job that submitit's
+    local controller restarts keeps its id and attempt, so its tasks would read the old one."""
+    (cell_dir / RENDEZVOUS_FILE).unlink(missing_ok=True)
+
+
 def wait_for_address(placement: TaskPlacement, cell_dir: Path, timeout_s: float = 300.0) -> tuple[str, int]:
     """On every rank: read the address rank 0 published for this job and attempt."""
     path = cell_dir / RENDEZVOUS_FILE
