@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -283,7 +284,8 @@ def mlp(features=64, hidden=32, classes=10):
     return nn.Sequential(nn.Flatten(), nn.Linear(features, hidden), nn.BatchNorm1d(hidden), nn.ReLU(),
                          nn.Dropout(0.3), nn.Linear(hidden, classes))
 '''
-MID_EPOCH_STOPS = ["1:5", "3:7"]  # Slurm's warning (USR2) after 5 steps of epoch 1 and 7 of epoch 3
+# Slurm's warning (USR2) after 5 steps of epoch 1 and 7 of epoch 3; a preemption's SIGTERM after 3 of epoch 2.
+MID_EPOCH_STOPS = ["1:5", "2:3:TERM", "3:7"]
 
 
 def mid_epoch_study(package: str, gpus: list[int], backend: str, optimizer: str, **fixed: Any) -> dict[str, Any]:
@@ -296,9 +298,11 @@ def mid_epoch_study(package: str, gpus: list[int], backend: str, optimizer: str,
 def test_a_cell_stopped_mid_epoch_by_signals_resumes_bitwise_where_it_stopped(tmp_path):
     """Slurm's warning signal, twice, mid-epoch: each time the ranks stop at one step boundary,
     rank 0 writes the position, submitit requeues the job (here its local controller, through
-    its requeue exit code) and the cell goes on from that step. It ends with the uninterrupted
-    run's weights and optimizer state bit for bit, the same samples per epoch, and each epoch's
-    loss within summation order, for 1 worker and 2 (Horovod and DDP)."""
+    its requeue exit code) and the cell goes on from that step. Between them a SIGTERM, as
+    preemption sends: the same stop, then the job exits (Slurm would requeue it; here the
+    next run of the workflow resumes it). Each cell ends with the uninterrupted run's weights
+    and optimizer state bit for bit, the same samples per epoch, and each epoch's loss within
+    summation order, for 1 worker and 2 (Horovod and DDP)."""
     (tmp_path / "code").mkdir()
     (tmp_path / "code" / "stateful.py").write_text(STATEFUL_MODEL)
     config = default_config()
@@ -310,6 +314,8 @@ def test_a_cell_stopped_mid_epoch_by_signals_resumes_bitwise_where_it_stopped(tm
         **{f"reference_{kind}": mid_epoch_study("stateful", *args) for kind, args in kinds.items()}}
     write_config(tmp_path, config)
 
+    preempted = run_snakemake(tmp_path, timeout=900)
+    assert preempted.returncode != 0 and preempted.stderr.count("failed") >= 3, preempted.stderr[-4000:]
     result = run_snakemake(tmp_path, timeout=900)
 
     assert result.returncode == 0, result.stderr[-4000:]
@@ -318,7 +324,7 @@ def test_a_cell_stopped_mid_epoch_by_signals_resumes_bitwise_where_it_stopped(tm
             reference_dir = tmp_path / "results" / f"reference_{kind}" / "cells" / cell_dir.name
             log, reference = CellDir(cell_dir).read_metrics(), CellDir(reference_dir).read_metrics()
             assert [(m["resumed_from_epoch"], m["resumed_from_step"]) for m in log.metas] == \
-                [(0, 0), (0, 5), (2, 7)], cell_dir
+                [(0, 0), (0, 5), (1, 3), (2, 7)], cell_dir
             assert [e["epoch"] for e in log.epochs] == [1, 2, 3]
             for epoch, uninterrupted in zip(log.epochs, reference.epochs, strict=True):
                 assert epoch["samples"] == uninterrupted["samples"] == 384
@@ -336,3 +342,38 @@ def test_a_cell_stopped_mid_epoch_by_signals_resumes_bitwise_where_it_stopped(tm
                 for key, value in state.items():
                     assert torch.equal(torch.as_tensor(resumed["optimizer"]["state"][index][key]),
                                        torch.as_tensor(value)), (cell_dir, key)
+
+
+def test_periodic_checkpoints_inside_epochs_change_nothing_in_training(tmp_path):
+    """checkpoint_every_s, for sites without a warning signal: a checkpoint inside the epoch every
+    half second, after which training goes on in the same process from that position, exactly
+    as a resume would. The cells end bit for bit where the same cells end without them."""
+    study = {"grid": {"batch_size": [8], "gpus": [1, 2]},
+             "fixed": {"dataset": "digits", "model": "cnn", "width": 12, "epochs": 2, "optimizer": "adam",
+                       "lr": 0.001, "target_accuracy": 0.99}}  # about 2 s per epoch here: several checks in each
+    periodic, reference = tmp_path / "periodic", tmp_path / "reference"
+    for workdir, every in ((periodic, 0.5), (reference, None)):
+        config = default_config()
+        config["launcher"]["checkpoint_every_s"] = every
+        config["studies"] = {"study": study}
+        write_config(workdir, config)
+        result = run_snakemake(workdir)
+        assert result.returncode == 0, result.stderr[-4000:]
+    for cell in ("bs8-gpus1", "bs8-gpus2"):
+        cell_dir = periodic / "results" / "study" / "cells" / cell
+        output = "".join(path.read_text() for path in (cell_dir / "submitit").glob("*_0_log.out"))
+        inside = re.findall(r"checkpoint inside epoch (\d) after (\d+) steps", output)
+        assert {epoch for epoch, _ in inside} == {"1", "2"}, output[-2000:]
+        log, straight_log = (CellDir(d).read_metrics() for d in (cell_dir, reference / "results" / "study" / "cells" / cell))
+        assert len(log.metas) == 1  # no restart: the epochs went on in the same process
+        for epoch, straight in zip(log.epochs, straight_log.epochs, strict=True):
+            assert epoch["samples"] == straight["samples"]
+            assert epoch["train_loss"] == pytest.approx(straight["train_loss"], rel=1e-6)
+            assert epoch["io_s"] > 0 and epoch["other_s"] > -1e-6
+        resumed, straight_state = final_state(cell_dir), final_state(reference / "results" / "study" / "cells" / cell)
+        for name, tensor in straight_state["model"].items():
+            assert torch.equal(resumed["model"][name], tensor), (cell, name)
+        for index, state in straight_state["optimizer"]["state"].items():
+            for key, value in state.items():
+                assert torch.equal(torch.as_tensor(resumed["optimizer"]["state"][index][key]),
+                                   torch.as_tensor(value)), (cell, key)

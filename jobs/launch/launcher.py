@@ -157,6 +157,7 @@ class CellLaunch:
             threads_per_worker=self.launcher.cpus_per_task,
             controller=self.launcher.controller,
             share_with_group=self.launcher.share_results_with_group,
+            checkpoint_every_s=self.launcher.checkpoint_every_s,
         )
 
     def request(self) -> SubmissionRequest:

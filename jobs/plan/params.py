@@ -280,6 +280,9 @@ class LauncherSettings:
     # What the tool unpickles or executes (submitit folders, the scheduler directory,
     # checkpoints) is owner-only; true makes it readable by the group, never writable (jobs/private.py).
     share_results_with_group: bool = False
+    # Seconds of training between two mid-epoch checkpoints, for sites whose jobs get no warning
+    # signal before they are stopped; None: at each epoch's end (and on a signal) only.
+    checkpoint_every_s: float | None = None
     slurm: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

@@ -108,8 +108,15 @@ class StopAgreement:
     every: int = 1  # steps between two checks, agreed at the last check
     epoch: int = 0
     signum: int = 0  # the signal the ranks agreed to stop on
+    checkpoint_every_s: float | None = None  # rank 0's clock decides when a periodic checkpoint is due
+    checkpoint_only: bool = False  # the last stop is for a periodic checkpoint: training goes on after it
     _last_check: float = field(default_factory=time.perf_counter)
     _last_index: int = -1
+    _last_saved: float = field(default_factory=time.perf_counter)
+
+    def saved(self) -> None:
+        """A checkpoint was written: the periodic one is due checkpoint_every_s from now."""
+        self._last_saved = time.perf_counter()
 
     def first_check(self, first: int) -> int:
         """The step index (0-based) after which the epoch's first check runs, the epoch resuming
@@ -133,19 +140,24 @@ class StopAgreement:
             while not self.signals.requested and time.monotonic() < deadline:
                 time.sleep(0.001)  # Python runs the handler between bytecodes: soon, not at once
         now = time.perf_counter()
-        proposal = 0.0
+        proposal, due = 0.0, 0.0
         if self.workers.rank == 0:
             seconds_per_step = (now - self._last_check) / max(1, index - self._last_index)
             proposal = max(1.0, CHECK_INTERVAL_S / max(seconds_per_step, 1e-9))
+            if self.checkpoint_every_s is not None and now - self._last_saved >= self.checkpoint_every_s:
+                due = 1.0
         usr2, term = self.signals.flags()
         if self.workers.size > 1:
             import torch
 
-            agreed = self.workers.sum(torch.tensor([usr2, term, proposal], dtype=torch.float64), name="stop_check")
-            usr2, term, proposal = (float(value) for value in agreed)
-        self.every = max(1, int(proposal))
+            agreed = self.workers.sum(torch.tensor([usr2, term, proposal, due], dtype=torch.float64),
+                                      name="stop_check")
+            usr2, term, proposal, due = (float(value) for value in agreed)
+        self.every = max(1, int(min(proposal, 1e9)))
         self._last_check, self._last_index = now, index
-        return self.agree(usr2, term), self._next(index)
+        stopping = self.agree(usr2, term)
+        self.checkpoint_only = due > 0 and not stopping
+        return stopping or self.checkpoint_only, self._next(index)
 
     def agree(self, usr2: float, term: float) -> bool:
         """From the ranks' summed flags: whether to stop, and on which signal (`signum`). SIGTERM

@@ -134,6 +134,7 @@ class TrainingJob(submitit.helpers.Checkpointable):
     threads_per_worker: int = 1
     controller: str = "gloo"
     share_with_group: bool = False  # launcher.share_results_with_group: the checkpoint's mode
+    checkpoint_every_s: float | None = None  # launcher.checkpoint_every_s: periodic mid-epoch checkpoints
 
     def __call__(self) -> dict[str, Any] | None:
         started = time.time()
@@ -205,7 +206,7 @@ def run_training(job: TrainingJob, workers: Workers, hostname: str, job_id: str,
     params = setup.params
     updates = UpdateRecorder(linear_weights(setup.step.model, params), setup.steps_per_epoch) \
         if params.record_updates and setup.is_writer else None
-    stop = StopAgreement(signals, workers, planned_signals(params.signal_at))
+    stop = StopAgreement(signals, workers, planned_signals(params.signal_at), checkpoint_every_s=job.checkpoint_every_s)
     status, stop_reason = "complete", "epochs"
     pending: EpochRecord | None = None  # saved and logged at the start of the next epoch, on its clock
     epoch_start = device_clock(setup.device)
@@ -213,11 +214,19 @@ def run_training(job: TrainingJob, workers: Workers, hostname: str, job_id: str,
         # I/O: rank 0 saves the previous epoch; everyone waits for it (in run_epoch) before stepping.
         io_s = persist_epoch(setup.cell, job.cell, params, setup.step, progress, pending, job.share_with_group) \
             if pending is not None and setup.is_writer else 0.0
+        stop.saved()
         outcome = run_epoch(setup, progress, epoch, io_s, epoch_start, updates, stop, resumed)
+        while isinstance(outcome, StoppedEpoch):
+            resumed = save_mid_epoch(setup, progress, outcome, updates)
+            if not stop.checkpoint_only:
+                leave(setup, signals, stop)
+            # A periodic checkpoint: the epoch goes on from it in this process, as a resume would.
+            if setup.is_writer:
+                print(f"[{job.cell}] checkpoint inside epoch {epoch} after {outcome.steps} steps "
+                      f"(checkpoint_every_s = {job.checkpoint_every_s:g})", flush=True)
+            stop.saved()
+            outcome = run_epoch(setup, progress, epoch, 0.0, device_clock(setup.device), updates, stop, resumed)
         resumed = None
-        if isinstance(outcome, StoppedEpoch):
-            save_mid_epoch(setup, progress, outcome, updates)
-            leave(setup, signals, stop)
         record, epoch_start, is_diverged = outcome.record, outcome.end, outcome.diverged
         previous_loss = (progress.last_record or {}).get("train_loss")
         progress.add(record, params)
@@ -549,16 +558,21 @@ def restore_rank_state(setup: Setup, resumed: MidEpoch, partial: dict[str, float
                       float(partial.get("wait_s", 0.0)), float(partial.get("elapsed_s", 0.0)))
 
 
-def save_mid_epoch(setup: Setup, progress: Progress, stopped: StoppedEpoch, updates: UpdateRecorder | None) -> None:
-    """Every rank hands rank 0 its state at the stop; rank 0 writes the checkpoint of this position.
-    Written or not (a full disk keeps the last one), the task then leaves."""
+def save_mid_epoch(setup: Setup, progress: Progress, stopped: StoppedEpoch, updates: UpdateRecorder | None) -> MidEpoch:
+    """Every rank hands rank 0 its state at the stop; rank 0 writes the checkpoint of this position
+    (or, the disk refusing it, keeps the last one). `progress` is left at the position, and the
+    states returned, for an epoch that goes on in this process: the write's seconds are its I/O."""
+    started = time.perf_counter()
     states = setup.workers.allgather_object(rank_state(setup, stopped), name="rank_states")
-    if not setup.is_writer:
-        return
-    at_stop = dataclasses.replace(progress, epoch_step=stopped.steps, partial_epoch={
-        "io_s": stopped.io_s, "wait_s": stopped.wait_s, "elapsed_s": stopped.elapsed_s})
+    progress.epoch_step = stopped.steps
+    progress.partial_epoch = {"io_s": stopped.io_s, "wait_s": stopped.wait_s, "elapsed_s": stopped.elapsed_s}
     mid_epoch = MidEpoch(states, updates.values[:updates.count].to("cpu", copy=True) if updates is not None else None)
-    save_checkpoint(setup.cell, setup.step, at_stop, setup.params, setup.job.share_with_group, mid_epoch)
+    if setup.is_writer:
+        save_checkpoint(setup.cell, setup.step, progress, setup.params, setup.job.share_with_group, mid_epoch)
+    seconds = time.perf_counter() - started
+    progress.partial_epoch = {**progress.partial_epoch, "io_s": stopped.io_s + seconds,
+                              "elapsed_s": stopped.elapsed_s + seconds}
+    return mid_epoch
 
 
 def stop_rule(params: TrainParams, progress: Progress, record: EpochRecord, is_diverged: bool,
