@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import submitit
 
@@ -355,3 +356,32 @@ def test_a_submission_record_unlike_what_the_submitter_writes_is_ignored(tmp_pat
     queue.settle(lambda names, since: ({honest.job_name: "9"}, True), time.time())
     assert CellDir(results / "a").read_job().job_id == "9_0"
     assert not (tmp_path / "elsewhere" / "b" / "job.json").exists() and not (results / "c" / "job.json").exists()
+
+
+def test_a_run_marker_is_live_while_its_heartbeat_is_fresh_or_its_process_runs(tmp_path):
+    """jobs/launch/active_runs.py: a run on another host is live while its heartbeat is younger
+    than STALE_AFTER_S; one on this host while its process exists."""
+    import socket
+
+    from jobs.launch.active_runs import RUNS_DIR, STALE_AFTER_S, ActiveRun, other_active_runs, studies_left_alone
+
+    runs = tmp_path / RUNS_DIR
+    runs.mkdir()
+    now = time.time()
+
+    def marker(name: str, host: str, pid: int, age_s: float) -> None:
+        path = runs / f"{name}.json"
+        path.write_text(json.dumps({"host": host, "pid": pid, "started_at": now - 600, "studies": [name]}))
+        os.utime(path, (now - age_s, now - age_s))
+
+    dead = psutil.Popen(["true"])
+    dead.wait()
+    marker("elsewhere_fresh", "login2.example", 1234, STALE_AFTER_S - 30)
+    marker("elsewhere_stale", "login2.example", 1234, STALE_AFTER_S + 30)
+    marker("here_running", socket.gethostname(), os.getppid(), 5)
+    marker("here_dead", socket.gethostname(), dead.pid, 5)
+    (runs / "broken.json").write_text("{")
+    assert [run.studies for run in other_active_runs(tmp_path)] == [("elsewhere_fresh",), ("here_running",)]
+    assert ActiveRun.read(runs / "broken.json") is None
+    busy = studies_left_alone(tmp_path, ["elsewhere_fresh", "here_dead", "mine"])
+    assert list(busy) == ["elsewhere_fresh"]

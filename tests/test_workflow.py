@@ -455,3 +455,42 @@ def test_the_processes_waiting_on_this_machine_are_bounded_by_the_cells_in_fligh
     assert run.returncode == 0, (tmp_path / "run.log").read_text()[-3000:]
     assert 0 < most <= 2  # it saw 6 at once when Snakemake was bounded by cores alone
     assert len(pd.read_csv(tmp_path / "results" / "many" / "runs.csv")) == 6
+
+
+def test_a_second_run_on_the_same_results_leaves_the_first_runs_studies_alone(tmp_path):
+    """Two snakemake runs at once on one results directory: the second says at its start that
+    another run is active there, leaves its studies alone and exits 0; the first trains every
+    cell once and exits 0. Neither reports a failure that did not happen."""
+    from jobs.launch.active_runs import RUNS_DIR
+
+    config = default_config()
+    config["studies"] = {"shared": {"grid": {"batch_size": [16, 32], "gpus": [1]},
+                                    "fixed": {**tiny_study()["fixed"], "epochs": 20}}}
+    write_config(tmp_path, config)
+    env = os.environ | {CHECKPOINT_DELAY_ENV: "0.1"}  # 20 epochs of at least 0.1 s: the first is still running
+    with open(tmp_path / "first.log", "w") as log:
+        first = subprocess.Popen(snakemake_command(tmp_path, REPO_PROFILE), cwd=tmp_path, env=env, stdout=log,
+                                 stderr=subprocess.STDOUT)
+    markers = tmp_path / "results" / RUNS_DIR
+    for _ in range(600):
+        if markers.is_dir() and any(markers.glob("*.json")):
+            break
+        time.sleep(0.1)
+    (marker,) = markers.glob("*.json")
+    assert json.loads(marker.read_text())["studies"] == ["shared"]
+
+    second = run_snakemake(tmp_path, env=env)
+
+    assert first.poll() is None, "the first run was to be still running"
+    assert second.returncode == 0, second.stderr[-4000:]
+    said = second.stdout + second.stderr
+    assert f"another snakemake run is active on results (host {marker.stem.rsplit('.', 1)[0]}, " \
+           f"pid {first.pid}" in said, said[-3000:]
+    assert "this run leaves shared alone" in said and f"rm {Path('results') / RUNS_DIR / marker.name}" in said
+    assert "failed" not in said
+    assert first.wait(timeout=600) == 0, (tmp_path / "first.log").read_text()[-4000:]
+    assert not list(markers.glob("*.json")), "the first run removed its marker"
+    for cell in ("bs16-gpus1", "bs32-gpus1"):
+        metas = [line for line in (tmp_path / "results" / "shared" / "cells" / cell / "metrics.jsonl")
+                 .read_text().splitlines() if '"type": "meta"' in line]
+        assert len(metas) == 1, cell  # trained once, by the first run

@@ -4,6 +4,7 @@ from pathlib import Path
 from analysis.steps import FIGURES_DIR, STUDY_FILES, StudyTraits, steps_for
 from analysis.steps import figure_captions as analysis_figure_captions
 from jobs.cell import CellDir
+from jobs.launch.active_runs import RunMarker, studies_left_alone
 from jobs.plan.config import ConfigError
 from jobs.plan.grid import CELL_ID_PATTERN, make_plan
 
@@ -19,6 +20,12 @@ RESULTS = PLAN.results_dir
 # process on the login node and touch no file. `--resources cells_in_flight=N` overrides.
 workflow.global_resources.setdefault("cells_in_flight", PLAN.launcher.max_cells_in_flight)
 
+# Studies another live snakemake run is working on (jobs/launch/active_runs.py): said in one
+# line each, and left alone, so neither run reports the other's cells as failed.
+BUSY_STUDIES = studies_left_alone(Path(RESULTS), list(PLAN.studies))
+OUR_STUDIES = [study for study in PLAN.studies if study not in BUSY_STUDIES]
+RUN_MARKER = {}
+
 
 def find_damaged_cells():
     """A finished cell whose summary or metrics cannot be read is not finished: {(study, cell):
@@ -26,8 +33,8 @@ def find_damaged_cells():
     (train.smk) renames the summary when a real run executes, so a preview (-n), --summary or
     --report changes nothing on disk and still shows the cell running again."""
     damaged = {}
-    for study, spec in PLAN.studies.items():
-        for cell in spec.cells:
+    for study in OUR_STUDIES:
+        for cell in PLAN.studies[study].cells:
             cell_dir = CellDir(Path(RESULTS) / study / "cells" / cell)
             problem = cell_dir.damage()
             if problem is None:
@@ -51,7 +58,7 @@ wildcard_constraints:
 
 def get_final_outputs():
     outputs = []
-    for study in PLAN.studies:
+    for study in OUR_STUDIES:
         # Every cell is a target itself: a cell whose summary.json went missing runs
         # again even though the study's table and figures still exist.
         outputs += cell_summaries(study)
@@ -123,10 +130,20 @@ def get_damaged_summary(wildcards):
     return [str(kept)] if kept is not None else []
 
 
+def mark_this_run():
+    """A run that executes says which studies it works on, for a run started meanwhile."""
+    RUN_MARKER["marker"] = RunMarker(Path(RESULTS), OUR_STUDIES)
+
+
+def unmark_this_run():
+    if "marker" in RUN_MARKER:
+        RUN_MARKER.pop("marker").withdraw()
+
+
 def print_answers():
     """The end of a run: each study's answer (analysis/answer.py's answer.md), where it is as new
     as the study's table (after a failure, runs.csv is rewritten with the partial results)."""
-    for study in PLAN.studies:
+    for study in OUR_STUDIES:
         answer, runs = Path(RESULTS) / study / "answer.md", Path(RESULTS) / study / "runs.csv"
         if answer.exists() and runs.exists() and answer.stat().st_mtime >= runs.stat().st_mtime:
             print(f"\n{answer.read_text()}", flush=True)
@@ -138,8 +155,8 @@ def collect_partial_results():
     from analysis.collect import write_tables
     from analysis.steps import StudyTables, analyse_study
 
-    for study, spec in PLAN.studies.items():
-        study_dir = Path(RESULTS) / study
+    for study in OUR_STUDIES:
+        spec, study_dir = PLAN.studies[study], Path(RESULTS) / study
         if not (study_dir / "cells").is_dir():
             continue
         tables = write_tables(study_dir, study_dir / "runs.csv", study_dir / "epochs.csv", list(spec.cells),
