@@ -41,6 +41,7 @@ from analysis.tables import FINISHED_STATUSES, finished, grid_axes_of
 
 GROUP_EXCLUDED_AXES = ("batch_size", "gpus", *REPLICATE_AXES)
 PREDICT_WORKERS_FACTOR = 4  # predict up to this many times the largest worker count run
+LOW_GPU_UTILIZATION = 0.5  # a cell whose GPUs were busy less than this fraction of the time is named
 
 
 @dataclass
@@ -69,6 +70,7 @@ class StudyAnswer:
     groups: list[GroupAnswer] = field(default_factory=list)
     cells: int = 0
     unfinished: int = 0  # cells neither complete nor diverged (failed, broken, not run yet)
+    wasteful: list[str] = field(default_factory=list)  # cells that left what they were given idle, and how
 
 
 def group_axes(runs: pd.DataFrame) -> list[str]:
@@ -182,7 +184,8 @@ def answer_study(runs: pd.DataFrame, study: str) -> StudyAnswer:
     elif len(runs):
         groups.append(answer_group(runs, {}))
     unfinished = int((~runs["status"].isin(FINISHED_STATUSES)).sum()) if len(runs) else 0
-    answer = StudyAnswer(study, target_text(runs), None, None, groups=groups, cells=len(runs), unfinished=unfinished)
+    answer = StudyAnswer(study, target_text(runs), None, None, groups=groups, cells=len(runs), unfinished=unfinished,
+                         wasteful=wasteful_cells(runs))
     for group in groups:
         fastest, cheapest = choose(group.measured, group.predicted)
         if fastest is not None and (answer.fastest is None or fastest.time_to_target_s < answer.fastest.time_to_target_s):
@@ -190,6 +193,16 @@ def answer_study(runs: pd.DataFrame, study: str) -> StudyAnswer:
         if cheapest is not None and (answer.cheapest is None or cheapest.gpu_hours < answer.cheapest.gpu_hours):
             answer.cheapest, answer.cheapest_group = cheapest, group.group
     return answer
+
+
+def wasteful_cells(runs: pd.DataFrame) -> list[str]:
+    """"cell: why" for each cell whose GPUs sat mostly idle (runs.csv's gpu_utilization)."""
+    if "gpu_utilization" not in runs:
+        return []
+    idle = runs[pd.to_numeric(runs["gpu_utilization"], errors="coerce") < LOW_GPU_UTILIZATION]
+    return [f"{row.cell}: its GPUs were busy {row.gpu_utilization:.0%} of the time (below "
+            f"{LOW_GPU_UTILIZATION:.0%}); the input pipeline or communication holds it back"
+            for row in idle.itertuples()]
 
 
 def target_text(runs: pd.DataFrame) -> str:
@@ -289,6 +302,8 @@ def answer_markdown(answer: StudyAnswer, not_drawn: Sequence[str] = ()) -> str:
     lines.append("Time to target is training time (steps, without validation or start-up); GPU-hours = workers x "
                  "that time. Predictions: steps from the B_crit fit x time per step from the step-time model; "
                  "see docs/answer.md, 'Reading the answer'.")
+    if answer.wasteful:
+        lines += ["", "Cells that left what they were given idle:", *(f"- {line}" for line in answer.wasteful)]
     if not_drawn:
         lines += ["", "Figures not drawn, as this study's data cannot fill them:",
                   *(f"- {line}" for line in not_drawn)]
@@ -333,6 +348,7 @@ def answer_json(answer: StudyAnswer) -> dict[str, Any]:
         return None if choice is None else {**asdict(choice), "group": group}
 
     return {"study": answer.study, "target": answer.target, "cells": answer.cells, "unfinished": answer.unfinished,
+            "wasteful": answer.wasteful,
             "fastest": choice_json(answer.fastest, answer.fastest_group),
             "cheapest": choice_json(answer.cheapest, answer.cheapest_group),
             "groups": [group_json(group) for group in answer.groups]}

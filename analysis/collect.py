@@ -232,6 +232,11 @@ def run_row(cell: Cell, grid_axes: list[str], study: str) -> dict[str, Any]:
             "threads_per_worker": cell.last_meta.get("threads_per_worker"),
             "cpus": (cell.last_meta.get("machine") or {}).get("cpus"),
             "device": cell.last_meta.get("device"),
+            # What the workers used: weighted by epoch time, or the largest (jobs/train/usage.py).
+            "cpu_efficiency": _time_weighted_mean(column("cpu_efficiency"), column("epoch_time_s")),
+            "max_rss_gb": _largest(column("max_rss_gb")),
+            "gpu_utilization": _time_weighted_mean(column("gpu_utilization"), column("epoch_time_s")),
+            "gpu_memory_gb": _largest(column("gpu_memory_gb")),
             "restarts": _first_known(summary.get("restarts"), len(cell.log.metas) - 1 if cell.log.metas else None),
             "job_id": _first_known(summary.get("job_id"), cell.last_meta.get("job_id")),
             "problem": cell.problem,
@@ -244,6 +249,15 @@ def run_row(cell: Cell, grid_axes: list[str], study: str) -> dict[str, Any]:
         row[f"param_{name}" if name in row or name == GRID_AXES_COLUMN else name] = _scalar(value)
     row[GRID_AXES_COLUMN] = " ".join(grid_axes)
     return row
+
+
+def _time_weighted_mean(values: np.ndarray, seconds: np.ndarray) -> float | None:
+    known = np.isfinite(values) & np.isfinite(seconds) & (seconds > 0)
+    return float(np.average(values[known], weights=seconds[known])) if known.any() else None
+
+
+def _largest(values: np.ndarray) -> float | None:
+    return float(np.nanmax(values)) if np.isfinite(values).any() else None
 
 
 def _finite_or_none(value: float) -> float | None:

@@ -183,6 +183,13 @@ class EpochRecord(Record):
     lr: float | None = None
     world_size: int | None = None
     load_average_1m: float | None = None  # rank 0's host at the end of the epoch: others' load skews timings
+    # What the workers used (jobs/train/usage.py): CPU seconds over wall seconds x threads given,
+    # summed over the ranks; the largest resident memory high-water mark of a rank; on GPUs, the
+    # mean NVML utilisation (0 to 1) and the largest device memory in use, sampled at the epoch's end.
+    cpu_efficiency: float | None = None
+    max_rss_gb: float | None = None
+    gpu_utilization: float | None = None
+    gpu_memory_gb: float | None = None
     # The linear model's (w, b) at the end of the epoch (Lab 1); None for other models.
     weight: float | None = None
     bias: float | None = None

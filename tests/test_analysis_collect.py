@@ -566,3 +566,23 @@ def test_a_study_whose_axis_is_the_optimizer_compares_the_optimizers_in_one_pane
     assert legend.get_title().get_text() == "optimizer"
     assert sorted(text.get_text() for text in legend.get_texts()) == sorted(accuracies)
     assert "throughput" not in drawn and "scaling_efficiency" not in drawn  # one worker count
+
+
+def test_what_a_cell_used_is_weighted_by_epoch_time_or_its_largest(tmp_path: Path) -> None:
+    """runs.csv's usage columns from epochs.csv's: CPU efficiency and GPU utilisation weighted by
+    each epoch's wall time, memory as the largest of any epoch."""
+    study = tmp_path / "results" / "default"
+    cell_params = params(64, 1)
+    usage = [(0.5, 1.0, 0.2, 3.0), (1.0, 2.0, 0.8, 5.0), (0.75, 1.5, None, None)]
+    records = [meta(cell_params, 1)]
+    for number, (cpu, rss, gpu, gpu_memory) in enumerate(usage, start=1):
+        records.append({**epoch(number, 10.0 * number, 100.0 * number, 0.5, 1), "cpu_efficiency": cpu,
+                        "max_rss_gb": rss, "gpu_utilization": gpu, "gpu_memory_gb": gpu_memory})
+    write_cell(study, "bs64-gpus1", records, summary("bs64-gpus1", cell_params, "complete", 3, 30.0, 0.5))
+
+    row = collect_study(study)[0].set_index("cell").loc["bs64-gpus1"]
+
+    seconds = [SAMPLES / (100.0 * n) + VALIDATION_S + IO_S for n in (1, 2, 3)]
+    assert row["cpu_efficiency"] == pytest.approx(sum(u[0] * t for u, t in zip(usage, seconds)) / sum(seconds))
+    assert row["gpu_utilization"] == pytest.approx((0.2 * seconds[0] + 0.8 * seconds[1]) / (seconds[0] + seconds[1]))
+    assert row["max_rss_gb"] == 2.0 and row["gpu_memory_gb"] == 5.0

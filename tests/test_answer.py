@@ -98,3 +98,13 @@ def test_the_tables_as_collect_returns_them_with_nullable_integers_answer_too():
                                         in zip(runs["cell"], runs["steps_to_target"])], dtype="Int64")
     answer = answer_study(runs, "s")
     assert answer.groups[0].critical_batch is not None and answer.fastest is not None
+
+
+def test_the_answer_names_the_cells_whose_gpus_sat_mostly_idle():
+    runs = runs_table()
+    runs["gpu_utilization"] = [0.9, 0.49, 0.5, None, 0.2, 0.95]
+    answer = answer_study(runs, "s")
+    assert [line.split(":")[0] for line in answer.wasteful] == ["bs64-gpus1", "bs16-gpus4"]  # 0.49 and 0.2
+    markdown = answer_markdown(answer)
+    assert "Cells that left what they were given idle:\n- bs64-gpus1: its GPUs were busy 49% of the time" in markdown
+    assert not answer_study(runs_table(), "s").wasteful  # no GPU column (CPU runs): nothing named

@@ -369,7 +369,8 @@ def test_status_reads_the_study_in_the_given_directory(config, tmp_path, monkeyp
     main(["--directory", str(study)])
 
     rows = [line.split() for line in capsys.readouterr().out.splitlines()]
-    assert rows[0] == ["study", "cell", "job", "state", "elapsed", "epoch", "val_acc"]
+    assert rows[0] == ["study", "cell", "job", "state", "elapsed", "epoch", "val_acc", "cpu_eff", "max_rss_gb",
+                       "gpu_util", "gpu_mem_gb"]
     states = {row[1]: row[3] for row in rows[1:]}
     assert states["bs16-gpus1"] == "complete" and len(states) == 6
     assert {state for cell, state in states.items() if cell != "bs16-gpus1"} == {"not"}

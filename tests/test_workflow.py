@@ -79,6 +79,9 @@ def test_tiny_grid_produces_table_and_figures(first_run):
     assert (runs["epochs_run"] == 3).all()
     two_workers = runs[runs["gpus"] == 2]
     assert two_workers["efficiency"].notna().all() and (two_workers["efficiency"] > 0).all()
+    # What each cell used: busy single-threaded workers on this CPU, a torch process's memory, no GPU.
+    assert runs["cpu_efficiency"].between(0.2, 1.5).all(), runs["cpu_efficiency"]
+    assert runs["max_rss_gb"].between(0.1, 24).all() and runs["gpu_utilization"].isna().all()
     # Two worker counts: every figure of the study is full and drawn, but time to target where no cell reached it.
     expected = tiny_figures(runs)
     assert expected <= set(assert_figures_full(workdir / "results/tiny"))

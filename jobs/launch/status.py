@@ -21,7 +21,8 @@ from jobs.launch.slurm import JobState, SchedulerUnavailable, job_states
 from jobs.plan.config import ConfigError
 from jobs.plan.grid import make_plan
 
-COLUMNS = ("study", "cell", "job", "state", "elapsed", "epoch", "val_acc")
+COLUMNS = ("study", "cell", "job", "state", "elapsed", "epoch", "val_acc", "cpu_eff", "max_rss_gb", "gpu_util",
+           "gpu_mem_gb")
 
 
 def hms(seconds: float) -> str:
@@ -67,8 +68,17 @@ def status_rows(config: dict[str, Any], directory: Path = Path(".")) -> list[dic
             "elapsed": elapsed or "-",
             "epoch": f"{epoch.epoch}/{plan.studies[study].cells[name].epochs}" if epoch else "-",
             "val_acc": f"{accuracy:.3f}" if accuracy is not None else "-",
+            # What the workers used in the last epoch logged (jobs/train/usage.py).
+            "cpu_eff": number(epoch.cpu_efficiency if epoch else None, ".2f"),
+            "max_rss_gb": number(epoch.max_rss_gb if epoch else None, ".2f"),
+            "gpu_util": number(epoch.gpu_utilization if epoch else None, ".0%"),
+            "gpu_mem_gb": number(epoch.gpu_memory_gb if epoch else None, ".1f"),
         })
     return rows
+
+
+def number(value: float | None, spec: str) -> str:
+    return format(value, spec) if value is not None else "-"
 
 
 def format_table(rows: list[dict[str, str]]) -> str:

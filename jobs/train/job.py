@@ -71,6 +71,7 @@ from jobs.train.workers import SingleWorker, Workers, start_workers
 if TYPE_CHECKING:  # torch and what needs it are imported by the job itself, not by the launcher
     from jobs.train.noise import GradientNoiseMeter
     from jobs.train.precision import Precision
+    from jobs.train.usage import UsageMeter
 
 CHECKPOINT_VERSION = 2
 VALIDATION_CHUNK = 1024  # samples per validation forward pass
@@ -183,6 +184,7 @@ class Setup:
     classification: bool
     samples_per_rank: int
     steps_per_epoch: int
+    usage: UsageMeter
 
     @property
     def is_writer(self) -> bool:
@@ -262,6 +264,7 @@ def set_up(job: TrainingJob, workers: Workers) -> Setup:
     from jobs.train.noise import GradientNoiseMeter
     from jobs.train.optim import make_optimizer
     from jobs.train.precision import configure_precision
+    from jobs.train.usage import UsageMeter
 
     params = TrainParams.from_dict(job.params)
     threads = torch_threads(job.threads_per_worker, workers.local_size)
@@ -292,7 +295,7 @@ def set_up(job: TrainingJob, workers: Workers) -> Setup:
     step = Step(model, torch.compile(forward) if params.compile else forward, optimizer, loss_fn, precision,
                 workers, noise)
     return Setup(job, params, CellDir(job.cell_dir), workers, device, threads, step, train, val, classification,
-                 samples_per_rank, math.ceil(samples_per_rank / params.batch_size))
+                 samples_per_rank, math.ceil(samples_per_rank / params.batch_size), UsageMeter(threads, device))
 
 
 def resume_and_broadcast(setup: Setup, started: float) -> tuple[Progress, MidEpoch | None]:
@@ -422,6 +425,7 @@ def run_epoch(setup: Setup, progress: Progress, epoch: int, io_s: float, epoch_s
 
     params, workers, step, device = setup.params, setup.workers, setup.step, setup.device
     world, rank = workers.size, workers.rank
+    setup.usage.start()
     mark = device_clock(device)
     workers.barrier()
     wait_s = device_clock(device) - mark
@@ -462,12 +466,16 @@ def run_epoch(setup: Setup, progress: Progress, epoch: int, io_s: float, epoch_s
     # each rank's stop flag (a signal that came after the last check inside the epoch).
     noise_totals = step.noise.take() if step.noise is not None else torch.zeros(3, dtype=torch.float64, device=device)
     weights = linear_weights(step.model, params)
-    flags = torch.tensor(stop.signals.flags() if stop is not None else [0.0, 0.0], dtype=torch.float64,
-                         device=device)
-    local = torch.cat([torch.stack([loss_sum, val_loss_sum, val_correct, val_count]).double(), noise_totals, flags,
+    used = setup.usage.read()
+    flags = stop.signals.flags() if stop is not None else [0.0, 0.0]
+    on_host = torch.tensor([*flags, used.cpu_s, used.cpu_capacity_s, used.gpu_utilization or 0.0,
+                            float(used.gpu_utilization is not None)], dtype=torch.float64, device=device)
+    local = torch.cat([torch.stack([loss_sum, val_loss_sum, val_correct, val_count]).double(), noise_totals, on_host,
                        torch.stack(weights).double() if weights else noise_totals[:0]]).to("cpu")
-    sums = workers.sum(local[:9], name="epoch_sums")
-    slowest_steps_s = float(workers.max(torch.tensor([steps_s], dtype=torch.float64), name="epoch_steps_s")[0])
+    sums = workers.sum(local[:13], name="epoch_sums")
+    largest = workers.max(torch.tensor([steps_s, used.max_rss_gb, used.gpu_memory_gb if used.gpu_memory_gb is not None
+                                        else -1.0], dtype=torch.float64), name="epoch_largest")
+    slowest_steps_s = float(largest[0])
     wait_s += device_clock(device) - mark
 
     epoch_end = device_clock(device)
@@ -476,7 +484,7 @@ def run_epoch(setup: Setup, progress: Progress, epoch: int, io_s: float, epoch_s
     train_loss = float(sums[0]) / samples
     val_loss = float(sums[1] / sums[3])
     val_accuracy = float(sums[2] / sums[3]) if setup.classification else None
-    weight, bias = (float(local[9]), float(local[10])) if weights else (None, None)
+    weight, bias = (float(local[13]), float(local[14])) if weights else (None, None)
     gradient_noise = epoch_noise(float(sums[4]), float(sums[5]), float(sums[6]), params.batch_size, world) \
         or NOT_MEASURED
     is_diverged = diverged(train_loss, val_loss, progress.initial_val_loss, params.divergence_factor)
@@ -508,6 +516,10 @@ def run_epoch(setup: Setup, progress: Progress, epoch: int, io_s: float, epoch_s
         grad_sq_norm=finite_or_none(gradient_noise.gradient_sq_norm),
         grad_trace=finite_or_none(gradient_noise.gradient_trace),
         noise_scale=finite_or_none(gradient_noise.noise_scale),
+        cpu_efficiency=float(sums[9] / sums[10]) if sums[10] > 0 else None,
+        max_rss_gb=float(largest[1]),
+        gpu_utilization=float(sums[11] / sums[12]) if sums[12] > 0 else None,
+        gpu_memory_gb=float(largest[2]) if largest[2] >= 0 else None,
     )
     stop_requested = stop is not None and stop.agree(float(sums[7]), float(sums[8]))
     return FinishedEpoch(record, epoch_end, is_diverged, stop_requested)
