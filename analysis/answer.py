@@ -42,6 +42,8 @@ from analysis.tables import FINISHED_STATUSES, finished, grid_axes_of
 GROUP_EXCLUDED_AXES = ("batch_size", "gpus", *REPLICATE_AXES)
 PREDICT_WORKERS_FACTOR = 4  # predict up to this many times the largest worker count run
 LOW_GPU_UTILIZATION = 0.5  # a cell whose GPUs were busy less than this fraction of the time is named
+LOW_MEMORY_USE = 0.25  # ... that used less than this fraction of the memory it asked for
+HIGH_TIME_LIMIT_USE = 0.9  # ... that ran longer than this fraction of its time limit
 
 
 @dataclass
@@ -196,13 +198,25 @@ def answer_study(runs: pd.DataFrame, study: str) -> StudyAnswer:
 
 
 def wasteful_cells(runs: pd.DataFrame) -> list[str]:
-    """"cell: why" for each cell whose GPUs sat mostly idle (runs.csv's gpu_utilization)."""
-    if "gpu_utilization" not in runs:
-        return []
-    idle = runs[pd.to_numeric(runs["gpu_utilization"], errors="coerce") < LOW_GPU_UTILIZATION]
-    return [f"{row.cell}: its GPUs were busy {row.gpu_utilization:.0%} of the time (below "
-            f"{LOW_GPU_UTILIZATION:.0%}); the input pipeline or communication holds it back"
-            for row in idle.itertuples()]
+    """"cell: why" for each cell that left its GPUs mostly idle, asked for more than 4x the memory
+    it used, or ran close to its time limit (runs.csv's usage columns)."""
+    def column(name: str) -> pd.Series:
+        return pd.to_numeric(runs[name], errors="coerce") if name in runs else pd.Series(np.nan, index=runs.index)
+
+    gpu, memory, time_limit = column("gpu_utilization"), column("memory_used_fraction"), \
+        column("time_limit_used_fraction")
+    lines = []
+    for index, cell in runs["cell"].items() if "cell" in runs else []:
+        why = []
+        if gpu[index] < LOW_GPU_UTILIZATION:
+            why.append(f"its GPUs were busy {gpu[index]:.0%} of the time (input or communication holds it back)")
+        if memory[index] < LOW_MEMORY_USE:
+            why.append(f"it used {memory[index]:.0%} of the memory it asked for (ask for less)")
+        if time_limit[index] > HIGH_TIME_LIMIT_USE:
+            why.append(f"a job ran {time_limit[index]:.0%} of its time limit (it was stopped there, or nearly)")
+        if why:
+            lines.append(f"{cell}: {'; '.join(why)}")
+    return lines
 
 
 def target_text(runs: pd.DataFrame) -> str:

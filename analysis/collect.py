@@ -237,6 +237,9 @@ def run_row(cell: Cell, grid_axes: list[str], study: str) -> dict[str, Any]:
             "max_rss_gb": _largest(column("max_rss_gb")),
             "gpu_utilization": _time_weighted_mean(column("gpu_utilization"), column("epoch_time_s")),
             "gpu_memory_gb": _largest(column("gpu_memory_gb")),
+            # Against what the job asked for (the meta record): memory per task, the time limit.
+            "memory_used_fraction": _ratio(_largest(column("max_rss_gb")), cell.last_meta.get("memory_per_task_gb")),
+            "time_limit_used_fraction": _ratio(summary.get("longest_attempt_s"), cell.last_meta.get("time_limit_s")),
             "restarts": _first_known(summary.get("restarts"), len(cell.log.metas) - 1 if cell.log.metas else None),
             "job_id": _first_known(summary.get("job_id"), cell.last_meta.get("job_id")),
             "problem": cell.problem,
@@ -254,6 +257,11 @@ def run_row(cell: Cell, grid_axes: list[str], study: str) -> dict[str, Any]:
 def _time_weighted_mean(values: np.ndarray, seconds: np.ndarray) -> float | None:
     known = np.isfinite(values) & np.isfinite(seconds) & (seconds > 0)
     return float(np.average(values[known], weights=seconds[known])) if known.any() else None
+
+
+def _ratio(used: Any, given: Any) -> float | None:
+    return float(used) / float(given) if isinstance(used, (int, float)) and isinstance(given, (int, float)) \
+        and given > 0 else None
 
 
 def _largest(values: np.ndarray) -> float | None:

@@ -61,6 +61,8 @@ RESULT_COLUMNS = (
     "max_rss_gb",
     "gpu_utilization",
     "gpu_memory_gb",
+    "memory_used_fraction",
+    "time_limit_used_fraction",
     "restarts",
     "job_id",
     "problem",

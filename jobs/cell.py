@@ -134,6 +134,8 @@ class MetaRecord(Record):
     resumed_from_step: int | None = None  # the step inside epoch resumed_from_epoch + 1 (0: its start)
     startup_s: float | None = None
     compile_s: float | None = None  # torch.compile's warm-up, before the first epoch's clock
+    time_limit_s: float | None = None  # the job's time limit (launcher.time_limit)
+    memory_per_task_gb: float | None = None  # the memory each task asked for (slurm mem_gb / tasks per node)
     steps_per_epoch: int | None = None
     samples_per_epoch: int | None = None
     initial_val_loss: float | None = None
@@ -235,6 +237,7 @@ class SummaryRecord(Record):
     restarts: int | None = None
     queue_time_s: float | None = None
     wall_time_s: float | None = None
+    longest_attempt_s: float | None = None  # the longest a job attempt ran, start to stop: against the time limit
     measured_with: dict[str, Any] | None = None  # added by the launcher when it publishes the result
 
 

@@ -574,11 +574,12 @@ def test_what_a_cell_used_is_weighted_by_epoch_time_or_its_largest(tmp_path: Pat
     study = tmp_path / "results" / "default"
     cell_params = params(64, 1)
     usage = [(0.5, 1.0, 0.2, 3.0), (1.0, 2.0, 0.8, 5.0), (0.75, 1.5, None, None)]
-    records = [meta(cell_params, 1)]
+    records = [meta(cell_params, 1, time_limit_s=600.0, memory_per_task_gb=8.0)]
     for number, (cpu, rss, gpu, gpu_memory) in enumerate(usage, start=1):
         records.append({**epoch(number, 10.0 * number, 100.0 * number, 0.5, 1), "cpu_efficiency": cpu,
                         "max_rss_gb": rss, "gpu_utilization": gpu, "gpu_memory_gb": gpu_memory})
-    write_cell(study, "bs64-gpus1", records, summary("bs64-gpus1", cell_params, "complete", 3, 30.0, 0.5))
+    write_cell(study, "bs64-gpus1", records,
+               {**summary("bs64-gpus1", cell_params, "complete", 3, 30.0, 0.5), "longest_attempt_s": 450.0})
 
     row = collect_study(study)[0].set_index("cell").loc["bs64-gpus1"]
 
@@ -586,3 +587,4 @@ def test_what_a_cell_used_is_weighted_by_epoch_time_or_its_largest(tmp_path: Pat
     assert row["cpu_efficiency"] == pytest.approx(sum(u[0] * t for u, t in zip(usage, seconds)) / sum(seconds))
     assert row["gpu_utilization"] == pytest.approx((0.2 * seconds[0] + 0.8 * seconds[1]) / (seconds[0] + seconds[1]))
     assert row["max_rss_gb"] == 2.0 and row["gpu_memory_gb"] == 5.0
+    assert row["memory_used_fraction"] == 2.0 / 8.0 and row["time_limit_used_fraction"] == 450.0 / 600.0

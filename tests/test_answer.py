@@ -103,8 +103,14 @@ def test_the_tables_as_collect_returns_them_with_nullable_integers_answer_too():
 def test_the_answer_names_the_cells_whose_gpus_sat_mostly_idle():
     runs = runs_table()
     runs["gpu_utilization"] = [0.9, 0.49, 0.5, None, 0.2, 0.95]
+    runs["memory_used_fraction"] = [0.3, 0.5, 0.24, None, 0.5, 0.5]
+    runs["time_limit_used_fraction"] = [0.5, 0.5, 0.5, 0.91, 0.9, None]
     answer = answer_study(runs, "s")
-    assert [line.split(":")[0] for line in answer.wasteful] == ["bs64-gpus1", "bs16-gpus4"]  # 0.49 and 0.2
+    # 0.49 busy; 24 % of its memory; 91 % of its time limit; 20 % busy.
+    assert [line.split(":")[0] for line in answer.wasteful] == ["bs64-gpus1", "bs16-gpus2", "bs64-gpus2",
+                                                                 "bs16-gpus4"]
     markdown = answer_markdown(answer)
     assert "Cells that left what they were given idle:\n- bs64-gpus1: its GPUs were busy 49% of the time" in markdown
+    assert "bs16-gpus2: it used 24% of the memory it asked for" in markdown
+    assert "bs64-gpus2: a job ran 91% of its time limit" in markdown
     assert not answer_study(runs_table(), "s").wasteful  # no GPU column (CPU runs): nothing named

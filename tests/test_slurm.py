@@ -434,6 +434,9 @@ def test_an_epoch_longer_than_the_time_limit_finishes_through_mid_epoch_requeues
     assert all(later["resumed_from_step"] > earlier["resumed_from_step"] for earlier, later in itertools.pairwise(metas))
     errors = "".join(p.read_text() for p in task_logs(cell_dir, "{job_id}_0_log.err"))
     assert "stopped on SIGUSR2 at a step boundary" in errors
+    runs = pd.read_csv(tmp_path / "results" / study / "runs.csv")
+    assert metas[0]["time_limit_s"] == 60
+    assert 0.3 < runs["time_limit_used_fraction"].iloc[0] <= 1.0  # an attempt ran until the warning: 30 s of 60
 
     # The uninterrupted reference: the same cell on this machine.
     reference = tmp_path / "reference"

@@ -158,6 +158,8 @@ class CellLaunch:
             controller=self.launcher.controller,
             share_with_group=self.launcher.share_results_with_group,
             checkpoint_every_s=self.launcher.checkpoint_every_s,
+            time_limit_s=self.launcher.timeout_min * 60.0,
+            memory_per_task_gb=self.launcher.memory_per_task_gb(self.params.gpus),
         )
 
     def request(self) -> SubmissionRequest:

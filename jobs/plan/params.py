@@ -308,6 +308,11 @@ class LauncherSettings:
     def tasks_per_node_for(self, gpus: int) -> int:
         return gpus // self.nodes_for(gpus)
 
+    def memory_per_task_gb(self, gpus: int) -> float | None:
+        """The memory a task asks Slurm for: the profile's mem_gb (per node) over the tasks on a node."""
+        mem_gb = self.slurm.get("mem_gb") if self.executor == "slurm" else None
+        return float(mem_gb) / self.tasks_per_node_for(gpus) if isinstance(mem_gb, (int, float)) else None
+
     def measured_with(self, gpus: int) -> dict[str, Any]:
         """The settings that change what a cell measures. A result belongs to them as much
         as to its training parameters: changing one runs the cell again (the earlier run

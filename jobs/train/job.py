@@ -94,6 +94,7 @@ class Progress:
     initial_val_loss: float | None = None
     last_record: dict[str, Any] | None = None
     first_started_at: float | None = None  # when the first attempt started (queue time ends)
+    longest_attempt_s: float = 0.0  # of the attempts that stopped before this one
     # A checkpoint written mid-epoch (on a stop signal): the steps of epoch `epoch + 1` done, and
     # rank 0's seconds of that partial epoch (io_s, wait_s, elapsed_s). Each rank's own partial
     # sums, random state and BatchNorm statistics are in the checkpoint's "ranks".
@@ -136,6 +137,8 @@ class TrainingJob(submitit.helpers.Checkpointable):
     controller: str = "gloo"
     share_with_group: bool = False  # launcher.share_results_with_group: the checkpoint's mode
     checkpoint_every_s: float | None = None  # launcher.checkpoint_every_s: periodic mid-epoch checkpoints
+    time_limit_s: float | None = None  # what the job asked for: recorded, to compare with what it used
+    memory_per_task_gb: float | None = None
 
     def __call__(self) -> dict[str, Any] | None:
         started = time.time()
@@ -219,6 +222,8 @@ def run_training(job: TrainingJob, workers: Workers, hostname: str, job_id: str,
         stop.saved()
         outcome = run_epoch(setup, progress, epoch, io_s, epoch_start, updates, stop, resumed)
         while isinstance(outcome, StoppedEpoch):
+            if not stop.checkpoint_only:
+                progress.longest_attempt_s = max(progress.longest_attempt_s, time.time() - started)
             resumed = save_mid_epoch(setup, progress, outcome, updates)
             if not stop.checkpoint_only:
                 leave(setup, signals, stop)
@@ -237,6 +242,7 @@ def run_training(job: TrainingJob, workers: Workers, hostname: str, job_id: str,
             status, stop_reason = rule
             break
         if outcome.stop_requested and epoch < params.epochs:  # a signal during validation: stop at the epoch's end
+            progress.longest_attempt_s = max(progress.longest_attempt_s, time.time() - started)
             if setup.is_writer:
                 persist_epoch(setup.cell, job.cell, params, setup.step, progress, pending, job.share_with_group)
             leave(setup, signals, stop)
@@ -365,6 +371,8 @@ def write_meta(setup: Setup, progress: Progress, hosts: list[str], job_id: str, 
         attempt=attempt,
         resumed_from_epoch=progress.epoch,
         resumed_from_step=progress.epoch_step,
+        time_limit_s=job.time_limit_s,
+        memory_per_task_gb=job.memory_per_task_gb,
         startup_s=startup_s,
         compile_s=compile_s,
         steps_per_epoch=setup.steps_per_epoch,
@@ -627,6 +635,7 @@ def write_summary(setup: Setup, progress: Progress, status: str, stop_reason: st
         restarts=attempt,
         queue_time_s=max(0.0, first_started_at - cell.submitted_at(first_started_at)),
         wall_time_s=time.time() - cell.submitted_at(started),
+        longest_attempt_s=max(progress.longest_attempt_s, time.time() - started),
     )
     cell.write_result(summary)
     return summary.to_dict()
