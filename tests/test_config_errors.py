@@ -160,7 +160,7 @@ BAD_INPUTS = [
          E + "(top level): 'result_dir' is not a known key (did you mean 'results_dir'?); "
          "allowed: data_dir, fashion_mnist_mirror, launcher, python_path, results_dir, studies"),
     Case("unknown-launcher-key", lambda c: launcher(c).update(gpu_per_node=4),
-         E + "launcher: 'gpu_per_node' is not a known key (did you mean 'gpus_per_node'?); allowed: controller, …"),
+         E + "launcher: 'gpu_per_node' is not a known key (did you mean 'gpus_per_node'?); allowed: checkpoint_every_s, controller, …"),
     Case("unknown-study-key", lambda c: study(c).update(descripton="typo"),
          E + f"{S}: 'descripton' is not a known key (did you mean 'description'?); allowed: description, fixed, grid, scaling, time_budget_s"),
     Case("unknown-grid-axis", lambda c: grid(c).update(learning_rate=[0.1]),

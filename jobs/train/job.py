@@ -220,19 +220,8 @@ def run_training(job: TrainingJob, workers: Workers, hostname: str, job_id: str,
         io_s = persist_epoch(setup.cell, job.cell, params, setup.step, progress, pending, job.share_with_group) \
             if pending is not None and setup.is_writer else 0.0
         stop.saved()
-        outcome = run_epoch(setup, progress, epoch, io_s, epoch_start, updates, stop, resumed)
-        while isinstance(outcome, StoppedEpoch):
-            if not stop.checkpoint_only:
-                progress.longest_attempt_s = max(progress.longest_attempt_s, time.time() - started)
-            resumed = save_mid_epoch(setup, progress, outcome, updates)
-            if not stop.checkpoint_only:
-                leave(setup, signals, stop)
-            # A periodic checkpoint: the epoch goes on from it in this process, as a resume would.
-            if setup.is_writer:
-                print(f"[{job.cell}] checkpoint inside epoch {epoch} after {outcome.steps} steps "
-                      f"(checkpoint_every_s = {job.checkpoint_every_s:g})", flush=True)
-            stop.saved()
-            outcome = run_epoch(setup, progress, epoch, 0.0, device_clock(setup.device), updates, stop, resumed)
+        outcome = run_epoch_through_checkpoints(setup, progress, epoch, io_s, epoch_start, updates, stop, resumed,
+                                                started)
         resumed = None
         record, epoch_start, is_diverged = outcome.record, outcome.end, outcome.diverged
         previous_loss = (progress.last_record or {}).get("train_loss")
@@ -245,7 +234,7 @@ def run_training(job: TrainingJob, workers: Workers, hostname: str, job_id: str,
             progress.longest_attempt_s = max(progress.longest_attempt_s, time.time() - started)
             if setup.is_writer:
                 persist_epoch(setup.cell, job.cell, params, setup.step, progress, pending, job.share_with_group)
-            leave(setup, signals, stop)
+            leave(setup, stop)
     if pending is not None and setup.is_writer:
         persist_epoch(setup.cell, job.cell, params, setup.step, progress, pending, job.share_with_group)
     if not setup.is_writer:
@@ -253,11 +242,32 @@ def run_training(job: TrainingJob, workers: Workers, hostname: str, job_id: str,
     return write_summary(setup, progress, status, stop_reason, hosts, job_id, attempt, startup_s, started)
 
 
-def leave(setup: Setup, signals: StopSignals, stop: StopAgreement) -> NoReturn:
+def run_epoch_through_checkpoints(setup: Setup, progress: Progress, epoch: int, io_s: float, epoch_start: float,
+                                  updates: UpdateRecorder | None, stop: StopAgreement, resumed: MidEpoch | None,
+                                  started: float) -> FinishedEpoch:
+    """run_epoch, and the checkpoints the ranks agree on inside it: after a periodic one
+    (checkpoint_every_s) the epoch goes on in this process from it, as a resume would; after a
+    signal's, the task ends."""
+    outcome = run_epoch(setup, progress, epoch, io_s, epoch_start, updates, stop, resumed)
+    while isinstance(outcome, StoppedEpoch):
+        if not stop.checkpoint_only:
+            progress.longest_attempt_s = max(progress.longest_attempt_s, time.time() - started)
+        resumed = save_mid_epoch(setup, progress, outcome, updates)
+        if not stop.checkpoint_only:
+            leave(setup, stop)
+        if setup.is_writer:
+            print(f"[{setup.job.cell}] checkpoint inside epoch {epoch} after {outcome.steps} steps "
+                  f"(checkpoint_every_s = {setup.job.checkpoint_every_s:g})", flush=True)
+        stop.saved()
+        outcome = run_epoch(setup, progress, epoch, 0.0, device_clock(setup.device), updates, stop, resumed)
+    return outcome
+
+
+def leave(setup: Setup, stop: StopAgreement) -> NoReturn:
     """End the task after a stop, rank 0's checkpoint written (jobs/train/interrupt.py)."""
     if setup.is_writer:
         rendezvous.withdraw_address(setup.cell.path)
-    signals.leave(setup.workers, setup.job.cell, stop.signum)
+    stop.signals.leave(setup.workers, setup.job.cell, stop.signum)
 
 
 def set_up(job: TrainingJob, workers: Workers) -> Setup:
