@@ -139,10 +139,14 @@ def test_default_study_on_slurm_gives_the_local_outputs(slurm_cluster, tmp_path)
 
     status = subprocess.run([str(REPO / ".venv" / "bin" / "scaling-status")], cwd=tmp_path / "slurm",
                             env=slurm_cluster, capture_output=True, text=True, check=True).stdout.splitlines()
-    assert status[0].split() == ["study", "cell", "job", "state", "elapsed", "epoch", "val_acc"]
-    rows = {(line.split()[0], line.split()[1]): line.split() for line in status[1:]}
-    assert rows[(wide, "bs32-gpus4")][2] == jobs[(wide, "bs32-gpus4")][0]
-    assert rows[(wide, "bs32-gpus4")][3] == "complete" and rows[(wide, "bs32-gpus4")][-2] == "2/2"
+    header = status[0].split()
+    assert header == ["study", "cell", "job", "state", "elapsed", "epoch", "val_acc", "cpu_eff", "max_rss_gb",
+                      "gpu_util", "gpu_mem_gb"]
+    rows = {(line.split()[0], line.split()[1]): dict(zip(header, line.split(), strict=True)) for line in status[1:]}
+    wide_row = rows[(wide, "bs32-gpus4")]
+    assert wide_row["job"] == jobs[(wide, "bs32-gpus4")][0]
+    assert wide_row["state"] == "complete" and wide_row["epoch"] == "2/2"
+    assert float(wide_row["cpu_eff"]) > 0 and float(wide_row["max_rss_gb"]) > 0 and wide_row["gpu_util"] == "-"
 
     wide_cell = tmp_path / "slurm" / "results" / wide / "cells" / "bs32-gpus4"
     meta = json.loads((wide_cell / "metrics.jsonl").read_text().splitlines()[0])
