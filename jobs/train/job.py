@@ -220,6 +220,7 @@ def run_training(job: TrainingJob, workers: Workers, hostname: str, job_id: str,
         io_s = persist_epoch(setup.cell, job.cell, params, setup.step, progress, pending, job.share_with_group) \
             if pending is not None and setup.is_writer else 0.0
         stop.saved()
+        setup.usage.start()  # the whole epoch's use, periodic checkpoints inside it included
         outcome = run_epoch_through_checkpoints(setup, progress, epoch, io_s, epoch_start, updates, stop, resumed,
                                                 started)
         resumed = None
@@ -443,7 +444,6 @@ def run_epoch(setup: Setup, progress: Progress, epoch: int, io_s: float, epoch_s
 
     params, workers, step, device = setup.params, setup.workers, setup.step, setup.device
     world, rank = workers.size, workers.rank
-    setup.usage.start()
     mark = device_clock(device)
     workers.barrier()
     wait_s = device_clock(device) - mark
