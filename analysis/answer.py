@@ -113,6 +113,8 @@ def step_rows(cells: pd.DataFrame) -> pd.DataFrame:
         "cell": finished_cells["cell"],
         "per_worker_batch": pd.to_numeric(finished_cells["global_batch"], errors="coerce") / workers,
         "workers": workers,
+        "workers_per_node": (pd.to_numeric(finished_cells["workers_per_node"], errors="coerce")
+                             if "workers_per_node" in finished_cells else workers).fillna(workers),
         "gradient_bytes": pd.to_numeric(finished_cells["gradient_bytes"], errors="coerce"),
         "oversubscription": pd.to_numeric(finished_cells["oversubscription"], errors="coerce"),
         "time_per_step_s": pd.to_numeric(finished_cells["step_time_s"], errors="coerce"),
@@ -145,6 +147,7 @@ def candidates(cells: pd.DataFrame, observed: pd.DataFrame) -> pd.DataFrame:
         return max(1.0, local * threads / cpus)
 
     rows = [{"workers": n, "per_worker_batch": b, "gradient_bytes": gradient_bytes,
+             "workers_per_node": n if one_node or not np.isfinite(per_node) else min(n, int(per_node)),
              "oversubscription": rho(n), "oversubscription_1": rho(1)} for n in workers for b in batches]
     frame = pd.DataFrame(rows)
     measured_global = observed["per_worker_batch"] * observed["workers"]
@@ -247,6 +250,25 @@ def seconds(value: float) -> str:
     return f"{value:.3g} s"
 
 
+def model_text(model: StepTimeModel) -> str:
+    """The fitted step time in words: compute, then each link's latency and bandwidth where identified."""
+    values, known = dict(zip(model.names, model.values)), dict(zip(model.names, model.identified))
+    links = []
+    for link, name in (("in_node", "inside a node"), ("across_nodes", "across nodes")):
+        if link == "across_nodes" and model.across_as_in_node:
+            continue
+        latency, beta = f"latency_{link}_s", f"seconds_per_byte_{link}"
+        if not (known[latency] or known[beta]):
+            continue
+        parts = [f"{values[latency] * 1e6:.3g} us/hop" if known[latency] else "latency not identified",
+                 f"{model.bandwidth_bytes_per_s(link) / 1e9:.3g} GB/s" if known[beta] else "bandwidth not identified"]
+        links.append(f"{name} {', '.join(parts)}")
+    communication = f" + {model.form.latency} allreduce ({'; '.join(links)})" if links else ""
+    overlap = f", overlapping with gamma {model.overlap:.3g}" if model.form.overlap else ""
+    return (f"compute {values['compute_fixed_s'] * 1e3:.3g} ms + {values['compute_per_sample_s'] * 1e6:.3g} "
+            f"us/sample{communication}{overlap} (all x CPU oversubscription where workers share cores)")
+
+
 def choice_line(label: str, choice: Choice | None, group: dict[str, Any]) -> str:
     if choice is None:
         return f"- **{label}:** none: no cell reached the target and no prediction could be made."
@@ -281,17 +303,9 @@ def group_lines(group: GroupAnswer) -> list[str]:
     if model is None:
         lines.append(f"- Step-time model: not fitted ({group.step_model_problem}).")
     else:
-        values = dict(zip(model.names, model.values))
-        known = dict(zip(model.names, model.identified))
-        latency = f"{values['latency_s'] * 1e3:.3g} ms/hop latency" if known["latency_s"] else "latency not identified"
-        bandwidth = f"{model.bandwidth_bytes_per_s / 1e9:.3g} GB/s" if known["seconds_per_byte"] and \
-            math.isfinite(model.bandwidth_bytes_per_s) else "bandwidth not identified"
-        lines.append(
-            f"- Step time = compute {values['compute_fixed_s'] * 1e3:.3g} ms + "
-            f"{values['compute_per_sample_s'] * 1e6:.3g} us/sample + ring allreduce ({latency}, {bandwidth}) "
-            "(all x CPU oversubscription where workers share cores); "
-            f"fitted to {model.cells} cells, rms error {model.relative_rms:.1%}."
-            + "".join(f" Note: {note}" for note in model.notes))
+        lines.append(f"- Step time = {model_text(model)}; fitted to {model.cells} cells, rms error "
+                     f"{model.relative_rms:.1%}. Form: {model.form.text()}, {model.form_reason}."
+                     + "".join(f" Note: {note}" for note in model.notes))
     if group.held_out is not None and len(group.held_out):
         errors = ", ".join(f"batch {row.per_worker_batch:g}: {row.relative_error:+.0%}"
                            for row in group.held_out.itertuples())
@@ -354,6 +368,8 @@ def answer_json(answer: StudyAnswer) -> dict[str, Any]:
                 "noise_scale": group.noise_scale,
                 "step_model": None if model is None else {
                     "parameters": dict(zip(model.names, model.values)), "identified": list(model.identified),
+                    "form": asdict(model.form), "overlap": model.overlap, "form_reason": model.form_reason,
+                    "across_as_in_node": model.across_as_in_node, "noise_scale": model.noise_scale,
                     "cells": model.cells, "relative_rms": model.relative_rms, "notes": list(model.notes)},
                 "step_model_problem": group.step_model_problem,
                 "holdout": None if group.held_out is None else group.held_out.to_dict(orient="records")}

@@ -44,8 +44,8 @@ def test_predictions_beyond_the_measurements_follow_the_model_they_came_from(tmp
     np.testing.assert_allclose(result["throughput"], 64 * result["workers"] / result["time_per_step_s"])
     np.testing.assert_allclose(result["efficiency"], [closed_form(64, 1) / t for t in truth], rtol=0.03)
     printed = capsys.readouterr().out
-    assert "allreduce bandwidth 1/beta = " in printed and "fitted to 8 measurements" in printed
-    bandwidth = float(printed.split("allreduce bandwidth 1/beta = ")[1].split()[0])
+    assert "allreduce bandwidth in node 1/beta = " in printed and "fitted to 8 measurements" in printed
+    bandwidth = float(printed.split("allreduce bandwidth in node 1/beta = ")[1].split()[0])
     assert bandwidth == pytest.approx(10, rel=0.1)  # GB/s
 
 
@@ -72,6 +72,33 @@ def test_a_studys_runs_table_is_read_as_it_is_with_its_critical_batch(tmp_path, 
     assert "Critical batch B_crit = 300 samples" in capsys.readouterr().out
 
 
+# Two links: 4 workers to a node at 20 us / 50 GB/s inside, 80 us / 5 GB/s across nodes.
+INSIDE, ACROSS = (2e-5, 1 / 50e9), (8e-5, 1 / 5e9)
+
+
+def two_link_form(batch: float, workers: int, per_node: int) -> float:
+    """The hierarchical allreduce written out: ring inside each node of k workers, ring across the n nodes."""
+    k = min(workers, per_node)
+    nodes = -(-workers // k)
+    inside = 2 * (k - 1) * INSIDE[0] + 2 * (k - 1) / k * GRADIENT * INSIDE[1] if k > 1 else 0.0
+    across = 2 * (nodes - 1) * ACROSS[0] + 2 * (nodes - 1) / nodes * GRADIENT * ACROSS[1] if nodes > 1 else 0.0
+    return C0 + C1 * batch + inside + across
+
+
+def test_a_table_across_nodes_predicts_each_link_and_any_placement(tmp_path, capsys):
+    table = pd.DataFrame([{"workers": n, "per_worker_batch": b, "workers_per_node": 4, "gradient_bytes": GRADIENT,
+                           "throughput": n * b / two_link_form(b, n, 4)}
+                          for n in (1, 2, 4, 8, 16, 32) for b in (32, 64)])
+    result = predicted(tmp_path, table, "--workers", "64", "128", "--per-worker-batch", "64")
+    assert list(result["workers_per_node"]) == [4, 4]
+    np.testing.assert_allclose(result["time_per_step_s"], [two_link_form(64, n, 4) for n in (64, 128)], rtol=1e-6)
+    printed = capsys.readouterr().out
+    assert "allreduce bandwidth across nodes 1/beta = 5 GB/s" in printed and "Form: ring latency" in printed
+    eight = predicted(tmp_path, table, "--workers", "64", "--per-worker-batch", "64", "--workers-per-node", "8")
+    assert eight["workers_per_node"].iloc[0] == 8
+    assert eight["time_per_step_s"].iloc[0] == pytest.approx(two_link_form(64, 64, 8), rel=1e-6)
+
+
 BAD = {
     "a missing column": (lambda t: t.drop(columns="gradient_bytes"),
                          "measured.csv: no column gradient_bytes; a measurements table needs workers, "
@@ -85,6 +112,8 @@ BAD = {
     "a non-positive batch": (lambda t: t.assign(per_worker_batch=[32, 64, 32, 0, 32, 64, 32, 64]),
                              "measured.csv row 5, column per_worker_batch: 0; it must be > 0"),
     "one row": (lambda t: t.head(1), "measured.csv: 1 row(s); the fit needs at least 2"),
+    "no workers on a node": (lambda t: t.assign(workers_per_node=[1, 1, 2, 2, 4, 4, 8, 0]),
+                             "measured.csv row 9, column workers_per_node: 0; it must be > 0"),
 }
 
 
