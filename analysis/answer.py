@@ -102,7 +102,14 @@ def measured_rows(cells: pd.DataFrame) -> pd.DataFrame:
         cell=("cell", lambda names: " ".join(sorted(names))), global_batch=("global_batch", "first"),
         time_to_target_s=("time_to_target_s", "mean"), steps_to_target=("steps_to_target", "mean"))
     grouped["gpu_hours"] = grouped["workers"] * grouped["time_to_target_s"] / 3600
+    grouped["cost"] = grouped["gpu_hours"] * group_price(cells)
     return grouped
+
+
+def group_price(cells: pd.DataFrame) -> float:
+    """The price per GPU-hour of the group's hardware (its partition's, from the profile); NaN when unpriced."""
+    prices = numbers(cells, "price_per_gpu_hour").dropna().unique()
+    return float(prices[0]) if len(prices) == 1 else math.nan
 
 
 def step_rows(cells: pd.DataFrame) -> pd.DataFrame:
@@ -133,8 +140,9 @@ def candidates(cells: pd.DataFrame, observed: pd.DataFrame) -> pd.DataFrame:
     workers = sorted(set(workers_run) | {2**k for k in range(int(math.log2(top)) + 1)})
     low, high = min(batches_run), max(batches_run)
     batches = sorted(set(batches_run) | {float(2**k) for k in range(int(math.log2(high)) + 1) if low <= 2**k <= high})
-    one_node = numbers(cells, "nodes").fillna(1).max() <= 1
-    per_node = numbers(cells, "workers_per_node").max()
+    gpus_per_node = numbers(cells, "gpus_per_node").max()  # the partition's, on Slurm: placement beyond what ran
+    one_node = numbers(cells, "nodes").fillna(1).max() <= 1 and not np.isfinite(gpus_per_node)
+    per_node = gpus_per_node if np.isfinite(gpus_per_node) else numbers(cells, "workers_per_node").max()
     threads = numbers(cells, "threads_per_worker").median()
     cpus = numbers(cells, "cpus").median()
     on_cpu = not cells.get("device", pd.Series(dtype=object)).astype(str).str.startswith("cuda").any()
@@ -174,6 +182,9 @@ def answer_group(cells: pd.DataFrame, group: dict[str, Any]) -> GroupAnswer:
             problem = str(error)
     if model is not None:
         predicted = predict(model, critical, candidates(cells, observed))
+        price = group_price(cells)
+        for name in ("", "_low", "_high"):
+            predicted[f"cost{name}"] = predicted[f"gpu_hours{name}"] * price
         held_out = holdout(observed)
     return GroupAnswer(group, len(cells), critical, float(noise.median()) if len(noise) else None, model, problem,
                        measured, predicted, held_out)
@@ -191,11 +202,15 @@ def answer_study(runs: pd.DataFrame, study: str) -> StudyAnswer:
     unfinished = int((~runs["status"].isin(FINISHED_STATUSES)).sum()) if len(runs) else 0
     answer = StudyAnswer(study, target_text(runs), None, None, groups=groups, cells=len(runs), unfinished=unfinished,
                          wasteful=wasteful_cells(runs))
-    for group in groups:
-        fastest, cheapest = choose(group.measured, group.predicted)
+    choices = [(group, *choose(group.measured, group.predicted)) for group in groups]
+    for group, fastest, _ in choices:
         if fastest is not None and (answer.fastest is None or fastest.time_to_target_s < answer.fastest.time_to_target_s):
             answer.fastest, answer.fastest_group = fastest, group.group
-        if cheapest is not None and (answer.cheapest is None or cheapest.gpu_hours < answer.cheapest.gpu_hours):
+    cheapest_choices = [(group, cheapest) for group, _, cheapest in choices if cheapest is not None]
+    in_money = bool(cheapest_choices) and all(math.isfinite(cheapest.cost) for _, cheapest in cheapest_choices)
+    for group, cheapest in cheapest_choices:  # in money where every group is priced, else in GPU-hours
+        spent = cheapest.cost if in_money else cheapest.gpu_hours
+        if answer.cheapest is None or spent < (answer.cheapest.cost if in_money else answer.cheapest.gpu_hours):
             answer.cheapest, answer.cheapest_group = cheapest, group.group
     return answer
 
@@ -260,8 +275,10 @@ def model_text(model: StepTimeModel) -> str:
         latency, beta = f"latency_{link}_s", f"seconds_per_byte_{link}"
         if not (known[latency] or known[beta]):
             continue
+        bandwidth = model.bandwidth_bytes_per_s(link)
         parts = [f"{values[latency] * 1e6:.3g} us/hop" if known[latency] else "latency not identified",
-                 f"{model.bandwidth_bytes_per_s(link) / 1e9:.3g} GB/s" if known[beta] else "bandwidth not identified"]
+                 "bandwidth not identified" if not known[beta] else
+                 f"{bandwidth / 1e9:.3g} GB/s" if math.isfinite(bandwidth) else "no measurable cost per byte"]
         links.append(f"{name} {', '.join(parts)}")
     communication = f" + {model.form.latency} allreduce ({'; '.join(links)})" if links else ""
     overlap = f", overlapping with gamma {model.overlap:.3g}" if model.form.overlap else ""
@@ -278,8 +295,10 @@ def choice_line(label: str, choice: Choice | None, group: dict[str, Any]) -> str
     source = f"measured, cell {choice.cell}" if choice.source == "measured" else "predicted, not run"
     interval = "" if choice.source == "measured" else \
         f" (95 % interval {seconds(choice.low)} to {seconds(choice.high)})"
+    money = f", cost {choice.cost:.3g} (at {choice.cost / choice.gpu_hours:.3g} per GPU-hour)" \
+        if math.isfinite(choice.cost) and choice.gpu_hours > 0 else ""
     return (f"- **{label}:** {config}: {seconds(choice.time_to_target_s)} of training to target{interval}, "
-            f"{choice.gpu_hours:.3g} GPU-hours; {source}.")
+            f"{choice.gpu_hours:.3g} GPU-hours{money}; {source}.")
 
 
 def group_lines(group: GroupAnswer) -> list[str]:

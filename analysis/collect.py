@@ -18,7 +18,7 @@ import json
 import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -336,6 +336,22 @@ class StudyAnalysis:
 
     scaling: str = "weak"  # which batch the efficiency baseline shares: per-worker (weak) or global (strong)
     time_budget_s: float | None = None  # the course's assessment: target held within this training wall time
+    # What the profile says of the hardware (jobs/plan/params.py LauncherSettings.hardware): the partition a
+    # cell without one runs in, each partition's GPUs per node (Slurm only) and price per GPU-hour.
+    hardware: dict[str, Any] = field(default_factory=dict)
+
+    def partition_columns(self, named: Sequence[Any]) -> pd.DataFrame:
+        """partition, gpus_per_node and price_per_gpu_hour of cells whose `partition` parameter is ``named``."""
+        partitions = self.hardware.get("partitions") or {}
+        rows = []
+        for value in named:
+            name = value if isinstance(value, str) and value else self.hardware.get("default_partition")
+            spec = partitions.get(name, {}) if name else {}
+            per_node = spec.get("gpus_per_node", self.hardware.get("gpus_per_node")) \
+                if self.hardware.get("executor") == "slurm" else None
+            rows.append({"partition": name, "gpus_per_node": per_node,
+                         "price_per_gpu_hour": spec.get("price_per_gpu_hour")})
+        return pd.DataFrame(rows, columns=["partition", "gpus_per_node", "price_per_gpu_hour"])
 
 
 def collect_study(study_dir: Path, cells: Sequence[str] | None = None,
@@ -372,6 +388,9 @@ def collect_tables(study_dir: Path, cells: Sequence[str] | None = None,
     run_rows = [run_row(cell, grid_axes, study) for cell in found]
     runs = _with_integer_columns(pd.DataFrame(run_rows), run_rows)
     runs = runs.reindex(columns=_ordered(run_columns, runs.columns, last=GRID_AXES_COLUMN))
+    hardware = analysis.partition_columns(runs["partition"].tolist() if "partition" in runs else [None] * len(runs))
+    for column in hardware.columns:
+        runs[column] = hardware[column].to_numpy()
     runs["scaling"] = analysis.scaling
     runs["time_budget_s"] = analysis.time_budget_s
     runs["assessment"] = assessment(runs, analysis.time_budget_s)
@@ -475,6 +494,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cells", nargs="+", help="the study's cells (default: every directory under cells/)")
     parser.add_argument("--scaling", choices=("weak", "strong"), default="weak",
                         help="weak: efficiency at a fixed per-worker batch; strong: at a fixed global batch")
+    parser.add_argument("--hardware", type=json.loads, default={},
+                        help="JSON: executor, gpus_per_node, default_partition and partitions ({name: {gpus_per_node, "
+                             "price_per_gpu_hour}}), as the profile gives them")
     parser.add_argument("--time-budget-s", type=float,
                         help="the assessment's budget: pass when the target is held within it (training wall time)")
     args = parser.parse_args(argv)
@@ -485,7 +507,7 @@ def main(argv: list[str] | None = None) -> None:
         args.epochs or args.study_dir / "epochs.csv",
         args.cells,
         args.updates,
-        StudyAnalysis(args.scaling, args.time_budget_s),
+        StudyAnalysis(args.scaling, args.time_budget_s, args.hardware),
     ).runs
     print(_summarize(runs))
     for cell, problem in runs.loc[runs["problem"].notna(), ["cell", "problem"]].itertuples(index=False):

@@ -253,7 +253,8 @@ def _fit_form(data: pd.DataFrame, form: Form) -> StepTimeModel | None:
     from scipy import optimize
 
     time = data["time_per_step_s"].to_numpy()
-    design = step_design(*(data[column].to_numpy() for column in CANDIDATE_COLUMNS[:4]), latency=form.latency)
+    b, n, k, m = (data[column].to_numpy() for column in CANDIDATE_COLUMNS[:4])
+    design = step_design(b, n, k, m, form.latency)
     weighted = data["oversubscription"].to_numpy()[:, None] * design / time[:, None]
     norms = np.linalg.norm(weighted, axis=0)
     scaled = weighted / np.where(norms > 0, norms, 1.0)
@@ -317,8 +318,8 @@ def choose_form(data: pd.DataFrame) -> tuple[Form, str]:
     measured - 1|), and why; FORMS[0] when there are too few worker counts or the forms tie."""
     counts = np.unique(data["workers"])
     if counts.size < 3 or counts[-2] <= 1:
-        return FORMS[0], (f"{FORMS[0].text()}, by default: choosing a form needs 3 worker counts, 2 of them "
-                          "above 1, to fit without the largest")
+        return FORMS[0], "by default: choosing a form needs 3 worker counts, 2 of them above 1, to fit without the " \
+                         "largest"
     fit, held = data[data["workers"] < counts[-1]], data[data["workers"] == counts[-1]]
     errors = {form: _held_out_error(model, held) for form in FORMS if (model := _fit_form(fit, form)) is not None}
     best = min(errors, key=lambda form: (round(errors[form], 6), FORMS.index(form)))
@@ -368,10 +369,10 @@ def holdout(cells: pd.DataFrame, rng_seed: int = 0, draws: int = 2000) -> pd.Dat
         return None
     model = fit_step_time(data[data["workers"] < counts[-1]])
     held = data[data["workers"] == counts[-1]].copy()
-    columns = [held[column].to_numpy() for column in CANDIDATE_COLUMNS]
-    held["predicted_s"] = model.step_time(*columns)
+    b, n, k, m, rho = (held[column].to_numpy() for column in CANDIDATE_COLUMNS)
+    held["predicted_s"] = model.step_time(b, n, k, m, rho)
     held["predicted_low_s"], held["predicted_high_s"] = _interval(
-        model.sample_step_time(*columns, rng=np.random.default_rng(rng_seed), draws=draws))
+        model.sample_step_time(b, n, k, m, rho, rng=np.random.default_rng(rng_seed), draws=draws))
     held["relative_error"] = held["predicted_s"] / held["time_per_step_s"] - 1
     return held
 
@@ -452,6 +453,9 @@ class Choice:
     gpu_hours_high: float
     source: str
     cell: str | None
+    cost: float = math.nan  # GPU-hours x the hardware's price per GPU-hour; NaN where unpriced
+    cost_low: float = math.nan
+    cost_high: float = math.nan
 
 
 def _options(rows: pd.DataFrame, source: str) -> pd.DataFrame:
@@ -464,11 +468,13 @@ def _options(rows: pd.DataFrame, source: str) -> pd.DataFrame:
         "low": frame.get("time_to_target_low_s", time), "high": frame.get("time_to_target_high_s", time),
         "gpu_hours": hours, "gpu_hours_low": frame.get("gpu_hours_low", hours),
         "gpu_hours_high": frame.get("gpu_hours_high", hours), "source": source,
+        **{name: pd.to_numeric(frame.get(name, frame.get("cost", np.nan)), errors="coerce")
+           for name in ("cost", "cost_low", "cost_high")},
         "cell": frame["cell"].astype(object) if source == "measured" and "cell" in frame else None})
 
 
 def choose(measured: pd.DataFrame, predicted: pd.DataFrame) -> tuple[Choice | None, Choice | None]:
-    """(fastest, cheapest): least time to target and least GPU-hours to it, over the measured rows
+    """(fastest, cheapest): least time to target and least cost to it (GPU-hours where unpriced), over the measured rows
     that reached the target and the predicted rows of (workers, per_worker_batch) pairs not measured
     (a pair that ran and did not reach the target is not replaced by a prediction). Ties go to fewer
     workers, then the smaller batch. None when no row has a finite value."""
@@ -479,7 +485,8 @@ def choose(measured: pd.DataFrame, predicted: pd.DataFrame) -> tuple[Choice | No
         pairs = zip(predicted["workers"].astype(float), predicted["per_worker_batch"].astype(float).round(9))
         parts.append(_options(predicted[[pair not in ran for pair in pairs]], "predicted"))
     options = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
-    return _best(options, "time_to_target_s"), _best(options, "gpu_hours")
+    priced = not options.empty and np.isfinite(options["cost"].astype(float)).any()
+    return _best(options, "time_to_target_s"), _best(options, "cost" if priced else "gpu_hours")
 
 
 def _best(options: pd.DataFrame, by: str) -> Choice | None:

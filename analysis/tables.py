@@ -53,6 +53,8 @@ RESULT_COLUMNS = (
     "flops_per_sample",
     "flop_rate",
     "workers_per_node",
+    "gpus_per_node",
+    "price_per_gpu_hour",
     "oversubscription",
     "threads_per_worker",
     "cpus",

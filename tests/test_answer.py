@@ -114,3 +114,55 @@ def test_the_answer_names_the_cells_whose_gpus_sat_mostly_idle():
     assert "bs16-gpus2: it used 24% of the memory it asked for" in markdown
     assert "bs64-gpus2: a job ran 91% of its time limit" in markdown
     assert not answer_study(runs_table(), "s").wasteful  # no GPU column (CPU runs): nothing named
+
+
+# Two kinds of hardware: "fast" computes 3x faster at 4 per GPU-hour, 8 GPUs to a node; "slow" at 1, 4 to a node.
+HARDWARE = {"fast": (3.0, 4.0, 8), "slow": (1.0, 1.0, 4)}
+
+
+def hierarchical_step_time(batch: float, workers: int, speed: float, per_node: int) -> float:
+    """(c0 + c1 b) / speed + ring latency inside each node of k workers and across the n nodes."""
+    k = min(workers, per_node)
+    nodes = -(-workers // k)
+    return (C0 + C1 * batch) / speed + (2 * (k - 1) + 2 * (nodes - 1)) * LATENCY
+
+
+def two_partitions() -> pd.DataFrame:
+    rows = []
+    for partition, (speed, price, per_node) in HARDWARE.items():
+        for workers in (1, 2, 4):
+            for batch in (16, 64):
+                steps = STEPS_MIN * (1 + B_CRIT / (batch * workers))
+                time = hierarchical_step_time(batch, workers, speed, per_node)
+                rows.append({"cell": f"bs{batch}-gpus{workers}-partition_{partition}", "status": "complete",
+                             "batch_size": batch, "gpus": workers, "partition": partition, "world_size": workers,
+                             "global_batch": batch * workers, "steps_to_target": steps, "step_time_s": time,
+                             "time_to_target_s": steps * time, "gradient_bytes": GRADIENT_BYTES,
+                             "oversubscription": 1.0, "workers_per_node": workers, "nodes": 1,
+                             "gpus_per_node": per_node, "price_per_gpu_hour": price, "device": "cuda:0",
+                             "target_accuracy": 0.9, "grid_axes": "batch_size gpus partition"})
+    return pd.DataFrame(rows)
+
+
+def test_two_partitions_with_prices_answer_the_fastest_and_the_cheapest_in_hours_and_money():
+    answer = answer_study(two_partitions(), "s")
+    assert [group.group for group in answer.groups] == [{"partition": "fast"}, {"partition": "slow"}]
+    options = {}  # (partition, workers, per-worker batch) -> (time to target, cost), from the closed forms
+    for partition, (speed, price, per_node) in HARDWARE.items():
+        for n in (1, 2, 4, 8, 16):
+            for b in (16, 32, 64):
+                time = STEPS_MIN * (1 + B_CRIT / (b * n)) * hierarchical_step_time(b, n, speed, per_node)
+                options[(partition, n, b)] = (time, n * time / 3600 * price)
+    fastest = min(options, key=lambda key: options[key][0])
+    cheapest = min(options, key=lambda key: options[key][1])
+    assert fastest[0] == "fast" and cheapest[0] == "slow"  # the test's premise: each kind wins one
+    assert answer.fastest is not None and answer.cheapest is not None
+    assert (answer.fastest_group["partition"], answer.fastest.workers, answer.fastest.per_worker_batch) == fastest
+    assert (answer.cheapest_group["partition"], answer.cheapest.workers, answer.cheapest.per_worker_batch) == cheapest
+    assert answer.fastest.time_to_target_s == pytest.approx(options[fastest][0], rel=1e-4)
+    assert answer.cheapest.cost == pytest.approx(options[cheapest][1], rel=1e-4)
+    text = answer_markdown(answer)
+    cheapest_line = next(line for line in text.splitlines() if line.startswith("- **Cheapest:**"))
+    assert "partition slow" in cheapest_line and f"cost {options[cheapest][1]:.3g} (at 1 per GPU-hour)" in cheapest_line
+    unpriced = answer_study(two_partitions().assign(price_per_gpu_hour=np.nan), "s")
+    assert unpriced.cheapest is not None and np.isnan(unpriced.cheapest.cost)  # GPU-hours decide, no money shown

@@ -445,3 +445,33 @@ def test_parameters_added_later_leave_the_rule_param_alone_at_their_defaults():
     changed = TrainParams(loss="mse", target_loss=1.5)
     assert changed.as_rule_param()["loss"] == "mse" and changed.as_rule_param()["target_loss"] == 1.5
     assert TrainParams.from_dict(changed.as_rule_param()) == changed
+
+
+def test_a_partition_axis_sends_each_cell_to_its_partition_with_its_gpus_per_node(config, tmp_path):
+    from pathlib import Path
+
+    from jobs.launch.launcher import CellLaunch
+
+    config["launcher"] = {"executor": "slurm", "gpus_per_node": 2, "slurm": {"partition": "debug"},
+                          "partitions": {"debug": {"gpus_per_node": "2", "price_per_gpu_hour": "1.5"},
+                                         "second": {"gpus_per_node": 1, "price_per_gpu_hour": 0.5}}}
+    plan = make_plan(with_study(config, {"grid": {"batch_size": [8], "gpus": [2], "partition": ["debug", "second"]}}))
+    cells = plan.studies["s"].cells
+    assert sorted(cells) == ["bs8-gpus2-partition_debug", "bs8-gpus2-partition_second"]
+    placed = {}
+    for cell, params in cells.items():
+        launch = CellLaunch(tmp_path / cell, "s", cell, plan.studies["s"].axes, params, plan.launcher, Path(tmp_path))
+        parameters = launch.executor_parameters()
+        placed[params.partition] = (parameters["slurm_partition"], parameters["nodes"], parameters["tasks_per_node"])
+        assert launch.measured_with == plan.launcher.for_partition(params.partition).measured_with(2)
+    assert placed == {"debug": ("debug", 1, 2), "second": ("second", 2, 1)}
+    assert (plan.launcher.price_per_gpu_hour("second"), plan.launcher.price_per_gpu_hour(None)) == (0.5, 1.5)
+    message = one_line_error(with_study(config, {"grid": {"batch_size": [8], "gpus": [2], "partition": ["gpu"]}}))
+    assert message.endswith("partition = 'gpu' is not in launcher.partitions; allowed: debug, second")
+    config["launcher"]["partitions"]["second"]["gpus_per_node"] = 4  # 6 GPUs cannot fill nodes of 4
+    message = one_line_error(with_study(config, {"grid": {"batch_size": [8], "gpus": [6], "partition": ["second"]}}))
+    assert "gpus = 6 spans more than one node but is not a multiple of launcher.gpus_per_node = 4" in message
+    assert plan.launcher.hardware() == {
+        "executor": "slurm", "gpus_per_node": 2, "default_partition": "debug",
+        "partitions": {"debug": {"gpus_per_node": 2, "price_per_gpu_hour": 1.5},
+                       "second": {"gpus_per_node": 1, "price_per_gpu_hour": 0.5}}}

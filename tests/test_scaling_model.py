@@ -275,7 +275,9 @@ def predicted_rows(times: list[float], workers: list[int]) -> pd.DataFrame:
 
 def test_choose_takes_the_measured_row_when_it_is_best() -> None:
     fastest, cheapest = choose(measured_rows(), predicted_rows([300.0], [8]))
-    assert fastest == Choice(2, 32.0, 64.0, 250.0, 250.0, 250.0, 500 / 3600, 500 / 3600, 500 / 3600, "measured", "b")
+    unpriced = (math.nan,) * 3  # no price per GPU-hour: no cost
+    expected = Choice(2.0, 32.0, 64.0, 250.0, 250.0, 250.0, 500 / 3600, 500 / 3600, 500 / 3600, "measured", "b", *unpriced)
+    assert fastest is not None and str(fastest) == str(expected)
     assert cheapest is not None and cheapest.cell == "a" and cheapest.source == "measured"
 
 

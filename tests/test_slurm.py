@@ -103,18 +103,25 @@ def start_snakemake(workdir: Path, profile: Path, env: dict[str, str], umask: in
                             stderr=subprocess.STDOUT, text=True, start_new_session=True, umask=umask)
 
 
+PRICES = {"debug": {"gpus_per_node": 2, "price_per_gpu_hour": 3.0},
+          "second": {"gpus_per_node": 1, "price_per_gpu_hour": 1.0}}
+
+
 def test_default_study_on_slurm_gives_the_local_outputs(slurm_cluster, tmp_path):
-    default, wide = unique("default"), unique("wide")
+    default, wide, priced = unique("default"), unique("wide"), unique("priced")
     config = default_config()
     # The default study's settings on the 2 x 2 corner of its grid: the test cluster has 4 task slots.
     config["studies"]["default"]["grid"] = {"batch_size": [16, 64], "gpus": [1, 2]}
     config["studies"] = {default: config["studies"]["default"],
                          wide: {"grid": {"batch_size": [32], "gpus": [4]},
-                                "fixed": {"epochs": 2, "train_subset": 400}}}
+                                "fixed": {"epochs": 2, "train_subset": 400}},
+                         priced: {"grid": {"batch_size": [64], "gpus": [1, 2], "partition": ["debug", "second"]},
+                                  "fixed": config["studies"]["default"]["fixed"]}}
     write_config(tmp_path / "slurm", config)
     write_config(tmp_path / "local", {**config, "studies": {default: config["studies"][default]}})
 
-    on_slurm = run_snakemake(tmp_path / "slurm", profile=slurm_profile(tmp_path / "profile"), env=slurm_cluster)
+    profile = slurm_profile(tmp_path / "profile", partitions=PRICES)
+    on_slurm = run_snakemake(tmp_path / "slurm", profile=profile, env=slurm_cluster)
     local = run_snakemake(tmp_path / "local")
 
     assert on_slurm.returncode == 0, on_slurm.stderr[-4000:]
@@ -156,6 +163,28 @@ def test_default_study_on_slurm_gives_the_local_outputs(slurm_cluster, tmp_path)
     assert slurm("sacct", "-X", "-n", "-P", "-j", job_id, "-o", "NNodes,NTasks,NodeList").split()[0].startswith("2|")
     assert [p.name for p in task_logs(wide_cell, "{job_id}_*_log.out")] == [
         f"{job_id}_{task}_log.out" for task in range(4)]
+    assert_each_cell_ran_in_its_partition_and_the_answer_says_which_to_buy(results / priced)
+
+
+def assert_each_cell_ran_in_its_partition_and_the_answer_says_which_to_buy(study_dir: Path) -> None:
+    """Each cell in its partition, placed by that partition's GPUs per node; the cheapest in money is the
+    cell whose GPU-hours x price, computed here from runs.csv, is least."""
+    runs = pd.read_csv(study_dir / "runs.csv")
+    assert (runs["status"] == "complete").all() and len(runs) == 4
+    for row in runs.itertuples():
+        job_id = job_record(study_dir / "cells" / row.cell)["job_id"]
+        partition, nodes = slurm("sacct", "-X", "-n", "-P", "-j", job_id, "-o", "Partition,NNodes").split()[0].split("|")
+        expected_nodes = -(-row.gpus // PRICES[row.partition]["gpus_per_node"])
+        assert (partition, int(nodes), row.nodes) == (row.partition, expected_nodes, expected_nodes), row.cell
+        assert row.price_per_gpu_hour == PRICES[row.partition]["price_per_gpu_hour"]
+        assert row.gpus_per_node == PRICES[row.partition]["gpus_per_node"]
+    cost = runs["world_size"] * runs["time_to_target_s"] / 3600 * runs["price_per_gpu_hour"]
+    fastest, cheapest = runs.loc[runs["time_to_target_s"].idxmin()], runs.loc[cost.idxmin()]
+    answer = json.loads((study_dir / "answer.json").read_text())
+    assert (answer["fastest"]["cell"], answer["fastest"]["group"]) == (fastest["cell"], {"partition": fastest["partition"]})
+    assert (answer["cheapest"]["cell"], answer["cheapest"]["cost"]) == (cheapest["cell"], pytest.approx(cost.min()))
+    line = next(line for line in (study_dir / "answer.md").read_text().splitlines() if "**Cheapest:**" in line)
+    assert f"partition {cheapest['partition']}" in line and "cost " in line and "measured" in line
 
 
 def test_failed_and_cancelled_cells_are_reported_and_rerun_alone(slurm_cluster, tmp_path):

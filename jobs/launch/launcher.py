@@ -34,7 +34,7 @@ import socket
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -107,6 +107,15 @@ class CellLaunch:
     # The "package.module:function" models and data sets of the plan: the only user code that a
     # queued request may name (vet_request), wherever the request came from.
     user_code: frozenset[str] = frozenset()
+    # The profile's settings, before the cell's partition is applied to ``launcher``: what other cells'
+    # requests are checked against.
+    profile_launcher: LauncherSettings | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # The cell's partition, with its GPUs per node, is the one place its launcher settings differ.
+        profile = self.profile_launcher or self.launcher
+        object.__setattr__(self, "profile_launcher", profile)
+        object.__setattr__(self, "launcher", profile.for_partition(self.params.partition))
 
     @property
     def folder(self) -> Path:
@@ -573,7 +582,7 @@ def run_cell_in_slot(task: CellLaunch, scheduler_dir: Path, out: TextIO, snakema
     view = None
     if launcher.executor == "slurm":
         view = SharedSlurmView(scheduler_dir, launcher.scheduler_refresh_s, launcher.share_results_with_group,
-                               vet=functools.partial(vet_request, launcher=launcher, data_dir=task.data_dir,
+                               vet=functools.partial(vet_request, launcher=task.profile_launcher or launcher, data_dir=task.data_dir,
                                                      results_dir=scheduler_dir.parent.resolve(),
                                                      python_path=task.python_path, user_code=task.user_code))
     if view is not None:

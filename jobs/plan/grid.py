@@ -173,7 +173,8 @@ def expand_study(name: str, spec: dict[str, Any], launcher: LauncherSettings, tr
         elif any(is_import_path(path) for path in (params.model, params.dataset, params.loss)):
             cells[cid] = params  # checked when the workflow was parsed; the data are not loaded again
             continue
-        problems = params.problems() + launcher_problems(launcher, params.gpus) + device_problems(launcher, params)
+        problems = params.problems() + partition_problems(launcher, params.partition) \
+            + launcher_problems(launcher.for_partition(params.partition), params.gpus) + device_problems(launcher, params)
         if problems:
             raise ConfigError(f"config error: studies.{name}, cell {cid}: {problems[0]}")
         if cid in cells:  # distinct per axis; this guards the joined id
@@ -221,6 +222,12 @@ def per_worker_batch(study: str, cid: str, values: dict[str, Any], scaling: str)
                           f"batch_size = {global_batch} over gpus = {gpus}, which does not divide it; use global "
                           f"batches that every gpus value divides (e.g. {global_batch - global_batch % gpus or gpus})")
     return {"batch_size": global_batch // gpus}
+
+
+def partition_problems(launcher: LauncherSettings, partition: str | None) -> list[str]:
+    if partition is None or not launcher.partitions or partition in launcher.partitions:
+        return []
+    return [f"partition = {partition!r} is not in launcher.partitions; allowed: {', '.join(sorted(launcher.partitions))}"]
 
 
 def launcher_problems(launcher: LauncherSettings, gpus: int) -> list[str]:

@@ -24,7 +24,7 @@ SEQUENCE_MODELS, SEQUENCE_DATASETS = ("gpt",), ("markov_text",)
 
 
 # Training parameters added after results trees existed (as_rule_param). Append, never remove.
-ADDED_LATER = ("dataset_args", "model_args", "user_code", "loss", "target_loss", "signal_at")
+ADDED_LATER = ("dataset_args", "model_args", "user_code", "loss", "target_loss", "signal_at", "partition")
 
 
 @dataclass(frozen=True)
@@ -88,6 +88,9 @@ class TrainParams:
     # The index of a repeated measurement: it changes nothing in training (seed does),
     # only makes another cell, so a `repeat: [0, 1, 2]` axis measures run-to-run noise.
     repeat: int = 0
+    # The Slurm partition (queue) the cell runs in, with that partition's launcher.partitions
+    # settings (GPUs per node, price); None: launcher.slurm's partition. A grid axis compares hardware.
+    partition: str | None = None
     # Numerics and speed: fp32 (TF32 off), tf32 (CUDA matmuls and convolutions in TF32),
     # bf16 (autocast), fp16 (autocast with a gradient scaler; CUDA only).
     precision: Literal["fp32", "tf32", "bf16", "fp16"] = "fp32"
@@ -284,10 +287,37 @@ class LauncherSettings:
     # signal before they are stopped; None: at each epoch's end (and on a signal) only.
     checkpoint_every_s: float | None = None
     slurm: dict[str, Any] = field(default_factory=dict)
+    # Per Slurm partition: {gpus_per_node, price_per_gpu_hour}; a cell's `partition` picks one, so a
+    # study over several partitions answers which hardware is fastest and which is cheapest.
+    partitions: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> LauncherSettings:
         return cls(**values)
+
+    def partition_name(self, partition: str | None) -> str | None:
+        """The partition a cell runs in: its own, else the profile's (launcher.slurm.partition)."""
+        name = partition or self.slurm.get("partition")
+        return str(name) if name else None
+
+    def for_partition(self, partition: str | None) -> LauncherSettings:
+        """The settings a cell of this partition is submitted with: the partition itself, and its GPUs per node."""
+        if partition is None:
+            return self
+        gpus_per_node = self.partitions.get(partition, {}).get("gpus_per_node", self.gpus_per_node)
+        return dataclasses.replace(self, gpus_per_node=int(gpus_per_node), slurm={**self.slurm, "partition": partition})
+
+    def hardware(self) -> dict[str, Any]:
+        """What the analysis needs to know of the hardware (analysis/collect.py StudyAnalysis.hardware)."""
+        partitions = {name: {"gpus_per_node": self.for_partition(name).gpus_per_node,
+                             "price_per_gpu_hour": self.price_per_gpu_hour(name)} for name in self.partitions}
+        return {"executor": self.executor, "gpus_per_node": self.gpus_per_node,
+                "default_partition": self.partition_name(None), "partitions": partitions}
+
+    def price_per_gpu_hour(self, partition: str | None) -> float | None:
+        name = self.partition_name(partition)
+        price = self.partitions.get(name, {}).get("price_per_gpu_hour") if name else None
+        return float(price) if price is not None else None
 
     @property
     def timeout_min(self) -> int:

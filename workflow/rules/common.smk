@@ -1,3 +1,5 @@
+import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -90,13 +92,14 @@ def study_analysis(study):
     from analysis.collect import StudyAnalysis
 
     spec = PLAN.studies[study]
-    return StudyAnalysis(spec.scaling, spec.time_budget_s)
+    return StudyAnalysis(spec.scaling, spec.time_budget_s, PLAN.launcher.hardware())
 
 
 def get_analysis_args(wildcards):
     analysis = study_analysis(wildcards.study)
     budget = [] if analysis.time_budget_s is None else ["--time-budget-s", str(analysis.time_budget_s)]
-    return " ".join(["--scaling", analysis.scaling, *budget])
+    hardware = ["--hardware", shlex.quote(json.dumps(analysis.hardware, sort_keys=True))]
+    return " ".join(["--scaling", analysis.scaling, *budget, *hardware])
 
 
 def figure_captions(figures_dir):
@@ -115,7 +118,7 @@ def get_cell(wildcards):
     params = study.cells[wildcards.cell]
     # measured_with is here so that Snakemake reruns a cell when the threads or the placement change.
     cell = {"params": params.as_rule_param(), "grid_axes": list(study.axes),
-            "measured_with": PLAN.launcher.measured_with(params.gpus)}
+            "measured_with": PLAN.launcher.for_partition(params.partition).measured_with(params.gpus)}
     return cell
 
 
