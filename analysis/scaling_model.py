@@ -462,7 +462,7 @@ def _options(rows: pd.DataFrame, source: str) -> pd.DataFrame:
     frame = rows.reset_index(drop=True)
     time = pd.to_numeric(frame["time_to_target_s"], errors="coerce")
     hours = pd.to_numeric(frame["gpu_hours"], errors="coerce")
-    return pd.DataFrame({
+    options = pd.DataFrame({
         "workers": frame["workers"], "per_worker_batch": frame["per_worker_batch"],
         "global_batch": frame["global_batch"], "time_to_target_s": time,
         "low": frame.get("time_to_target_low_s", time), "high": frame.get("time_to_target_high_s", time),
@@ -471,11 +471,14 @@ def _options(rows: pd.DataFrame, source: str) -> pd.DataFrame:
         **{name: pd.to_numeric(frame.get(name, frame.get("cost", np.nan)), errors="coerce")
            for name in ("cost", "cost_low", "cost_high")},
         "cell": frame["cell"].astype(object) if source == "measured" and "cell" in frame else None})
+    numeric = [name for name in options.columns if name not in ("source", "cell")]
+    options[numeric] = options[numeric].apply(pd.to_numeric, errors="coerce").astype(float)  # collect's <NA>: NaN
+    return options
 
 
 def choose(measured: pd.DataFrame, predicted: pd.DataFrame) -> tuple[Choice | None, Choice | None]:
-    """(fastest, cheapest): least time to target and least cost to it (GPU-hours where unpriced), over the measured rows
-    that reached the target and the predicted rows of (workers, per_worker_batch) pairs not measured
+    """(fastest, cheapest): least time to target and least cost to it (GPU-hours where unpriced), over the
+    measured rows that reached the target and the predicted rows of (workers, per_worker_batch) pairs not measured
     (a pair that ran and did not reach the target is not replaced by a prediction). Ties go to fewer
     workers, then the smaller batch. None when no row has a finite value."""
     parts = [_options(measured, "measured")] if len(measured) else []

@@ -166,3 +166,11 @@ def test_two_partitions_with_prices_answer_the_fastest_and_the_cheapest_in_hours
     assert "partition slow" in cheapest_line and f"cost {options[cheapest][1]:.3g} (at 1 per GPU-hour)" in cheapest_line
     unpriced = answer_study(two_partitions().assign(price_per_gpu_hour=np.nan), "s")
     assert unpriced.cheapest is not None and np.isnan(unpriced.cheapest.cost)  # GPU-hours decide, no money shown
+
+
+def test_the_tables_with_missing_times_and_no_prices_as_collect_writes_them_still_answer():
+    """collect's nullable columns: a cell without a time to target is <NA>, and so is its cost."""
+    runs = two_partitions().drop(columns="price_per_gpu_hour")
+    runs["time_to_target_s"] = pd.array([None, *runs["time_to_target_s"].iloc[1:]], dtype="Float64")
+    answer = answer_study(runs, "s")
+    assert answer.fastest is not None and answer.cheapest is not None and np.isnan(answer.cheapest.cost)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import REPO
 
 from analysis.predict import main
 
@@ -125,3 +127,25 @@ def test_bad_measurements_are_one_line_naming_the_row_and_column(tmp_path, case)
     with pytest.raises(SystemExit) as stopped:
         main([str(source)])
     assert stopped.value.code == f"scaling-predict: {source}{expected.removeprefix('measured.csv')}"
+
+
+def test_the_published_validation_fits_on_its_split_and_predicts_the_rest(monkeypatch):
+    """benchmarks/published_scaling.py: each table fitted on its fixed split, the rest predicted; a stated
+    efficiency E at N GPUs is E x N x one GPU's throughput; the printed ratio and 'holds' follow the interval."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("published_scaling", REPO / "benchmarks" / "published_scaling.py")
+    assert spec is not None and spec.loader is not None
+    published = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "published_scaling", published)  # its dataclasses look themselves up there
+    spec.loader.exec_module(published)
+    vgg = next(table for table in published.TABLES if table.name.endswith("VGG-16"))
+    assert vgg.throughput[512] == pytest.approx(0.68 * 512 * 130.9) and vgg.fitted_on == (1, 16, 128)
+    for table in published.TABLES:
+        held = published.validate(table, draws=500)
+        assert sorted(held["workers"]) == sorted(n for n in table.throughput if n not in table.fitted_on)
+        np.testing.assert_allclose(held["throughput"], [table.throughput[int(n)] for n in held["workers"]])
+        np.testing.assert_allclose(held["ratio"], held["predicted_s"] / (table.per_worker_batch * held["workers"]
+                                                                          / held["throughput"]))
+        inside = (held["low_s"] <= held["time_per_step_s"]) & (held["time_per_step_s"] <= held["high_s"])
+        assert (held["holds"] == inside).all()

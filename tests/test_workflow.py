@@ -18,6 +18,7 @@ import psutil
 import pytest
 import torch
 from conftest import (
+    REPO,
     assert_figures_full,
     assert_private,
     default_config,
@@ -162,6 +163,22 @@ def test_the_held_out_error_is_the_prediction_against_the_measured_step_time(fir
         assert row.time_per_step_s == pytest.approx(measured)
         assert row.relative_error == pytest.approx(row.predicted_s / measured - 1)
     assert "Held out 4 workers" in (study / "answer.md").read_text()
+
+
+def test_scaling_predict_on_a_studys_runs_table_gives_the_answers_own_predictions(first_run, tmp_path):
+    """The console script and the answer share their code: on the answer study's runs.csv as it is,
+    its prediction for a configuration with no oversubscription is the answer's."""
+    workdir, _ = first_run
+    study = workdir / "results/answer"
+    predicted = pd.read_csv(study / "predictions.csv")
+    row = predicted[predicted["oversubscription"] == 1.0].iloc[-1]
+    out = tmp_path / "predicted.csv"
+    subprocess.run([str(REPO / ".venv" / "bin" / "scaling-predict"), str(study / "runs.csv"), "--workers",
+                    str(int(row["workers"])), "--per-worker-batch", str(row["per_worker_batch"]), "--out", str(out)],
+                   check=True, capture_output=True, text=True)
+    mine = pd.read_csv(out).iloc[0]
+    assert mine["time_per_step_s"] == pytest.approx(row["time_per_step_s"], rel=1e-9)
+    assert mine["steps_to_target"] == pytest.approx(row["steps_to_target"], rel=1e-9)
 
 
 def test_each_rank_ran_as_its_own_horovod_process(first_run):
