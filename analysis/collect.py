@@ -58,6 +58,7 @@ class Cell:
     summary: dict[str, Any] | None
     log: MetricsLog
     problem: str | None
+    accounting: dict[str, Any] | None = None  # Slurm's account of the summary's job (accounting.json)
 
     @property
     def status(self) -> str:
@@ -91,7 +92,8 @@ def read_cell(cell_dir: Path) -> Cell:
     problem = problem or log.problem
     if problem is None and summary is not None and not log.epochs:
         problem = "summary.json exists but metrics.jsonl has no epoch records"
-    return Cell(name=cell.name, summary=summary, log=log, problem=problem)
+    accounting = cell.read_accounting(summary.get("job_id")) if summary is not None else None
+    return Cell(name=cell.name, summary=summary, log=log, problem=problem, accounting=accounting)
 
 
 def study_grid_axes(cells: Iterable[Cell]) -> list[str]:
@@ -240,11 +242,14 @@ def run_row(cell: Cell, grid_axes: list[str], study: str) -> dict[str, Any]:
             # Against what the job asked for (the meta record): memory per task, the time limit.
             "memory_used_fraction": _ratio(_largest(column("max_rss_gb")), cell.last_meta.get("memory_per_task_gb")),
             "time_limit_used_fraction": _ratio(summary.get("longest_attempt_s"), cell.last_meta.get("time_limit_s")),
+            "usage_source": "job",
             "restarts": _first_known(summary.get("restarts"), len(cell.log.metas) - 1 if cell.log.metas else None),
             "job_id": _first_known(summary.get("job_id"), cell.last_meta.get("job_id")),
             "problem": cell.problem,
         }
     )
+    if cell.accounting is not None:
+        row.update(accounted_usage(cell.accounting, cell.last_meta.get("memory_per_task_gb")))
     for name, value in params.items():
         if name in grid_axes:
             continue
@@ -252,6 +257,25 @@ def run_row(cell: Cell, grid_axes: list[str], study: str) -> dict[str, Any]:
         row[f"param_{name}" if name in row or name == GRID_AXES_COLUMN else name] = _scalar(value)
     row[GRID_AXES_COLUMN] = " ".join(grid_axes)
     return row
+
+
+def accounted_usage(accounting: dict[str, Any], memory_per_task_gb: Any) -> dict[str, Any]:
+    """The usage columns as Slurm's accounting gives them for the whole job (jobs/launch/accounting.py),
+    where it recorded them: they replace the job's own readings, which cover the epochs only."""
+    def number(name: str) -> float | None:
+        value = accounting.get(name)
+        return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+    rss, gpu_memory = number("max_rss_bytes"), number("gpu_memory_bytes")
+    found = {
+        "cpu_efficiency": number("cpu_efficiency"),
+        "max_rss_gb": rss / 2**30 if rss is not None else None,
+        "memory_used_fraction": _ratio(rss / 2**30 if rss is not None else None, memory_per_task_gb),
+        "time_limit_used_fraction": number("time_limit_used_fraction"),
+        "gpu_utilization": number("gpu_utilization"),
+        "gpu_memory_gb": gpu_memory / 2**30 if gpu_memory is not None else None,
+    }
+    return {**{name: value for name, value in found.items() if value is not None}, "usage_source": "sacct"}
 
 
 def _time_weighted_mean(values: np.ndarray, seconds: np.ndarray) -> float | None:

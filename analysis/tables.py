@@ -59,6 +59,7 @@ RESULT_COLUMNS = (
     "threads_per_worker",
     "cpus",
     "device",
+    "usage_source",
     "cpu_efficiency",
     "max_rss_gb",
     "gpu_utilization",

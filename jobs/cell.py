@@ -44,6 +44,7 @@ CHECKPOINT_FILE = "checkpoint.pt"
 RESULT_FILE = "result.json"
 SUMMARY_FILE = "summary.json"
 JOB_FILE = "job.json"
+ACCOUNTING_FILE = "accounting.json"  # what Slurm's accounting says the job used (jobs/launch/accounting.py)
 LAUNCHER_LOCK_FILE = ".launcher.lock"
 SUBMITIT_DIR = "submitit"
 DAMAGED_SUFFIX = ".damaged"
@@ -316,6 +317,10 @@ class CellDir:
         return self.path / JOB_FILE
 
     @property
+    def accounting(self) -> Path:
+        return self.path / ACCOUNTING_FILE
+
+    @property
     def launcher_lock(self) -> Path:
         return self.path / LAUNCHER_LOCK_FILE
 
@@ -426,6 +431,17 @@ class CellDir:
         except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
             return None
         return result if isinstance(result, dict) else None
+
+    def write_accounting(self, usage: dict[str, Any]) -> None:
+        write_json_atomically(self.accounting, usage)
+
+    def read_accounting(self, job_id: Any) -> dict[str, Any] | None:
+        """The accounting record of this job (None when there is none, or it is another job's)."""
+        try:
+            usage = json.loads(self.accounting.read_text())
+        except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+            return None
+        return usage if isinstance(usage, dict) and str(usage.get("job_id")) == str(job_id) else None
 
     def publish_summary(self, result: dict[str, Any]) -> None:
         write_json_atomically(self.summary, result)

@@ -768,3 +768,56 @@ def test_a_forged_request_adding_a_setup_line_is_refused_and_never_runs(slurm_cl
     assert not marker.exists()
     assert name not in slurm("squeue", "-h", "-t", "all", "-o", "%j") + \
         slurm("sacct", "-X", "-n", "-P", "-S", "now-1hours", "-o", "JobName%100")
+
+
+HUNGRY_MODEL = '''
+import os
+import time
+
+from torch import nn
+
+HELD = []
+
+
+def hungry(memory_mb=400, burn_s=40.0):
+    """Inside a Slurm job: holds memory_mb MiB (every page written) and burns burn_s of CPU, then a small MLP."""
+    if "SLURM_JOB_ID" in os.environ:
+        HELD.append(bytearray(b"\\x01") * (memory_mb * 2**20))
+        start = time.process_time()
+        while time.process_time() - start < burn_s:
+            pass
+    return nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 3))
+'''
+
+
+def test_slurms_account_of_a_cell_that_holds_known_memory_and_burns_known_cpu(slurm_cluster, tmp_path):
+    """accounting.json and runs.csv from one sacct with the step records, after the cell: CPU time at least
+    the burn, MaxRSS at least the block (the cell outlives the cluster's 30 s JobAcctGatherFrequency)."""
+    from test_user_code import write_user_package
+
+    memory_mb, burn_s, mem_gb = 400, 40.0, 2
+    package, name = write_user_package(tmp_path / "code"), unique("usage")
+    (tmp_path / "code" / package / "hungry.py").write_text(HUNGRY_MODEL)
+    config = default_config()
+    config["python_path"] = ["code"]
+    config["studies"] = {name: {"grid": {"batch_size": [16], "gpus": [1]}, "fixed": {
+        "model": f"{package}.hungry:hungry", "model_args": {"memory_mb": memory_mb, "burn_s": burn_s},
+        "dataset": f"{package}.data:blobs", "epochs": 1, "target_accuracy": 0.5}}}
+    write_config(tmp_path, config)
+    profile = slurm_profile(tmp_path / "profile", slurm={"partition": "debug", "mem_gb": mem_gb})
+    started = time.monotonic()
+    result = run_snakemake(tmp_path, profile=profile, env=slurm_cluster)
+    took = time.monotonic() - started
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    cell_dir = tmp_path / "results" / name / "cells" / "bs16-gpus1"
+    usage = json.loads((cell_dir / "accounting.json").read_text())
+    assert usage["job_id"] == job_record(cell_dir)["job_id"] and usage["state"] == "COMPLETED"
+    assert burn_s * 0.95 <= usage["total_cpu_s"] <= usage["elapsed_s"] * usage["alloc_cpus"] * 1.05
+    assert burn_s <= usage["elapsed_s"] <= took
+    assert usage["max_rss_bytes"] >= memory_mb * 2**20
+    runs = pd.read_csv(tmp_path / "results" / name / "runs.csv").iloc[0]
+    assert runs["usage_source"] == "sacct"
+    assert runs["cpu_efficiency"] >= burn_s * 0.95 / (usage["elapsed_s"] * usage["alloc_cpus"])
+    assert runs["memory_used_fraction"] >= memory_mb / 1024 / mem_gb
+    assert runs["time_limit_used_fraction"] == pytest.approx(usage["elapsed_s"] / 3600)

@@ -275,6 +275,23 @@ def collect_result(cell_dir: Path, record: JobRecord, params: TrainParams) -> di
     return result
 
 
+# How long a finished Slurm cell waits for accounting to record its job's end, in the view's refreshes.
+USAGE_WAIT_REFRESHES = 3
+
+
+def record_usage(cell_dir: Path, cell: str, job_id: str, view: SharedSlurmView, launcher: LauncherSettings,
+                 out: TextIO) -> None:
+    """What Slurm's accounting says the cell's job used, into its accounting.json (analysis/collect.py
+    puts it in runs.csv): asked in the view's next refresh, with every other cell ending meanwhile."""
+    wait_s = USAGE_WAIT_REFRESHES * launcher.scheduler_refresh_s + launcher.result_grace_s
+    usage = view.usage(job_id, wait_s, launcher.poll_interval_s)
+    if usage is None:
+        say(out, f"{cell}: Slurm's accounting has not recorded the end of job {job_id} within {wait_s:g} s; "
+                 "runs.csv shows the job's own readings of what it used")
+        return
+    CellDir(cell_dir).write_accounting(usage.record())
+
+
 def describe_epoch(cell: str, epochs: int, record: EpochRecord) -> str:
     acc = "n/a" if record.val_accuracy is None else f"{record.val_accuracy:.3f}"
     return (f"{cell}: epoch {record.epoch}/{epochs}, val acc {acc}, "
@@ -439,6 +456,8 @@ def wait_for_cell(cell_dir: Path, cell: str, params: TrainParams, launcher: Laun
             say(out, describe_epoch(cell, params.epochs, record))
         summary = collect_result(cell_dir, watch.record, params)
         if summary is not None:
+            if watch.view is not None:
+                record_usage(cell_dir, cell, watch.record.job_id, watch.view, launcher, out)
             return summary
         if not watch.ended():
             ended_at = None  # still running, or requeued after a state that looked final

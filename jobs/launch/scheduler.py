@@ -4,7 +4,8 @@ Every waiting cell registers its job id in a shared directory and reads job stat
 a cache file; a cell still to be submitted leaves a request there instead
 (jobs/launch/submission.py). Whichever waiting process finds a call due first takes a
 lock and makes it for everybody: at most one sbatch of the queued cells as a job array,
-and one sacct for all registered jobs, per refresh_s. So the calls to the scheduler per
+and one sacct for all registered jobs, per refresh_s. A cell whose job has ended asks for
+what it used; that sacct then includes the step records (jobs/launch/accounting.py). So the calls to the scheduler per
 minute stay at 2 x 60 / refresh_s at most, however many cells wait or start. A cell's
 own result file on the shared filesystem remains the fast signal that it has finished.
 
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from jobs.cell import replaced_atomically
+from jobs.launch.accounting import JobUsage, query_accounting
 from jobs.launch.slurm import JobState, SchedulerUnavailable, find_arrays, query_sacct, query_squeue
 from jobs.launch.submission import RequestVetting, SubmissionIntent, SubmissionQueue
 from jobs.private import file_mode, private_dir
@@ -57,15 +59,43 @@ class SharedSlurmView:
         self.directory = directory
         self.refresh_s = refresh_s
         self.watch_dir = directory / "watch"
+        self.usage_dir = directory / "usage"  # <job id>: asked for; <job id>.json: what sacct told
         self.cache_path = directory / "states.json"
         self.queue = SubmissionQueue(directory, shared, vet)  # makes the directory private
         private_dir(self.watch_dir, shared)
+        private_dir(self.usage_dir, shared)
 
     def watch(self, job_id: str) -> None:
         (self.watch_dir / job_id).touch()
 
     def unwatch(self, job_id: str) -> None:
         (self.watch_dir / job_id).unlink(missing_ok=True)
+
+    def usage(self, job_id: str, timeout_s: float, poll_s: float = 1.0) -> JobUsage | None:
+        """What an ended job used, from the accounting sacct of a refresh after this call (one for every
+        job asked about meanwhile); None when accounting has not told within timeout_s."""
+        answer = self.usage_dir / f"{job_id}.json"
+        answer.unlink(missing_ok=True)
+        (self.usage_dir / job_id).touch()
+        deadline = time.time() + timeout_s
+        try:
+            while time.time() < deadline:
+                self.tick()
+                with contextlib.suppress(FileNotFoundError, json.JSONDecodeError, TypeError):
+                    return JobUsage(**json.loads(answer.read_text()))
+                time.sleep(poll_s)
+            return None
+        finally:
+            (self.usage_dir / job_id).unlink(missing_ok=True)
+            answer.unlink(missing_ok=True)
+
+    def _write_usage(self, usage: dict[str, JobUsage], asked: list[str]) -> None:
+        """The usage of each asked-about job that has ended (its step records are final then)."""
+        for job_id in asked:
+            if job_id in usage and usage[job_id].state not in ("RUNNING", "COMPLETING", "PENDING", "REQUEUED"):
+                with replaced_atomically(self.usage_dir / f"{job_id}.json", mode=file_mode(self.queue.shared),
+                                         per_process=True) as out:
+                    out.write(json.dumps(dataclasses.asdict(usage[job_id])))
 
     def _read_cache(self) -> ViewCache:
         try:
@@ -144,8 +174,10 @@ class SharedSlurmView:
             asked = True
         listed_at = time.time()
         watched = sorted(p.name for p in self.watch_dir.iterdir())
-        if watched:
-            states, health = self._ask(watched, cache.states, cache.health, listed_at)
+        usage_asked = sorted(p.name for p in self.usage_dir.iterdir() if not p.name.endswith(".json"))
+        if watched or usage_asked:
+            states, health, usage = self._ask(watched, usage_asked, cache.states, cache.health, listed_at)
+            self._write_usage(usage, usage_asked)
             answered = health.answered_at == listed_at
             return dataclasses.replace(cache, sacct_at=time.time(), states=states, health=health,
                                        states_listed_at=listed_at if answered else cache.states_listed_at)
@@ -167,13 +199,20 @@ class SharedSlurmView:
         return waited_for
 
     @staticmethod
-    def _ask(watched: list[str], known: dict[str, JobState], health: Health,
-             now: float) -> tuple[dict[str, JobState], Health]:
+    def _ask(watched: list[str], usage_asked: list[str], known: dict[str, JobState], health: Health,
+             now: float) -> tuple[dict[str, JobState], Health, dict[str, JobUsage]]:
+        """One sacct: the watched jobs' states, with the step records (what they used) when any job's
+        usage is asked for; squeue where sacct does not know a job or does not answer."""
         def only_watched(states: dict[str, JobState]) -> dict[str, JobState]:
             return {job_id: states[job_id] for job_id in watched if job_id in states}  # not their arrays' others
 
+        usage: dict[str, JobUsage] = {}
         try:
-            states = only_watched(query_sacct(watched))
+            if usage_asked:
+                found, usage = query_accounting(sorted({*watched, *usage_asked}))
+                states = only_watched(found)
+            else:
+                states = only_watched(query_sacct(watched))
         except SchedulerUnavailable as error:
             error_text = str(error)
         else:
@@ -182,9 +221,9 @@ class SharedSlurmView:
             if missing := [job_id for job_id in watched if job_id not in states]:
                 with contextlib.suppress(SchedulerUnavailable):
                     states = {**states, **only_watched(query_squeue(missing))}
-            return states, Health(answered_at=now)
+            return states, Health(answered_at=now), usage
         try:
             known = only_watched(known)
-            return {**known, **only_watched(query_squeue(watched))}, Health(now, error_text)
+            return {**known, **only_watched(query_squeue(watched))}, Health(now, error_text), usage
         except SchedulerUnavailable:
-            return known, Health(health.answered_at, error_text)
+            return known, Health(health.answered_at, error_text), usage
