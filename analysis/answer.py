@@ -40,6 +40,7 @@ from analysis.scaling_model import Choice, StepTimeModel, choose, fit_step_time,
 from analysis.tables import FINISHED_STATUSES, finished, grid_axes_of
 
 GROUP_EXCLUDED_AXES = ("batch_size", "gpus", *REPLICATE_AXES)
+TARGET_AXES = ("target_accuracy", "target_loss")  # as grid axes: one fastest and one cheapest per target
 PREDICT_WORKERS_FACTOR = 4  # predict up to this many times the largest worker count run
 LOW_GPU_UTILIZATION = 0.5  # a cell whose GPUs were busy less than this fraction of the time is named
 LOW_MEMORY_USE = 0.25  # ... that used less than this fraction of the memory it asked for
@@ -62,6 +63,17 @@ class GroupAnswer:
 
 
 @dataclass
+class TargetChoice:
+    """The fastest and the cheapest configuration to one target, over the groups that share it."""
+
+    target: dict[str, Any]  # the target axes' values, e.g. {"target_accuracy": 0.9}
+    fastest: Choice | None
+    cheapest: Choice | None
+    fastest_group: dict[str, Any] = field(default_factory=dict)
+    cheapest_group: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class StudyAnswer:
     study: str
     target: str
@@ -73,6 +85,9 @@ class StudyAnswer:
     cells: int = 0
     unfinished: int = 0  # cells neither complete nor diverged (failed, broken, not run yet)
     wasteful: list[str] = field(default_factory=list)  # cells that left what they were given idle, and how
+    # Where the target is a grid axis, the choices per target (fastest and cheapest above stay None: the times
+    # to different targets do not compare).
+    per_target: list[TargetChoice] = field(default_factory=list)
 
 
 def group_axes(runs: pd.DataFrame) -> list[str]:
@@ -202,17 +217,34 @@ def answer_study(runs: pd.DataFrame, study: str) -> StudyAnswer:
     unfinished = int((~runs["status"].isin(FINISHED_STATUSES)).sum()) if len(runs) else 0
     answer = StudyAnswer(study, target_text(runs), None, None, groups=groups, cells=len(runs), unfinished=unfinished,
                          wasteful=wasteful_cells(runs))
+    by_target: dict[tuple[tuple[str, Any], ...], list[GroupAnswer]] = {}
+    for group in groups:
+        by_target.setdefault(tuple((axis, group.group[axis]) for axis in TARGET_AXES if axis in group.group),
+                             []).append(group)
+    best = [best_over(dict(target), members) for target, members in by_target.items()]
+    if len(best) > 1:
+        answer.per_target = best
+    elif best:
+        answer.fastest, answer.cheapest = best[0].fastest, best[0].cheapest
+        answer.fastest_group, answer.cheapest_group = best[0].fastest_group, best[0].cheapest_group
+    return answer
+
+
+def best_over(target: dict[str, Any], groups: list[GroupAnswer]) -> TargetChoice:
+    """The fastest and the cheapest over the groups (partitions, optimizers, ...): the cheapest in money
+    where every group is priced, else in GPU-hours."""
+    chosen = TargetChoice(target, None, None)
     choices = [(group, *choose(group.measured, group.predicted)) for group in groups]
     for group, fastest, _ in choices:
-        if fastest is not None and (answer.fastest is None or fastest.time_to_target_s < answer.fastest.time_to_target_s):
-            answer.fastest, answer.fastest_group = fastest, group.group
+        if fastest is not None and (chosen.fastest is None or fastest.time_to_target_s < chosen.fastest.time_to_target_s):
+            chosen.fastest, chosen.fastest_group = fastest, group.group
     cheapest_choices = [(group, cheapest) for group, _, cheapest in choices if cheapest is not None]
     in_money = bool(cheapest_choices) and all(math.isfinite(cheapest.cost) for _, cheapest in cheapest_choices)
-    for group, cheapest in cheapest_choices:  # in money where every group is priced, else in GPU-hours
+    for group, cheapest in cheapest_choices:
         spent = cheapest.cost if in_money else cheapest.gpu_hours
-        if answer.cheapest is None or spent < (answer.cheapest.cost if in_money else answer.cheapest.gpu_hours):
-            answer.cheapest, answer.cheapest_group = cheapest, group.group
-    return answer
+        if chosen.cheapest is None or spent < (chosen.cheapest.cost if in_money else chosen.cheapest.gpu_hours):
+            chosen.cheapest, chosen.cheapest_group = cheapest, group.group
+    return chosen
 
 
 def wasteful_cells(runs: pd.DataFrame) -> list[str]:
@@ -342,8 +374,14 @@ def answer_markdown(answer: StudyAnswer, not_drawn: Sequence[str] = ()) -> str:
     if answer.unfinished:
         lines += [f"(Partial: {answer.unfinished} of {answer.cells} cells have not finished; this answer uses the "
                   "others. Run the same command again to finish them.)", ""]
-    lines += [choice_line("Fastest", answer.fastest, answer.fastest_group),
-              choice_line("Cheapest", answer.cheapest, answer.cheapest_group), ""]
+    if answer.per_target:
+        for chosen in answer.per_target:
+            target = ", ".join(f"{axis} {value}" for axis, value in chosen.target.items())
+            lines += [f"To {target}:", choice_line("Fastest", chosen.fastest, chosen.fastest_group),
+                      choice_line("Cheapest", chosen.cheapest, chosen.cheapest_group), ""]
+    else:
+        lines += [choice_line("Fastest", answer.fastest, answer.fastest_group),
+                  choice_line("Cheapest", answer.cheapest, answer.cheapest_group), ""]
     for group in answer.groups:
         lines.extend([*group_lines(group), ""])
     lines.append("Time to target is training time (steps, without validation or start-up); GPU-hours = workers x "
@@ -400,6 +438,9 @@ def answer_json(answer: StudyAnswer) -> dict[str, Any]:
             "wasteful": answer.wasteful,
             "fastest": choice_json(answer.fastest, answer.fastest_group),
             "cheapest": choice_json(answer.cheapest, answer.cheapest_group),
+            "per_target": [{"target": chosen.target, "fastest": choice_json(chosen.fastest, chosen.fastest_group),
+                            "cheapest": choice_json(chosen.cheapest, chosen.cheapest_group)}
+                           for chosen in answer.per_target],
             "groups": [group_json(group) for group in answer.groups]}
 
 

@@ -305,12 +305,19 @@ def pareto_figure(groups: list[GroupAnswer], answer: StudyAnswer) -> Figure:
 
 def answer_labels(answer: StudyAnswer, group: GroupAnswer) -> dict[str, Choice]:
     """The group's fastest and cheapest choices by label; one "fastest and cheapest" when they coincide."""
-    chosen = {label: choice for label, choice, where in (("fastest", answer.fastest, answer.fastest_group),
-                                                         ("cheapest", answer.cheapest, answer.cheapest_group))
-              if choice is not None and where == group.group}
-    if len(chosen) == 2 and chosen["fastest"] == chosen["cheapest"]:
+    options = [("fastest", answer.fastest, answer.fastest_group), ("cheapest", answer.cheapest, answer.cheapest_group)]
+    for per_target in answer.per_target:  # where the target is an axis: the choices to this group's target
+        options += [("fastest", per_target.fastest, per_target.fastest_group),
+                    ("cheapest", per_target.cheapest, per_target.cheapest_group)]
+    chosen = {label: choice for label, choice, where in options if choice is not None and where == group.group}
+    if len(chosen) == 2 and same_configuration(chosen["fastest"], chosen["cheapest"]):
         return {"fastest and cheapest": chosen["fastest"]}
     return chosen
+
+
+def same_configuration(one: Choice, other: Choice) -> bool:
+    return (one.workers, one.per_worker_batch, one.source, one.cell) == \
+        (other.workers, other.per_worker_batch, other.source, other.cell)
 
 
 def holdout_figure(groups: list[GroupAnswer]) -> Figure:

@@ -168,11 +168,6 @@ class StepTimeModel:
         values = np.asarray(self.values)
         return rho * combine(design[:, :2] @ values[:2], design[:, 2:] @ values[2:], self.overlap)
 
-    @property
-    def residual_scale(self) -> float:
-        """The posterior scale of a cell's relative scatter about the model (prior and residuals together)."""
-        return self.noise_scale
-
     def sample_step_time(self, per_worker_batch: npt.ArrayLike, workers: npt.ArrayLike,
                          workers_per_node: npt.ArrayLike, gradient_bytes: npt.ArrayLike,
                          oversubscription: npt.ArrayLike, rng: np.random.Generator, draws: int,

@@ -10,7 +10,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.answer import answer_markdown, answer_study, candidates, measured_rows, step_rows, write_answer
+from analysis.answer import (
+    answer_json,
+    answer_markdown,
+    answer_study,
+    candidates,
+    measured_rows,
+    step_rows,
+    write_answer,
+)
 
 C0, C1, LATENCY, GRADIENT_BYTES = 1e-3, 5e-5, 4e-4, 1_000_000
 STEPS_MIN, B_CRIT = 40.0, 100.0
@@ -174,3 +182,36 @@ def test_the_tables_with_missing_times_and_no_prices_as_collect_writes_them_stil
     runs["time_to_target_s"] = pd.array([None, *runs["time_to_target_s"].iloc[1:]], dtype="Float64")
     answer = answer_study(runs, "s")
     assert answer.fastest is not None and answer.cheapest is not None and np.isnan(answer.cheapest.cost)
+
+
+def test_a_target_axis_gets_its_own_fastest_and_cheapest_per_target():
+    """Times to different targets do not compare: each target's choices come from its own groups."""
+    low = two_partitions().assign(target_accuracy=0.5)
+    high = two_partitions().assign(target_accuracy=0.9, time_to_target_s=lambda t: t["time_to_target_s"] * 10)
+    runs = pd.concat([low, high], ignore_index=True).assign(grid_axes="batch_size gpus partition target_accuracy")
+    runs["cell"] = runs["cell"] + "-target" + runs["target_accuracy"].astype(str)
+    answer = answer_study(runs, "s")
+    assert answer.fastest is None and answer.cheapest is None
+    assert [chosen.target for chosen in answer.per_target] == [{"target_accuracy": 0.5}, {"target_accuracy": 0.9}]
+    alone = {target: answer_study(part, "s") for target, part in ((0.5, low), (0.9, high))}
+    for chosen in answer.per_target:
+        reference = alone[chosen.target["target_accuracy"]]
+        assert chosen.fastest is not None and reference.fastest is not None
+        assert chosen.fastest.time_to_target_s == pytest.approx(reference.fastest.time_to_target_s)
+        assert chosen.cheapest is not None and reference.cheapest is not None
+        assert chosen.cheapest.cost == pytest.approx(reference.cheapest.cost)
+        assert chosen.fastest_group["target_accuracy"] == chosen.target["target_accuracy"]
+    text = answer_markdown(answer)
+    assert "To target_accuracy 0.5:" in text and "To target_accuracy 0.9:" in text
+    assert [entry["target"] for entry in answer_json(answer)["per_target"]] == [{"target_accuracy": 0.5},
+                                                                               {"target_accuracy": 0.9}]
+
+
+def test_the_pareto_labels_merge_one_configuration_both_fastest_and_cheapest():
+    """On one worker the same measured cell is both; unpriced, its costs are NaN and must not split it in two."""
+    from analysis.answer_figures import answer_labels
+
+    runs = runs_table()
+    answer = answer_study(runs[runs["gpus"] == 1], "s")
+    assert answer.fastest is not None and answer.cheapest is not None and answer.fastest.cell == answer.cheapest.cell
+    assert list(answer_labels(answer, answer.groups[0])) == ["fastest and cheapest"]
