@@ -47,7 +47,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
 
 import submitit
 
@@ -431,6 +431,26 @@ class StoppedEpoch:
     elapsed_s: float
 
 
+class EpochSums(NamedTuple):
+    """What the workers sum at an epoch's end, in the order of the one tensor they reduce: the
+    losses and validation counts, the noise meter's totals (jobs/train/noise.py), the stop flags
+    (jobs/train/interrupt.py) and the usage readings (jobs/train/usage.py)."""
+
+    train_loss: float
+    val_loss: float
+    val_correct: float
+    val_count: float
+    noise_local: float
+    noise_averaged: float
+    noise_steps: float
+    usr2: float
+    term: float
+    cpu_s: float
+    cpu_capacity_s: float
+    gpu_utilization: float
+    gpu_sampled: float
+
+
 def run_epoch(setup: Setup, progress: Progress, epoch: int, io_s: float, epoch_start: float,
               updates: UpdateRecorder | None, stop: StopAgreement | None = None,
               resumed: MidEpoch | None = None) -> FinishedEpoch | StoppedEpoch:
@@ -485,12 +505,13 @@ def run_epoch(setup: Setup, progress: Progress, epoch: int, io_s: float, epoch_s
     noise_totals = step.noise.take() if step.noise is not None else torch.zeros(3, dtype=torch.float64, device=device)
     weights = linear_weights(step.model, params)
     used = setup.usage.read()
-    flags = stop.signals.flags() if stop is not None else [0.0, 0.0]
-    on_host = torch.tensor([*flags, used.cpu_s, used.cpu_capacity_s, used.gpu_utilization or 0.0,
+    usr2, term = stop.signals.flags() if stop is not None else [0.0, 0.0]
+    on_host = torch.tensor([usr2, term, used.cpu_s, used.cpu_capacity_s, used.gpu_utilization or 0.0,
                             float(used.gpu_utilization is not None)], dtype=torch.float64, device=device)
     local = torch.cat([torch.stack([loss_sum, val_loss_sum, val_correct, val_count]).double(), noise_totals, on_host,
                        torch.stack(weights).double() if weights else noise_totals[:0]]).to("cpu")
-    sums = workers.sum(local[:13], name="epoch_sums")
+    summed = len(EpochSums._fields)  # the rest of `local`, Lab 1's (w, b), is the same on every rank
+    sums = EpochSums(*workers.sum(local[:summed], name="epoch_sums").tolist())
     largest = workers.max(torch.tensor([steps_s, used.max_rss_gb, used.gpu_memory_gb if used.gpu_memory_gb is not None
                                         else -1.0], dtype=torch.float64), name="epoch_largest")
     slowest_steps_s = float(largest[0])
@@ -499,12 +520,12 @@ def run_epoch(setup: Setup, progress: Progress, epoch: int, io_s: float, epoch_s
     epoch_end = device_clock(device)
     epoch_time_s = epoch_end - epoch_start + carried.elapsed_s
     samples = setup.samples_per_rank * world
-    train_loss = float(sums[0]) / samples
-    val_loss = float(sums[1] / sums[3])
-    val_accuracy = float(sums[2] / sums[3]) if setup.classification else None
-    weight, bias = (float(local[13]), float(local[14])) if weights else (None, None)
-    gradient_noise = epoch_noise(float(sums[4]), float(sums[5]), float(sums[6]), params.batch_size, world) \
-        or NOT_MEASURED
+    train_loss = sums.train_loss / samples
+    val_loss = sums.val_loss / sums.val_count
+    val_accuracy = sums.val_correct / sums.val_count if setup.classification else None
+    weight, bias = (float(local[summed]), float(local[summed + 1])) if weights else (None, None)
+    gradient_noise = epoch_noise(sums.noise_local, sums.noise_averaged, sums.noise_steps, params.batch_size,
+                                 world) or NOT_MEASURED
     is_diverged = diverged(train_loss, val_loss, progress.initial_val_loss, params.divergence_factor)
     record = EpochRecord(
         epoch=epoch,
@@ -534,12 +555,12 @@ def run_epoch(setup: Setup, progress: Progress, epoch: int, io_s: float, epoch_s
         grad_sq_norm=finite_or_none(gradient_noise.gradient_sq_norm),
         grad_trace=finite_or_none(gradient_noise.gradient_trace),
         noise_scale=finite_or_none(gradient_noise.noise_scale),
-        cpu_efficiency=float(sums[9] / sums[10]) if sums[10] > 0 else None,
+        cpu_efficiency=sums.cpu_s / sums.cpu_capacity_s if sums.cpu_capacity_s > 0 else None,
         max_rss_gb=float(largest[1]),
-        gpu_utilization=float(sums[11] / sums[12]) if sums[12] > 0 else None,
+        gpu_utilization=sums.gpu_utilization / sums.gpu_sampled if sums.gpu_sampled > 0 else None,
         gpu_memory_gb=float(largest[2]) if largest[2] >= 0 else None,
     )
-    stop_requested = stop is not None and stop.agree(float(sums[7]), float(sums[8]))
+    stop_requested = stop is not None and stop.agree(sums.usr2, sums.term)
     return FinishedEpoch(record, epoch_end, is_diverged, stop_requested)
 
 
