@@ -249,7 +249,8 @@ def run_row(cell: Cell, grid_axes: list[str], study: str) -> dict[str, Any]:
         }
     )
     if cell.accounting is not None:
-        row.update(accounted_usage(cell.accounting, cell.last_meta.get("memory_per_task_gb")))
+        row.update(accounted_usage(cell.accounting, cell.last_meta.get("memory_per_task_gb"),
+                                   row["time_limit_used_fraction"]))
     for name, value in params.items():
         if name in grid_axes:
             continue
@@ -259,9 +260,12 @@ def run_row(cell: Cell, grid_axes: list[str], study: str) -> dict[str, Any]:
     return row
 
 
-def accounted_usage(accounting: dict[str, Any], memory_per_task_gb: Any) -> dict[str, Any]:
-    """The usage columns as Slurm's accounting gives them for the whole job (jobs/launch/accounting.py),
-    where it recorded them: they replace the job's own readings, which cover the epochs only."""
+def accounted_usage(accounting: dict[str, Any], memory_per_task_gb: Any,
+                    own_time_limit_fraction: float | None = None) -> dict[str, Any]:
+    """The usage columns as Slurm's accounting gives them for the job's last attempt
+    (jobs/launch/accounting.py), where it recorded them: they replace the job's own readings, which
+    cover the epochs only. The time limit's share is the larger of sacct's and the job's own longest
+    attempt: sacct shows the last attempt of a requeued job only."""
     def number(name: str) -> float | None:
         value = accounting.get(name)
         return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
@@ -271,7 +275,9 @@ def accounted_usage(accounting: dict[str, Any], memory_per_task_gb: Any) -> dict
         "cpu_efficiency": number("cpu_efficiency"),
         "max_rss_gb": rss / 2**30 if rss is not None else None,
         "memory_used_fraction": _ratio(rss / 2**30 if rss is not None else None, memory_per_task_gb),
-        "time_limit_used_fraction": number("time_limit_used_fraction"),
+        "time_limit_used_fraction": max((value for value in (number("time_limit_used_fraction"),
+                                                             own_time_limit_fraction) if value is not None),
+                                        default=None),
         "gpu_utilization": number("gpu_utilization"),
         "gpu_memory_gb": gpu_memory / 2**30 if gpu_memory is not None else None,
     }

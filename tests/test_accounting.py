@@ -69,6 +69,10 @@ def test_runs_table_takes_slurms_account_where_it_has_one():
                        "usage_source": "sacct"}
     without = accounted_usage(parse_usage(SACCT)["43"].record(), memory_per_task_gb=None)
     assert without == {"cpu_efficiency": 0.0, "usage_source": "sacct"}  # the job's own readings stay for the rest
+    # sacct shows a requeued job's last attempt only: the job's own longest attempt wins where longer.
+    assert accounted_usage(record, 6.0, own_time_limit_fraction=0.9)["time_limit_used_fraction"] == 0.9
+    assert accounted_usage(record, 6.0, own_time_limit_fraction=0.01)["time_limit_used_fraction"] == \
+        pytest.approx(1 / 30)
 
 
 def test_the_same_sacct_gives_the_jobs_states_as_sacct_x_would():

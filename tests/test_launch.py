@@ -91,6 +91,18 @@ def test_rerun_reason_names_what_changed(tmp_path):
         "measurement settings changed (threads_per_worker 1 -> 2)"
 
 
+def test_the_files_of_a_job_still_starting_are_not_judged_unreadable(tmp_path):
+    """A job starting afresh empties metrics.jsonl before its first line: a rerun asking then, while the
+    job runs, reattaches; the same files from a job that has ended are set aside."""
+    cell = CellDir(tmp_path / "cell")
+    cell.path.mkdir()
+    cell.write_job(JobRecord("63_0", "slurm", 0.0, measured_with={"threads_per_worker": 1}))
+    cell.metrics.write_text("")
+    params = TrainParams(batch_size=8)
+    assert rerun_reason(cell, cell.read_job(), params, {"threads_per_worker": 1}, running=True) is None
+    assert rerun_reason(cell, cell.read_job(), params, {"threads_per_worker": 1}) == "its earlier files are unreadable"
+
+
 def test_an_unfinished_run_with_the_same_settings_is_resumed_not_moved(tmp_path):
     params = TrainParams(batch_size=8)
     cell = finished_cell(tmp_path, params, measured_with={"threads_per_worker": 1})

@@ -131,7 +131,10 @@ def test_default_study_on_slurm_gives_the_local_outputs(slurm_cluster, tmp_path)
         study_dir = tmp_path / where / "results" / default
         outputs[where] = sorted(str(p.relative_to(study_dir)) for p in study_dir.rglob("*")
                                 if p.is_file() and "submitit" not in p.parts and "logs" not in p.parts)
-    assert outputs["slurm"] == outputs["local"]
+    accounted = {path for path in outputs["slurm"] if path.endswith("/accounting.json")}  # Slurm's account: Slurm only
+    assert accounted == {f"cells/{cell}/accounting.json" for cell in ("bs16-gpus1", "bs16-gpus2", "bs64-gpus1",
+                                                                       "bs64-gpus2")}
+    assert sorted(set(outputs["slurm"]) - accounted) == outputs["local"]
     runs = pd.read_csv(tmp_path / "slurm" / "results" / default / "runs.csv")
     assert (runs["status"] == "complete").all() and len(runs) == 4
     assert (runs["world_size"] == runs["gpus"]).all()

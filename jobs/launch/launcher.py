@@ -390,8 +390,9 @@ def differences(old: dict[str, Any], new: dict[str, Any]) -> str:
 
 
 def rerun_reason(cell: CellDir, previous: JobRecord | None, params: TrainParams,
-                 measured_with: dict[str, Any]) -> str | None:
-    """Why the run on disk cannot be continued or reused, so it moves aside; None to resume it (or start)."""
+                 measured_with: dict[str, Any], running: bool = False) -> str | None:
+    """Why the run on disk cannot be continued or reused, so it moves aside; None to resume it (or start).
+    ``running``: the recorded job still runs, so files it is writing are not judged unreadable."""
     if not cell.has_run_files():
         return None
     old_params = cell.last_params()
@@ -403,7 +404,7 @@ def rerun_reason(cell: CellDir, previous: JobRecord | None, params: TrainParams,
         return "its results were damaged"
     if previous is not None and previous.collected:
         return "Snakemake runs it again (its summary.json was removed, or its settings changed)"
-    if old_params is None and (cell.metrics.exists() or cell.checkpoint.exists()):
+    if not running and old_params is None and (cell.metrics.exists() or cell.checkpoint.exists()):
         return "its earlier files are unreadable"
     return None
 
@@ -618,9 +619,15 @@ def run_cell_in_slot(task: CellLaunch, scheduler_dir: Path, out: TextIO, snakema
             and (summary := collect_result(cell_dir, previous, params)) is not None:
         say(out, f"{cell}: collected the result of job {previous.job_id}, which finished meanwhile")
         return summary
-    reason = rerun_reason(CellDir(cell_dir), previous, params, measured_with)
     job = None
     record = still_running_job(cell_dir, cell, launcher, view)
+    if record is None and previous is not None and not previous.collected and not stale \
+            and (summary := collect_result(cell_dir, previous, params)) is not None:
+        say(out, f"{cell}: collected the result of job {previous.job_id}, which finished while Slurm was asked")
+        return summary
+    # Judged once the job's state is known: the files of a job still starting or ending are in flux (an
+    # emptied metrics.jsonl before its first line), and one that ended meanwhile may have left its result.
+    reason = rerun_reason(CellDir(cell_dir), previous, params, measured_with, running=record is not None)
     if record is not None and reason is not None:
         raise CellFailed(f"cell {cell}: Slurm job {record.job_id} still runs the earlier version ({reason}); "
                          f"let it finish or `scancel {record.job_id}`, then run again")
