@@ -602,8 +602,8 @@ def run_cell_in_slot(task: CellLaunch, scheduler_dir: Path, out: TextIO, snakema
     view = None
     if launcher.executor == "slurm":
         view = SharedSlurmView(scheduler_dir, launcher.scheduler_refresh_s, launcher.share_results_with_group,
-                               vet=functools.partial(vet_request, launcher=task.profile_launcher or launcher, data_dir=task.data_dir,
-                                                     results_dir=scheduler_dir.parent.resolve(),
+                               vet=functools.partial(vet_request, launcher=task.profile_launcher or launcher,
+                                                     data_dir=task.data_dir, results_dir=scheduler_dir.parent.resolve(),
                                                      python_path=task.python_path, user_code=task.user_code))
     if view is not None:
         settle_earlier_submission(cell_dir, cell, launcher, view, out)

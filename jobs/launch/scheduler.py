@@ -4,10 +4,11 @@ Every waiting cell registers its job id in a shared directory and reads job stat
 a cache file; a cell still to be submitted leaves a request there instead
 (jobs/launch/submission.py). Whichever waiting process finds a call due first takes a
 lock and makes it for everybody: at most one sbatch of the queued cells as a job array,
-and one sacct for all registered jobs, per refresh_s. A cell whose job has ended asks for
-what it used; that sacct then includes the step records (jobs/launch/accounting.py). So the calls to the scheduler per
+and one sacct for all registered jobs, per refresh_s. So the calls to the scheduler per
 minute stay at 2 x 60 / refresh_s at most, however many cells wait or start. A cell's
 own result file on the shared filesystem remains the fast signal that it has finished.
+A cell whose job has ended asks what it used: that refresh's one sacct then includes the
+step records (jobs/launch/accounting.py).
 
 When sacct does not answer (slurmdbd down, busy or restarting; a munge hiccup), the
 view asks the controller with squeue instead, keeps the last states it knew and retries
