@@ -4,12 +4,19 @@ one worker and the same device, model, batch, precision, optimizer and data:
   bare loop   a hand-written PyTorch loop: a shuffled index per epoch, batches sliced
               from tensors already on the device, forward (under autocast for bf16 and
               fp16, with a gradient scaler for fp16), backward, SGD step;
+  + chores    the same loop doing, between epochs, what Horovod's examples do there:
+              validate, then save a checkpoint (model and optimizer, torch.save) and
+              append a log line; only the steps are timed, as in the job;
   the job     the project's own training entry point (jobs/train/job.py: run_training,
               1 worker), in this process, its throughput read from its metrics.jsonl:
               samples / time in training steps, as the tables compute it.
 
-It prints steady-state samples/s of both (the median over epochs, the first left out)
-and their ratio (job / bare loop; 1.00 means the job adds nothing to the step). Each
+It prints steady-state samples/s of each (the median over epochs, the first left out)
+and the job's ratio to both loops (1.00 means the job adds nothing to the step). The
+second ratio tells the job's own cost from what coming back to the steps after an
+epoch's validation and checkpoint costs any loop (caches the chores evicted; on a small
+VM, a core the hypervisor let go during the file I/O): with 7 steps an epoch, as in
+Lab 1's row, that alone is several per cent of the step time. Each
 case alternates the two several times and reports the medians, since a shared
 machine is noisy. It also prints the model FLOP/s the job achieved (the FLOPs of one
 training step, forward and backward, counted by torch.utils.flop_counter, times steps
@@ -112,11 +119,12 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def bare_loop(params: TrainParams, device: torch.device) -> float:
-    """Steady-state samples/s of the hand-written loop (first epoch left out)."""
+def bare_loop(params: TrainParams, device: torch.device, chores_dir: Path | None = None) -> float:
+    """Steady-state samples/s of the hand-written loop (first epoch left out); with
+    `chores_dir`, validating and saving a checkpoint there after each epoch, off the clock."""
     torch.manual_seed(params.seed)
     data = load_dataset(params.dataset, Path("data"), seed=params.seed, train_subset=params.train_subset)
-    train = DeviceSplit.of(data.train, device)
+    train, val = DeviceSplit.of(data.train, device), DeviceSplit.of(data.val, device)
     model = build_model(params.model, data.input_shape, data.num_classes, width=params.width,
                         depth=params.depth).to(device)
     optimizer = make_optimizer(params, model)
@@ -149,7 +157,22 @@ def bare_loop(params: TrainParams, device: torch.device) -> float:
                 scaler.update()
         synchronize(device)
         rates.append(len(train) / (time.perf_counter() - started))
+        if chores_dir is not None:
+            epoch_chores(model, optimizer, loss_fn, val, chores_dir, len(rates))
     return statistics.median(rates[1:])
+
+
+def epoch_chores(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_fn: torch.nn.Module,
+                 val: DeviceSplit, directory: Path, epoch: int) -> None:
+    """Between two epochs, as Horovod's examples: validate, save a checkpoint, log a line."""
+    model.eval()
+    with torch.no_grad():
+        val_loss = float(loss_fn(model(val.inputs), val.targets))
+    model.train()
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch},
+               directory / "checkpoint.pt")
+    with open(directory / "log.txt", "a") as log:
+        log.write(f"epoch {epoch}: val loss {val_loss}\n")
 
 
 def the_job(params: TrainParams, workdir: Path) -> float:
@@ -182,21 +205,23 @@ def main() -> None:
     print(f"device: {name}; torch {torch.__version__}; precision {args.precision}; {epochs} epochs, "
           f"{rounds} round(s), medians")
     print(f"MFU against {f'{peak / 1e12:.1f} TFLOP/s, the data sheet peak' if peak else 'no known peak'}\n")
-    print("| case | bare loop (samples/s) | the job (samples/s) | job / bare loop | job's model GFLOP/s | MFU |")
-    print("|---|---|---|---|---|---|")
+    print("| case | bare loop (samples/s) | + chores (samples/s) | the job (samples/s) | job / bare loop | "
+          "job / bare loop + chores | job's model GFLOP/s | MFU |")
+    print("|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as workdir:
         for case in cases(epochs, args.precision, device.type == "cuda"):
             if args.only not in case.name:
                 continue
-            bare, job = [], []
+            bare, chores, job = [], [], []
             for _ in range(rounds):
                 bare.append(bare_loop(case.params, device))
+                chores.append(bare_loop(case.params, device, chores_dir=Path(workdir)))
                 job.append(the_job(case.params, Path(workdir)))
-            bare_rate, job_rate = statistics.median(bare), statistics.median(job)
+            bare_rate, chores_rate, job_rate = statistics.median(bare), statistics.median(chores), statistics.median(job)
             achieved = flops_per_sample(case.params, device) * job_rate
             mfu = f"{achieved / peak:.1%}" if peak else "n/a"
-            print(f"| {case.name} | {bare_rate:.0f} | {job_rate:.0f} | {job_rate / bare_rate:.2f} | "
-                  f"{achieved / 1e9:.3g} | {mfu} |", flush=True)
+            print(f"| {case.name} | {bare_rate:.0f} | {chores_rate:.0f} | {job_rate:.0f} | {job_rate / bare_rate:.2f} | "
+                  f"{job_rate / chores_rate:.2f} | {achieved / 1e9:.3g} | {mfu} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -72,7 +72,7 @@ def test_the_step_loop_and_validation_never_wait_for_the_gpu(precision):
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        loss_sum, _, _ = train_epoch(step, train, shard, params.batch_size, rates)
+        loss_sum = train_epoch(step, train, shard, params.batch_size, rates).loss_sum()
         _, correct, count = evaluate(step, val, classification=True)
         # The same mode does catch a read: the test could fail.
         with pytest.raises(RuntimeError):

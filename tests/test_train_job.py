@@ -159,7 +159,7 @@ def test_the_step_loop_and_validation_never_read_from_the_device():
                 configure_precision(params, torch.device("cpu"), model))
     shard = epoch_shard(len(train), 1, 0, seed=0, epoch=1)
     with DeviceReads() as reads:
-        loss_sum, _, _ = train_epoch(step, train, shard, params.batch_size, epoch_learning_rates(params, 1, 10))
+        loss_sum = train_epoch(step, train, shard, params.batch_size, epoch_learning_rates(params, 1, 10)).loss_sum()
         _, correct, count = evaluate(step, val, classification=True)
     assert reads.count == 0
     # The same counter does see a read: the test could fail.
@@ -188,7 +188,8 @@ def test_the_epoch_loss_is_the_sum_over_samples_also_with_a_short_last_batch(sam
                 configure_precision(params, torch.device("cpu"), model))
     shard = epoch_shard(len(train), 1, 0, seed=0, epoch=1)
     steps = -(-samples // params.batch_size)
-    loss_sum, lr, done = train_epoch(step, train, shard, params.batch_size, [0.0] * steps)
+    trained = train_epoch(step, train, shard, params.batch_size, [0.0] * steps)
+    loss_sum, lr, done = trained.loss_sum(), trained.lr, trained.done
     with torch.no_grad():
         expected = torch.nn.functional.mse_loss(model(train.inputs), train.targets, reduction="sum")
         # Resumed after 3 steps (a mid-epoch checkpoint): the samples of the steps after them.
@@ -196,8 +197,8 @@ def test_the_epoch_loss_is_the_sum_over_samples_also_with_a_short_last_batch(sam
         expected_rest = torch.nn.functional.mse_loss(model(train.inputs[rest]), train.targets[rest], reduction="sum")
     assert lr == 0.0 and done == steps
     assert float(loss_sum) == pytest.approx(float(expected), rel=1e-5)
-    rest_sum, _, done = train_epoch(step, train, shard, params.batch_size, [0.0] * steps, first=3)
-    assert done == steps and float(rest_sum) == pytest.approx(float(expected_rest), rel=1e-5)
+    resumed = train_epoch(step, train, shard, params.batch_size, [0.0] * steps, first=3)
+    assert resumed.done == steps and float(resumed.loss_sum()) == pytest.approx(float(expected_rest), rel=1e-5)
 
 
 def test_the_dataloader_path_trains_on_the_same_batches_as_the_device_path(tmp_path):

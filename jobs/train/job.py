@@ -481,10 +481,12 @@ def run_epoch(setup: Setup, progress: Progress, epoch: int, io_s: float, epoch_s
     rates = epoch_learning_rates(params, epoch, setup.steps_per_epoch)
     if stop is not None:
         stop.epoch = epoch
+    step.model.train()  # not on the step clock: Module.train() visits every submodule
     mark = device_clock(device)
-    loss_sum, lr, steps_done = train_epoch(step, setup.train, shard, params.batch_size, rates,
-                                           updates.record if updates is not None else None, first, stop)
+    trained = train_epoch(step, setup.train, shard, params.batch_size, rates,
+                          updates.record if updates is not None else None, first, stop)
     steps_s = device_clock(device) - mark + carried.steps_s
+    loss_sum, lr, steps_done = trained.loss_sum(), trained.lr, trained.done
     if carried.loss_sum is not None:
         loss_sum = loss_sum + carried.loss_sum
     io_s, wait_s = io_s + carried.io_s, wait_s + carried.wait_s
@@ -710,22 +712,43 @@ def epoch_learning_rates(params: TrainParams, epoch: int, steps_per_epoch: int) 
     return [learning_rate(params, epoch - 1 + index / steps_per_epoch) for index in range(steps_per_epoch)]
 
 
+class EpochSteps(NamedTuple):
+    """What train_epoch ran: each step's loss (detached, on the device), the last lr, the steps of
+    the epoch done (its steps up to the last, or fewer where the ranks agreed to stop)."""
+
+    losses: list[Any]
+    lr: float
+    done: int
+    batch_size: int
+    samples: int  # in the steps run
+
+    def loss_sum(self) -> Any:
+        """The loss summed over the samples of the steps run: a few kernels, so the caller runs it
+        after reading the step clock. Every batch holds batch_size samples but the last, which
+        holds the rest (the plan keeps batch_size within a worker's share: at least one batch)."""
+        import torch
+
+        per_batch = torch.stack(self.losses).float()
+        last_size = self.samples - self.batch_size * (len(self.losses) - 1)
+        if last_size == self.batch_size:
+            return per_batch.sum() * self.batch_size
+        return per_batch[:-1].sum() * self.batch_size + per_batch[-1] * last_size
+
+
 def train_epoch(step: Step, train: Any, shard: Any, batch_size: int, rates: list[float],
                 after_update: Callable[[int], None] | None = None, first: int = 0,
-                stop: StopAgreement | None = None) -> tuple[Any, float, int]:
+                stop: StopAgreement | None = None) -> EpochSteps:
     """The epoch's steps over this rank's shard at the given lr per step, from step `first`
-    (0-based) on, until the last or until the ranks agree to stop: (the loss summed over the
-    samples of the steps run, on the device; the last lr; the steps of the epoch done).
+    (0-based) on, until the last or until the ranks agree to stop.
 
     The hot loop is what a hand-written loop would be: the lr is set only when it changes,
     plain fp32 skips the autocast and scaler calls, and each step's loss is only kept (its
-    detached tensor, no kernel); they are summed once, after the last step. The stop check
-    costs an integer comparison per step (jobs/train/interrupt.py)."""
-    import torch
-
+    detached tensor, no kernel); EpochSteps.loss_sum sums them, after the clock. The stop
+    check costs an integer comparison per step (jobs/train/interrupt.py)."""
     from jobs.train.precision import step_after_average
 
-    step.model.train()
+    if not step.model.training:  # run_epoch sets it before the clock; a direct caller may not have
+        step.model.train()
     optimizer, forward, loss_fn, precision = step.optimizer, step.forward, step.loss_fn, step.precision
     plain = precision.is_plain()
     noise = step.noise
@@ -763,14 +786,9 @@ def train_epoch(step: Step, train: Any, shard: Any, batch_size: int, rates: list
             if stopping and index < last:  # at the last step the epoch finishes, and stops at its end
                 done = index + 1
                 break
-    # One batch per rate (the plan keeps batch_size within a worker's share, so there is at least one);
-    # every batch holds batch_size samples but the last, which holds the rest.
-    per_batch = torch.stack(losses).float()
     if done < len(rates):
-        return per_batch.sum() * batch_size, float(lr or rates[first]), done
-    last_size = len(shard) - batch_size * last
-    loss_sum = per_batch[:-1].sum() * batch_size + per_batch[-1] * last_size
-    return loss_sum, rates[-1], done
+        return EpochSteps(losses, float(lr or rates[first]), done, batch_size, batch_size * len(losses))
+    return EpochSteps(losses, rates[-1], done, batch_size, len(shard) - first * batch_size)
 
 
 def training_flops_per_sample(model: Any, inputs: Any) -> float | None:
