@@ -366,21 +366,18 @@ class StudyAnalysis:
 
     scaling: str = "weak"  # which batch the efficiency baseline shares: per-worker (weak) or global (strong)
     time_budget_s: float | None = None  # the course's assessment: target held within this training wall time
-    # What the profile says of the hardware (jobs/plan/params.py LauncherSettings.hardware): the partition a
-    # cell without one runs in, each partition's GPUs per node (Slurm only) and price per GPU-hour.
+    # What the profile says of the hardware, each partition resolved (jobs/plan/params.py
+    # LauncherSettings.hardware): its name, GPUs per node (Slurm only) and price per GPU-hour.
     hardware: dict[str, Any] = field(default_factory=dict)
 
     def partition_columns(self, named: Sequence[Any]) -> pd.DataFrame:
         """partition, gpus_per_node and price_per_gpu_hour of cells whose `partition` parameter is ``named``."""
-        partitions = self.hardware.get("partitions") or {}
+        listed = self.hardware.get("partitions") or {}
+        default = self.hardware.get("default") or {"partition": None, "gpus_per_node": None, "price_per_gpu_hour": None}
         rows = []
         for value in named:
-            name = value if isinstance(value, str) and value else self.hardware.get("default_partition")
-            spec = partitions.get(name, {}) if name else {}
-            per_node = spec.get("gpus_per_node", self.hardware.get("gpus_per_node")) \
-                if self.hardware.get("executor") == "slurm" else None
-            rows.append({"partition": name, "gpus_per_node": per_node,
-                         "price_per_gpu_hour": spec.get("price_per_gpu_hour")})
+            name = value if isinstance(value, str) and value else None
+            rows.append(listed.get(name) or {**default, **({"partition": name} if name else {})})
         return pd.DataFrame(rows, columns=["partition", "gpus_per_node", "price_per_gpu_hour"])
 
 
@@ -525,8 +522,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scaling", choices=("weak", "strong"), default="weak",
                         help="weak: efficiency at a fixed per-worker batch; strong: at a fixed global batch")
     parser.add_argument("--hardware", type=json.loads, default={},
-                        help="JSON: executor, gpus_per_node, default_partition and partitions ({name: {gpus_per_node, "
-                             "price_per_gpu_hour}}), as the profile gives them")
+                        help="JSON: each partition's partition, gpus_per_node and price_per_gpu_hour under "
+                             "\"default\" and \"partitions\" ({name: ...}), as LauncherSettings.hardware resolves them")
     parser.add_argument("--time-budget-s", type=float,
                         help="the assessment's budget: pass when the target is held within it (training wall time)")
     args = parser.parse_args(argv)

@@ -588,3 +588,29 @@ def test_what_a_cell_used_is_weighted_by_epoch_time_or_its_largest(tmp_path: Pat
     assert row["gpu_utilization"] == pytest.approx((0.2 * seconds[0] + 0.8 * seconds[1]) / (seconds[0] + seconds[1]))
     assert row["max_rss_gb"] == 2.0 and row["gpu_memory_gb"] == 5.0
     assert row["memory_used_fraction"] == 2.0 / 8.0 and row["time_limit_used_fraction"] == 450.0 / 600.0
+
+
+def test_each_cell_gets_its_partitions_hardware_as_the_profile_resolves_it():
+    """collect only looks a cell's partition up in what LauncherSettings.hardware resolved (sent
+    as JSON, as the workflow does): a named partition its own GPUs per node and price, no name
+    the profile's partition, a name the profile does not list (no launcher.partitions) the
+    profile's GPUs per node unpriced, and outside Slurm no GPUs per node at all."""
+
+    from jobs.plan.params import LauncherSettings
+
+    priced = LauncherSettings(executor="slurm", gpus_per_node=8, slurm={"partition": "a100"},
+                              partitions={"a100": {"price_per_gpu_hour": 4}, "v100": {"gpus_per_node": 4,
+                                                                                   "price_per_gpu_hour": 1.5}})
+    analysis = StudyAnalysis(hardware=json.loads(json.dumps(priced.hardware())))
+    columns = analysis.partition_columns([None, "v100", "a100", ""])
+    assert columns.to_dict("records") == [
+        {"partition": "a100", "gpus_per_node": 8, "price_per_gpu_hour": 4.0},
+        {"partition": "v100", "gpus_per_node": 4, "price_per_gpu_hour": 1.5},
+        {"partition": "a100", "gpus_per_node": 8, "price_per_gpu_hour": 4.0},
+        {"partition": "a100", "gpus_per_node": 8, "price_per_gpu_hour": 4.0}]
+    unlisted = LauncherSettings(executor="slurm", gpus_per_node=2)
+    columns = StudyAnalysis(hardware=unlisted.hardware()).partition_columns(["gpu", None])
+    assert columns["partition"].iloc[0] == "gpu" and pd.isna(columns["partition"].iloc[1])
+    assert columns["gpus_per_node"].tolist() == [2, 2] and columns["price_per_gpu_hour"].isna().all()
+    local = LauncherSettings(executor="local", gpus_per_node=2)
+    assert StudyAnalysis(hardware=local.hardware()).partition_columns([None])["gpus_per_node"].isna().all()

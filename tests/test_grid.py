@@ -471,7 +471,7 @@ def test_a_partition_axis_sends_each_cell_to_its_partition_with_its_gpus_per_nod
     config["launcher"]["partitions"]["second"]["gpus_per_node"] = 4  # 6 GPUs cannot fill nodes of 4
     message = one_line_error(with_study(config, {"grid": {"batch_size": [8], "gpus": [6], "partition": ["second"]}}))
     assert "gpus = 6 spans more than one node but is not a multiple of launcher.gpus_per_node = 4" in message
+    debug = {"partition": "debug", "gpus_per_node": 2, "price_per_gpu_hour": 1.5}
     assert plan.launcher.hardware() == {
-        "executor": "slurm", "gpus_per_node": 2, "default_partition": "debug",
-        "partitions": {"debug": {"gpus_per_node": 2, "price_per_gpu_hour": 1.5},
-                       "second": {"gpus_per_node": 1, "price_per_gpu_hour": 0.5}}}
+        "default": debug,
+        "partitions": {"debug": debug, "second": {"partition": "second", "gpus_per_node": 1, "price_per_gpu_hour": 0.5}}}

@@ -308,11 +308,16 @@ class LauncherSettings:
         return dataclasses.replace(self, gpus_per_node=int(gpus_per_node), slurm={**self.slurm, "partition": partition})
 
     def hardware(self) -> dict[str, Any]:
-        """What the analysis needs to know of the hardware (analysis/collect.py StudyAnalysis.hardware)."""
-        partitions = {name: {"gpus_per_node": self.for_partition(name).gpus_per_node,
-                             "price_per_gpu_hour": self.price_per_gpu_hour(name)} for name in self.partitions}
-        return {"executor": self.executor, "gpus_per_node": self.gpus_per_node,
-                "default_partition": self.partition_name(None), "partitions": partitions}
+        """Each partition's hardware, resolved here once, for the analysis to look up by a cell's
+        partition (analysis/collect.py StudyAnalysis): "default" for a cell that names none (or,
+        with no launcher.partitions, one the profile does not list), "partitions" by name."""
+        def described(partition: str | None) -> dict[str, Any]:
+            on_slurm = self.executor == "slurm"  # GPUs per node place workers on Slurm's nodes only
+            return {"partition": self.partition_name(partition),
+                    "gpus_per_node": self.for_partition(partition).gpus_per_node if on_slurm else None,
+                    "price_per_gpu_hour": self.price_per_gpu_hour(partition)}
+
+        return {"default": described(None), "partitions": {name: described(name) for name in self.partitions}}
 
     def price_per_gpu_hour(self, partition: str | None) -> float | None:
         name = self.partition_name(partition)
