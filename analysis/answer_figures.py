@@ -6,7 +6,8 @@ and the command that writes the answer and draws them (`python -m analysis.answe
 - steps_to_target: steps to target vs global batch (log-log) with the fitted
   (S/S_min - 1)(E/E_min - 1) = 1 curve and its three regimes;
 - tta_decomposition: time to target = steps to target x time per step, each vs global batch;
-- pareto: time to target vs GPU-hours, measured and predicted configurations, the front;
+- pareto: time to target vs its cost (money where the panel's partition is priced, else GPU-hours),
+  measured and predicted configurations, the front;
 - holdout: predicted vs measured time per step of the largest worker count, fitted without it.
 """
 
@@ -45,6 +46,7 @@ from analysis.scaling_model import Choice, pareto_front
 
 GLOBAL_BATCH_LABEL = "Global batch size (samples per step, all workers)"
 GPU_HOURS_LABEL = "GPU-hours to target (workers x training time, h)"
+COST_LABEL = "Cost to target (GPU-hours x the partition's price per GPU-hour, launcher.partitions)"
 TIME_TO_TARGET_LABEL = "Time to target (s of training)"
 REGIME_COLORS = {"perfect scaling": "#d9f0d3", "diminishing returns": "#fff7bc", "no further gain": "#fde0dd"}
 
@@ -257,10 +259,21 @@ def tta_decomposition_by_group(groups: list[GroupAnswer], reached: list[pd.DataF
     return figure
 
 
+def cost_column(group: GroupAnswer) -> str:
+    """"cost" (money) where the group's hardware is priced, as the answer's cheapest is; else "gpu_hours"."""
+    shown = [frame.dropna(subset=["time_to_target_s"]) for frame in (group.predicted, group.measured)
+             if len(frame) and "time_to_target_s" in frame.columns]
+    rows = pd.concat(shown, ignore_index=True) if shown else pd.DataFrame()
+    priced = len(rows) > 0 and "cost" in rows.columns and \
+        bool(np.isfinite(pd.to_numeric(rows["cost"], errors="coerce").astype(float)).all())
+    return "cost" if priced else "gpu_hours"
+
+
 def pareto_figure(groups: list[GroupAnswer], answer: StudyAnswer) -> Figure:
     figure, axes = _titled_panels(groups)
     for ax, group in zip(axes, groups):
-        ax.set_xlabel(GPU_HOURS_LABEL)
+        cost = cost_column(group)
+        ax.set_xlabel(COST_LABEL if cost == "cost" else GPU_HOURS_LABEL)
         ax.set_ylabel(TIME_TO_TARGET_LABEL)
         predicted = group.predicted
         measured = group.measured.dropna(subset=["time_to_target_s"]) if len(group.measured) else group.measured
@@ -272,20 +285,20 @@ def pareto_figure(groups: list[GroupAnswer], answer: StudyAnswer) -> Figure:
         if len(predicted) and "time_to_target_s" in predicted.columns:
             shown = predicted.dropna(subset=["time_to_target_s"])
             for workers, rows in shown.groupby("workers"):
-                ax.scatter(rows["gpu_hours"], rows["time_to_target_s"], marker=worker_marker(workers), s=40,
+                ax.scatter(rows[cost], rows["time_to_target_s"], marker=worker_marker(workers), s=40,
                            facecolors="none", edgecolors="C0", alpha=0.8)
-            points.append(shown[["gpu_hours", "time_to_target_s"]])
+            points.append(shown[[cost, "time_to_target_s"]])
         for workers, rows in measured.groupby("workers"):
-            ax.scatter(rows["gpu_hours"], rows["time_to_target_s"], marker=worker_marker(workers), s=70,
+            ax.scatter(rows[cost], rows["time_to_target_s"], marker=worker_marker(workers), s=70,
                        color="C1", edgecolor="black", zorder=5)
-        points.append(measured[["gpu_hours", "time_to_target_s"]])
+        points.append(measured[[cost, "time_to_target_s"]])
         every = pd.concat(points, ignore_index=True)
-        front = every[pareto_front(every["time_to_target_s"].to_numpy(), every["gpu_hours"].to_numpy())]
-        front = front.sort_values("gpu_hours")
-        ax.plot(front["gpu_hours"], front["time_to_target_s"], color="C3", lw=1.5, zorder=3)
+        front = every[pareto_front(every["time_to_target_s"].to_numpy(), every[cost].to_numpy())]
+        front = front.sort_values(cost)
+        ax.plot(front[cost], front["time_to_target_s"], color="C3", lw=1.5, zorder=3)
         for offset, (label, choice) in enumerate(answer_labels(answer, group).items()):
             ax.annotate(f"{label}: {workers_text(choice.workers)} x batch {choice.per_worker_batch:g} ({choice.source})",
-                        (choice.gpu_hours, choice.time_to_target_s), xytext=(24, 24 + 16 * offset),
+                        (getattr(choice, cost), choice.time_to_target_s), xytext=(24, 24 + 16 * offset),
                         textcoords="offset points", fontsize="small", arrowprops={"arrowstyle": "->"})
         plain_log_scale(ax, "x")
         plain_log_scale(ax, "y")

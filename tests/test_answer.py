@@ -215,3 +215,23 @@ def test_the_pareto_labels_merge_one_configuration_both_fastest_and_cheapest():
     answer = answer_study(runs[runs["gpus"] == 1], "s")
     assert answer.fastest is not None and answer.cheapest is not None and answer.fastest.cell == answer.cheapest.cell
     assert list(answer_labels(answer, answer.groups[0])) == ["fastest and cheapest"]
+
+
+def test_the_pareto_figure_puts_money_on_its_cost_axis_where_the_hardware_is_priced():
+    """Priced partitions: each measured point sits at its GPU-hours x the partition's price (computed
+    here from the runs); unpriced: at its GPU-hours, and the axis says which."""
+    from analysis.answer_figures import COST_LABEL, GPU_HOURS_LABEL, pareto_figure
+
+    runs = two_partitions()
+    for priced in (True, False):
+        table = runs if priced else runs.assign(price_per_gpu_hour=np.nan)
+        answer = answer_study(table, "s")
+        figure = pareto_figure(answer.groups, answer)
+        for ax, group in zip(figure.axes, answer.groups):
+            cells = runs[runs["partition"] == group.group["partition"]]
+            gpu_hours = cells["gpus"] * cells["time_to_target_s"] / 3600
+            expected = gpu_hours * cells["price_per_gpu_hour"] if priced else gpu_hours
+            shown = np.concatenate([collection.get_offsets()[:, 0] for collection in ax.collections])
+            assert ax.get_xlabel() == (COST_LABEL if priced else GPU_HOURS_LABEL)
+            assert all(np.isclose(shown, value, rtol=1e-9).any() for value in expected), (priced, shown, expected)
+        figure.clear()
