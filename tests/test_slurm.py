@@ -280,6 +280,8 @@ def test_lost_login_session_reattaches_instead_of_resubmitting(slurm_cluster, tm
     assert len(jobs) == 6 and all(len(ids) == 1 for ids in jobs.values()), jobs
     runs = pd.read_csv(tmp_path / "results" / study / "runs.csv")
     assert (runs["status"] == "complete").all() and len(runs) == 6
+    # Slurm's account of what each used, the cells collected on return included.
+    assert (runs["usage_source"] == "sacct").all(), runs[["cell", "usage_source"]]
 
 
 # Where the testing switch kills the Snakemake group, in the order submission passes them

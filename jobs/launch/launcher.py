@@ -292,6 +292,15 @@ def record_usage(cell_dir: Path, cell: str, job_id: str, view: SharedSlurmView, 
     CellDir(cell_dir).write_accounting(usage.record())
 
 
+def with_usage(summary: dict[str, Any], cell_dir: Path, cell: str, view: SharedSlurmView | None,
+               launcher: LauncherSettings, out: TextIO) -> dict[str, Any]:
+    """A Slurm result collected without waiting for its job here (it ended meanwhile, or a stopped
+    Snakemake's launcher published it) gets Slurm's account too, unless it has one already."""
+    if view is not None and CellDir(cell_dir).read_accounting(summary.get("job_id")) is None:
+        record_usage(cell_dir, cell, str(summary["job_id"]), view, launcher, out)
+    return summary
+
+
 def describe_epoch(cell: str, epochs: int, record: EpochRecord) -> str:
     acc = "n/a" if record.val_accuracy is None else f"{record.val_accuracy:.3f}"
     return (f"{cell}: epoch {record.epoch}/{epochs}, val acc {acc}, "
@@ -614,17 +623,17 @@ def run_cell_in_slot(task: CellLaunch, scheduler_dir: Path, out: TextIO, snakema
     stale = previous is not None and previous.measured_with not in (None, measured_with)
     if not stale and (summary := adopted_summary(cell_dir, previous, params)) is not None:
         say(out, f"{cell}: finished meanwhile (job {summary['job_id']}) by the launcher a stopped Snakemake left running")
-        return summary
+        return with_usage(summary, cell_dir, cell, view, launcher, out)
     if previous is not None and not previous.collected and not stale \
             and (summary := collect_result(cell_dir, previous, params)) is not None:
         say(out, f"{cell}: collected the result of job {previous.job_id}, which finished meanwhile")
-        return summary
+        return with_usage(summary, cell_dir, cell, view, launcher, out)
     job = None
     record = still_running_job(cell_dir, cell, launcher, view)
     if record is None and previous is not None and not previous.collected and not stale \
             and (summary := collect_result(cell_dir, previous, params)) is not None:
         say(out, f"{cell}: collected the result of job {previous.job_id}, which finished while Slurm was asked")
-        return summary
+        return with_usage(summary, cell_dir, cell, view, launcher, out)
     # Judged once the job's state is known: the files of a job still starting or ending are in flux (an
     # emptied metrics.jsonl before its first line), and one that ended meanwhile may have left its result.
     reason = rerun_reason(CellDir(cell_dir), previous, params, measured_with, running=record is not None)
