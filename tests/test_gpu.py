@@ -122,3 +122,87 @@ def test_a_resumed_fp16_cell_ends_as_the_uninterrupted_one(tmp_path, monkeypatch
     assert ends["whole"]["grad_scaler"]["scale"] > 0
     assert [e["train_loss"] for e in CellDir(resumed_dir).read_metrics().epochs] == [
         e["train_loss"] for e in whole.read_metrics().epochs]
+
+
+def test_nvml_reports_the_gpus_utilisation_and_memory_each_epoch(tmp_path):
+    """Each epoch's NVML reading (jobs/train/usage.py), against the driver's own count of the
+    device's memory in use (cudaMemGetInfo), read here once the cell is done."""
+    params = TrainParams(dataset="digits", model="cnn", batch_size=64, epochs=2, lr=0.05, momentum=0.9)
+    epochs = run_cell(tmp_path, "nvml", params).read_metrics().epochs
+    free, total = torch.cuda.mem_get_info()
+    assert len(epochs) == 2
+    for epoch in epochs:
+        assert 0.0 <= epoch["gpu_utilization"] <= 1.0, epoch
+        assert 0.0 < epoch["gpu_memory_gb"] <= total / 2**30, epoch
+    assert epochs[-1]["gpu_memory_gb"] == pytest.approx((total - free) / 2**30, abs=0.5)
+
+
+def run_until_stopped(tmp_path: Path, name: str, params: TrainParams, attempt: int) -> int | None:
+    """One attempt of a cell with the stop signals handled as in a job; the exit code if it stopped."""
+    import signal
+
+    from jobs.train.interrupt import STOP_SIGNALS, StopSignals
+    from jobs.train.job import TrainingJob, run_training
+
+    cell_dir = tmp_path / name
+    cell_dir.mkdir(exist_ok=True)
+    job = TrainingJob(cell_dir=str(cell_dir), study="gpu", cell=name, grid_axes=("batch_size", "gpus"),
+                      params=params.to_dict(), data_dir=str(tmp_path))
+    previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+    try:
+        run_training(job, SingleWorker(), "localhost", str(attempt), attempt, 0.0, StopSignals().install())
+    except SystemExit as stopped:
+        return int(stopped.code or 0)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return None
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_a_cell_stopped_mid_epoch_on_the_gpu_resumes_bitwise(tmp_path, precision):
+    """A preemption's SIGTERM after 5 steps of epoch 2, on the GPU: the stop check reads no device
+    value, rank 0 saves the position, and the resumed run ends with the uninterrupted run's
+    weights, optimizer and gradient scaler state bit for bit."""
+    import dataclasses
+
+    params = TrainParams(dataset="linear", model="linear", batch_size=16, epochs=3, lr=1e-3, momentum=0.9,
+                         train_subset=1024, precision=precision, lr_scaling="none")
+    assert run_until_stopped(tmp_path, "whole", params, 0) is None
+    stopped = dataclasses.replace(params, signal_at=["2:5:TERM"])
+    assert run_until_stopped(tmp_path, "stopped", stopped, 0) is not None
+    assert run_until_stopped(tmp_path, "stopped", stopped, 1) is None
+
+    log = CellDir(tmp_path / "stopped").read_metrics()
+    assert [(meta["resumed_from_epoch"], meta["resumed_from_step"]) for meta in log.metas] == [(0, 0), (1, 5)]
+    ends = {name: torch.load(CellDir(tmp_path / name).checkpoint, weights_only=True) for name in ("whole", "stopped")}
+    for key, value in ends["whole"]["model"].items():
+        assert torch.equal(ends["stopped"]["model"][key], value), key
+    for index, state in ends["whole"]["optimizer"]["state"].items():
+        for key, value in state.items():
+            assert torch.equal(torch.as_tensor(ends["stopped"]["optimizer"]["state"][index][key]),
+                               torch.as_tensor(value)), key
+    assert ends["stopped"].get("grad_scaler") == ends["whole"].get("grad_scaler")
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 GPUs")
+def test_a_two_gpu_ddp_cell_over_nccl_stops_mid_epoch_and_resumes_bitwise(tmp_path):
+    """backend ddp on 2 GPUs (NCCL), through the workflow: Slurm's warning after 5 steps of epoch 1,
+    the ranks agree on the step over NCCL, and the requeued cell ends as the uninterrupted one."""
+    from conftest import default_config, run_snakemake, write_config
+
+    fixed = {"dataset": "linear", "model": "linear", "epochs": 2, "lr": 1e-3, "momentum": 0.9,
+             "backend": "ddp", "train_subset": 1024, "lr_scaling": "none"}
+    config = default_config()
+    config["studies"] = {name: {"grid": {"batch_size": [16], "gpus": [2]}, "fixed": {**fixed, **extra}}
+                         for name, extra in (("stopped", {"signal_at": ["1:5"]}), ("whole", {}))}
+    write_config(tmp_path, config)
+    result = run_snakemake(tmp_path, timeout=900)
+    assert result.returncode == 0, result.stderr[-4000:]
+    cells = {name: tmp_path / "results" / name / "cells" / "bs16-gpus2" for name in ("stopped", "whole")}
+    log = CellDir(cells["stopped"]).read_metrics()
+    assert log.metas[0]["controller"] == "nccl"
+    assert [(meta["resumed_from_epoch"], meta["resumed_from_step"]) for meta in log.metas] == [(0, 0), (0, 5)]
+    ends = {name: torch.load(CellDir(path).checkpoint, weights_only=True) for name, path in cells.items()}
+    for key, value in ends["whole"]["model"].items():
+        assert torch.equal(ends["stopped"]["model"][key], value), key
