@@ -36,7 +36,7 @@ import pandas as pd
 
 from analysis.critical_batch import CriticalBatchFit, fit_critical_batch
 from analysis.metrics import REPLICATE_AXES
-from analysis.scaling_model import Choice, StepTimeModel, choose, fit_step_time, holdout, predict
+from analysis.scaling_model import Choice, StepTimeModel, choose, fit_step_time, holdout, in_money, predict
 from analysis.tables import FINISHED_STATUSES, finished, grid_axes_of
 
 GROUP_EXCLUDED_AXES = ("batch_size", "gpus", *REPLICATE_AXES)
@@ -239,10 +239,10 @@ def best_over(target: dict[str, Any], groups: list[GroupAnswer]) -> TargetChoice
         if fastest is not None and (chosen.fastest is None or fastest.time_to_target_s < chosen.fastest.time_to_target_s):
             chosen.fastest, chosen.fastest_group = fastest, group.group
     cheapest_choices = [(group, cheapest) for group, _, cheapest in choices if cheapest is not None]
-    in_money = bool(cheapest_choices) and all(math.isfinite(cheapest.cost) for _, cheapest in cheapest_choices)
+    money = in_money([cheapest.cost for _, cheapest in cheapest_choices])
     for group, cheapest in cheapest_choices:
-        spent = cheapest.cost if in_money else cheapest.gpu_hours
-        if chosen.cheapest is None or spent < (chosen.cheapest.cost if in_money else chosen.cheapest.gpu_hours):
+        spent = cheapest.cost if money else cheapest.gpu_hours
+        if chosen.cheapest is None or spent < (chosen.cheapest.cost if money else chosen.cheapest.gpu_hours):
             chosen.cheapest, chosen.cheapest_group = cheapest, group.group
     return chosen
 

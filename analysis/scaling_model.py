@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
@@ -483,8 +484,14 @@ def choose(measured: pd.DataFrame, predicted: pd.DataFrame) -> tuple[Choice | No
         pairs = zip(predicted["workers"].astype(float), predicted["per_worker_batch"].astype(float).round(9))
         parts.append(_options(predicted[[pair not in ran for pair in pairs]], "predicted"))
     options = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
-    priced = not options.empty and np.isfinite(options["cost"].astype(float)).any()
-    return _best(options, "time_to_target_s"), _best(options, "cost" if priced else "gpu_hours")
+    spent = options[np.isfinite(options["gpu_hours"].astype(float))]["cost"].tolist() if len(options) else []
+    return _best(options, "time_to_target_s"), _best(options, "cost" if in_money(spent) else "gpu_hours")
+
+
+def in_money(costs: Sequence[float]) -> bool:
+    """Whether "cheapest" compares money: every option it compares is priced; else GPU-hours."""
+    values = pd.to_numeric(pd.Series(list(costs), dtype=object), errors="coerce").astype(float)  # <NA>: NaN
+    return len(values) > 0 and bool(np.isfinite(values).all())
 
 
 def _best(options: pd.DataFrame, by: str) -> Choice | None:
