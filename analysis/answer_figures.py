@@ -42,7 +42,7 @@ from analysis.figures import (
     plain_log_scale,
     save_figures,
 )
-from analysis.scaling_model import Choice, pareto_front
+from analysis.scaling_model import Choice, in_money, pareto_front
 
 GLOBAL_BATCH_LABEL = "Global batch size (samples per step, all workers)"
 GPU_HOURS_LABEL = "GPU-hours to target (workers x training time, h)"
@@ -264,9 +264,7 @@ def cost_column(group: GroupAnswer) -> str:
     shown = [frame.dropna(subset=["time_to_target_s"]) for frame in (group.predicted, group.measured)
              if len(frame) and "time_to_target_s" in frame.columns]
     rows = pd.concat(shown, ignore_index=True) if shown else pd.DataFrame()
-    priced = len(rows) > 0 and "cost" in rows.columns and \
-        bool(np.isfinite(pd.to_numeric(rows["cost"], errors="coerce").astype(float)).all())
-    return "cost" if priced else "gpu_hours"
+    return "cost" if "cost" in rows.columns and in_money(rows["cost"].tolist()) else "gpu_hours"
 
 
 def pareto_figure(groups: list[GroupAnswer], answer: StudyAnswer) -> Figure:
